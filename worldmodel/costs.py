@@ -1,0 +1,204 @@
+"""Differentiable driving costs computed on ego views (SPEC.md §2): one definition each.
+
+Used by the simulator environments (via ``pixel_costs_numpy``), by dataset extraction (the ``/costs`` column
+of episodes.h5) and by policy training (through the forward model's predicted images). Each cost is the max
+over pixels of a separable mask times one channel of the view::
+
+    proximity = max_{r,c} proximity_mask[r, c] * images[VEHICLES, r, c]
+    lane      = max_{r,c} lane_mask[r, c]      * images[LANES, r, c]
+    offroad   = max_{r,c} lane_mask[r, c]      * images[OFFROAD, r, c]
+
+Masks are evaluated at the pixel centres ``f`` (forward) and ``l`` (lateral) of ``ViewSpec`` in metres.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodel.traffic.view import LANES, OFFROAD, VEHICLES, ViewSpec
+
+#: Names of the costs, in the column order of episodes.h5 ``/costs`` and of ``pixel_costs_numpy``.
+COST_NAMES = ("proximity", "lane", "offroad")
+
+
+@dataclass(frozen=True)
+class CostConfig:
+    """Cost geometry and weights (PPUU values by default). All cost weights live here."""
+
+    safe_time_s: float = 1.5
+    """Time headway of the safe distance [s]: safe distance = safe_time_s * |speed| + safe_margin_m."""
+    safe_margin_m: float = 1.0
+    """Constant part of the safe distance [m]; > 0, so the proximity ramp never has zero length."""
+    overlap_tolerance_m: float = 1.0
+    """Tolerated overlap [m] on both axes: the proximity plateau is the ego footprint shrunk by this much."""
+    lane_width_m: float = 3.7
+    """Lane width [m]: the lateral ramp of the lane mask reaches 0 at half of it from the centre line."""
+    lane_weight: float = 0.2
+    """Weight of the lane cost in the total cost."""
+    offroad_weight: float = 1.0
+    """Weight of the off-road cost in the total cost."""
+    proximity_weight: float = 1.0
+    """Weight of the proximity cost in the total cost."""
+    discount: float = 0.99
+    """Per-step discount of the costs along a rollout (policy training)."""
+    uncertainty_weight: float = 0.05
+    """Weight of the epistemic uncertainty cost (policy training)."""
+    uncertainty_hinge: float = 0.5
+    """Hinge on the normalised variances of the uncertainty cost (policy training)."""
+
+    def __post_init__(self) -> None:
+        if not self.safe_margin_m > 0:
+            raise ValueError(f"CostConfig: safe_margin_m must be > 0, got {self.safe_margin_m}")
+        if self.safe_time_s < 0 or self.overlap_tolerance_m < 0:
+            raise ValueError("CostConfig: safe_time_s and overlap_tolerance_m must be >= 0")
+        if not self.lane_width_m > 0:
+            raise ValueError(f"CostConfig: lane_width_m must be > 0, got {self.lane_width_m}")
+        if not 0 < self.discount <= 1:
+            raise ValueError(f"CostConfig: discount must be in (0, 1], got {self.discount}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _as_tensors(*values: Tensor | float, like: Tensor | None = None) -> list[Tensor]:
+    """Tensors or floats as tensors of one floating dtype and device, broadcast to one shape ``[...]``.
+
+    dtype and device come from ``like``, else from the first floating tensor among ``values``, else the
+    default dtype on the CPU.
+    """
+    if like is None:
+        like = next((v for v in values if isinstance(v, Tensor) and v.is_floating_point()), None)
+    dtype = like.dtype if like is not None else torch.get_default_dtype()
+    device = like.device if like is not None else None
+    return list(torch.broadcast_tensors(*(torch.as_tensor(v, dtype=dtype, device=device) for v in values)))
+
+
+def _pixel_centres(spec: ViewSpec, like: Tensor) -> tuple[Tensor, Tensor]:
+    """Ego-frame pixel centres: forward ``[H]`` and lateral ``[W]`` [m], in ``like``'s dtype and device."""
+    rows = torch.arange(spec.height_px, dtype=like.dtype, device=like.device)
+    cols = torch.arange(spec.width_px, dtype=like.dtype, device=like.device)
+    return (spec.ego_row - rows) / spec.px_per_m, (cols - spec.ego_col) / spec.px_per_m
+
+
+def proximity_mask(
+    spec: ViewSpec,
+    length_m: Tensor | float,
+    width_m: Tensor | float,
+    speed_mps: Tensor | float,
+    config: CostConfig = CostConfig(),
+) -> Tensor:
+    """Proximity mask ``[..., H, W]`` in [0, 1] for an ego car of the given size and speed.
+
+    The inputs are floats or tensors of any broadcastable batch shape ``[...]``. With ``L`` = length,
+    ``w`` = width, ``v`` = speed, ``tol`` = ``overlap_tolerance_m`` and the safe distance
+    ``d = safe_time_s * |v| + safe_margin_m``, the mask is ``along(f) * across(l)`` with::
+
+        a_f = max(L - tol, 0) / 2                       plateau half-length (footprint less the tolerance)
+        along(f)  = clamp((a_f + d - |f|) / d, 0, 1)    1 on the plateau, 0 from a_f + d on
+        a_l = max(w - tol, 0) / 2                       plateau half-width
+        across(l) = clamp((w - |l|) / (w - a_l), 0, 1)  1 on the plateau, 0 from |l| = w on
+
+    As in PPUU, the 1 m tolerance (NGSIM positions are inaccurate) shrinks the plateau, where the cost is 1
+    (a collision), by tol / 2 at each side; the ramp reaches 0 one safe distance beyond the plateau ahead
+    and behind, and at one ego width from the centre line across (a same-width car just touching the ego's
+    flank). The mask is differentiable w.r.t. speed; ``pixel_costs`` detaches the speed before calling it.
+    """
+    length, width, speed = _as_tensors(length_m, width_m, speed_mps)
+    forward, lateral = _pixel_centres(spec, length)  # [H], [W]
+    tol = config.overlap_tolerance_m
+    safe = config.safe_time_s * speed.abs() + config.safe_margin_m  # [...]
+    half_length = (length - tol).clamp(min=0) / 2  # [...]
+    half_width = (width - tol).clamp(min=0) / 2  # [...]
+    along = ((half_length + safe)[..., None] - forward.abs()) / safe[..., None]  # [..., H]
+    across = (width[..., None] - lateral.abs()) / (width - half_width).clamp(min=1e-6)[..., None]  # [..., W]
+    return along.clamp(0, 1)[..., :, None] * across.clamp(0, 1)[..., None, :]  # [..., H, W]
+
+
+def lane_mask(
+    spec: ViewSpec,
+    length_m: Tensor | float,
+    width_m: Tensor | float,
+    config: CostConfig = CostConfig(),
+) -> Tensor:
+    """Lane (and off-road) mask ``[..., H, W]`` in [0, 1] for an ego car of the given size.
+
+    ``along(f) = 1 if |f| <= L / 2 else 0`` (binary over the ego's length) and
+    ``across(l) = max(1 - |l| / (lane_width_m / 2), 0)`` (1 on the centre line, 0 from half a lane on).
+    As in PPUU the lateral ramp ignores the ego width; ``width_m`` only takes part in the batch shape.
+    """
+    length, _ = _as_tensors(length_m, width_m)
+    forward, lateral = _pixel_centres(spec, length)  # [H], [W]
+    along = (forward.abs() <= length[..., None] / 2).to(length.dtype)  # [..., H]
+    across = (1 - lateral.abs() / (config.lane_width_m / 2)).clamp(min=0)  # [W]
+    return along[..., :, None] * across  # [..., H, W]
+
+
+def pixel_costs(
+    images: Tensor,
+    speed_mps: Tensor | float,
+    length_m: Tensor | float,
+    width_m: Tensor | float,
+    spec: ViewSpec | None = None,
+    config: CostConfig = CostConfig(),
+) -> dict[str, Tensor]:
+    """Proximity, lane and off-road costs of ego views, differentiable w.r.t. the images.
+
+    images: ``[..., 3, H, W]`` float in [0, 1] (channels lanes, vehicles, off-road).
+    speed_mps, length_m, width_m: floats or tensors broadcastable to the batch shape ``[...]`` (for
+    ``[B, T]`` images and per-car sizes ``[B]``, pass ``length_m[:, None]``). The speed (unnormalised) is
+    detached: the costs do not push gradients into the predicted state. ``spec`` defaults to ``ViewSpec()``.
+    Returns ``{"proximity", "lane", "offroad"}``, each ``[...]`` in [0, 1].
+    """
+    spec = ViewSpec() if spec is None else spec
+    view_shape = (3, spec.height_px, spec.width_px)
+    if not images.is_floating_point() or images.dim() < 3 or tuple(images.shape[-3:]) != view_shape:
+        raise ValueError(
+            f"pixel_costs: images must be float [..., 3, {spec.height_px}, {spec.width_px}] (the view spec), "
+            f"got {images.dtype} {tuple(images.shape)}"
+        )
+    speed, length, width = _as_tensors(speed_mps, length_m, width_m, like=images)
+    near = proximity_mask(spec, length, width, speed.detach(), config)  # [..., H, W]
+    lane = lane_mask(spec, length, width, config)  # [..., H, W]
+
+    def peak(mask: Tensor, channel: int) -> Tensor:
+        return (mask * images[..., channel, :, :]).amax(dim=(-2, -1))  # [...]
+
+    return {"proximity": peak(near, VEHICLES), "lane": peak(lane, LANES), "offroad": peak(lane, OFFROAD)}
+
+
+def total_cost(costs: dict[str, Tensor], config: CostConfig = CostConfig()) -> Tensor:
+    """Total cost ``[...]`` = proximity_weight * proximity + lane_weight * lane + offroad_weight * offroad."""
+    return (
+        config.proximity_weight * costs["proximity"]
+        + config.lane_weight * costs["lane"]
+        + config.offroad_weight * costs["offroad"]
+    )
+
+
+def pixel_costs_numpy(
+    images_uint8: np.ndarray,
+    speed_mps: np.ndarray | float,
+    length_m: np.ndarray | float,
+    width_m: np.ndarray | float,
+    spec: ViewSpec | None = None,
+    config: CostConfig = CostConfig(),
+) -> np.ndarray:
+    """``pixel_costs`` for the simulator: uint8 views ``[N, 3, H, W]``, per-car ``[N]`` speeds and sizes.
+
+    Returns float32 ``[N, 3]``, columns ``COST_NAMES`` (proximity, lane, off-road). All N cars in one call.
+    """
+    images_uint8 = np.asarray(images_uint8)
+    if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
+        raise ValueError(
+            "pixel_costs_numpy: images must be uint8 [N, 3, H, W], "
+            f"got {images_uint8.dtype} {images_uint8.shape}"
+        )
+    images = torch.from_numpy(np.ascontiguousarray(images_uint8)).to(torch.float32) / 255  # [N, 3, H, W]
+    params = [torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in (speed_mps, length_m, width_m)]
+    with torch.no_grad():
+        costs = pixel_costs(images, *params, spec=spec, config=config)
+    return torch.stack([costs[name] for name in COST_NAMES], dim=-1).numpy()  # [N, 3]

@@ -1,0 +1,223 @@
+"""Shared pieces of the HDF5 formats: errors, atomic output, root attributes, checked opening and reading.
+
+Both formats (``trajectories.h5``, ``episodes.h5``; DESIGN.md §5) carry the root attributes ``format``
+(str), ``version`` (int), ``dt`` [s], ``created`` (ISO 8601 time), ``source`` (str) and ``road`` (a JSON
+dict, see ``check_road``). Every problem with an input file is reported as a ``DataError`` whose message is
+one line that names the file and the problem; the CLI prints it and exits 1. Writers write to a temporary
+file beside the output and rename it into place only when everything was written (``AtomicPath``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+#: Version of both file formats written by this package.
+FORMAT_VERSION = 1
+#: Time step of every recording [s].
+DT_S = 0.1
+
+_ROAD_NUMBERS = ("lane_width_m", "length_m", "speed_limit_mps")
+_ROAD_SPANS = ("section_m", "evaluated_m")
+
+
+class DataError(ValueError):
+    """A bad input file: the message is one line naming the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike | None, problem: str) -> None:
+        text = " ".join(str(problem).split())  # one line, whatever the problem text held
+        super().__init__(f"{path}: {text}" if path is not None else text)
+
+
+class AtomicPath:
+    """A temporary path beside ``path`` that becomes ``path`` on ``commit()``, or vanishes on ``abort()``.
+
+    The temporary name is ``<name>.tmp`` in the same directory, so ``os.replace`` is atomic on POSIX.
+    """
+
+    def __init__(self, path: str | os.PathLike, suffix: str = ".tmp") -> None:
+        self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise DataError(self.path, f"output directory {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise DataError(self.path, "output path is a directory")
+        self.tmp = self.path.with_name(self.path.name + suffix)
+        self.abort()  # a stale temporary file from a killed run
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        try:
+            self.tmp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; rename it to ``path`` on success, remove it on any exception."""
+    atomic = AtomicPath(path)
+    try:
+        yield atomic.tmp
+    except BaseException:
+        atomic.abort()
+        raise
+    atomic.commit()
+
+
+def check_road(road: dict, path: str | os.PathLike | None = None) -> dict:
+    """Validate a road description and return a normalised copy (plain ints, floats, lists).
+
+    ``{"lanes": int >= 1, "lane_width_m": float > 0, "length_m": float > 0, "section_m": [start, end],
+    "evaluated_m": [start, end], "speed_limit_mps": float > 0, "ramps": [{"name": str, "kind": "on",
+    "lane": int (lanes + k), "start_m": float, "end_m": float}]}``. Raises ``DataError`` otherwise.
+    """
+    if not isinstance(road, dict):
+        raise DataError(path, f"road must be a JSON object, got {type(road).__name__}")
+    try:
+        out: dict = {"lanes": int(road["lanes"])}
+        for key in _ROAD_NUMBERS:
+            out[key] = float(road[key])
+        for key in _ROAD_SPANS:
+            start, end = (float(v) for v in road[key])
+            out[key] = [start, end]
+        ramps = []
+        for k, ramp in enumerate(road.get("ramps", [])):
+            ramps.append(
+                {
+                    "name": str(ramp["name"]),
+                    "kind": str(ramp["kind"]),
+                    "lane": int(ramp["lane"]),
+                    "start_m": float(ramp["start_m"]),
+                    "end_m": float(ramp["end_m"]),
+                }
+            )
+            if ramps[-1]["lane"] != out["lanes"] + k or ramps[-1]["kind"] != "on":
+                raise ValueError(f"ramp {k} must be kind 'on' with lane {out['lanes'] + k}")
+        out["ramps"] = ramps
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(path, f"bad road description: {exc!r}") from exc
+    numbers = [out["lane_width_m"], out["length_m"], out["speed_limit_mps"], *out["section_m"]]
+    if out["lanes"] < 1 or not all(np.isfinite(numbers)) or min(numbers[:3]) <= 0:
+        raise DataError(path, f"bad road description: {out}")
+    return out
+
+
+def write_root_attrs(f: h5py.File, fmt: str, source: str, road: dict, dt: float = DT_S) -> None:
+    """Write the root attributes common to both formats (``road`` must already be checked)."""
+    f.attrs["format"] = fmt
+    f.attrs["version"] = np.int64(FORMAT_VERSION)
+    f.attrs["dt"] = float(dt)
+    f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    f.attrs["source"] = str(source)
+    f.attrs["road"] = json.dumps(road)
+
+
+def open_checked(path: str | os.PathLike, fmt: str | None, **h5_options) -> h5py.File:
+    """Open an HDF5 file for reading and check its ``format`` (if given) and ``version``.
+
+    ``h5_options`` go to ``h5py.File`` (e.g. ``rdcc_nbytes``, the chunk cache size [bytes]).
+
+    Raises ``DataError`` for a missing file, a file that is not HDF5 or is truncated, or wrong attributes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "no such file")
+    try:
+        f = h5py.File(path, "r", **h5_options)
+    except OSError as exc:
+        problem = "truncated HDF5 file" if "truncated" in str(exc) else "not a readable HDF5 file"
+        raise DataError(path, f"{problem} ({exc})") from exc
+    try:
+        found = attr_str(f, "format", path)
+        if fmt is not None and found != fmt:
+            raise DataError(path, f"format is {found!r}, expected {fmt!r}")
+        version = f.attrs.get("version")
+        if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+            shown = version.item() if isinstance(version, np.generic) else version
+            raise DataError(
+                path, f"unsupported {found} version {shown!r} (this reader reads {FORMAT_VERSION})"
+            )
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def attr_str(f: h5py.File | h5py.Group, name: str, path: str | os.PathLike) -> str:
+    """A string attribute, or ``DataError`` if it is missing or not a string."""
+    value = f.attrs.get(name)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        raise DataError(path, f"missing or non-string attribute {name!r}")
+    return value
+
+
+def attr_json(f: h5py.File | h5py.Group, name: str, path: str | os.PathLike):
+    """A JSON attribute parsed, or ``DataError``."""
+    text = attr_str(f, name, path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, f"attribute {name!r} is not valid JSON ({exc})") from exc
+
+
+def read_common_attrs(f: h5py.File, path: str | os.PathLike) -> dict:
+    """``dt``, ``created``, ``source`` and the checked ``road`` of an open file."""
+    dt = f.attrs.get("dt")
+    if not isinstance(dt, (float, np.floating)) or not np.isfinite(dt) or dt <= 0:
+        raise DataError(path, f"bad attribute 'dt': {dt!r}")
+    return {
+        "dt": float(dt),
+        "created": attr_str(f, "created", path),
+        "source": attr_str(f, "source", path),
+        "road": check_road(attr_json(f, "road", path), path),
+    }
+
+
+def require_dataset(
+    f: h5py.File, name: str, dtype, path: str | os.PathLike, ndim: int = 1, tail: tuple | None = None
+) -> h5py.Dataset:
+    """The dataset ``name`` with exactly ``dtype``, ``ndim`` dimensions and trailing shape ``tail``."""
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        raise DataError(path, f"missing dataset /{name.lstrip('/')}")
+    if obj.dtype != np.dtype(dtype):
+        raise DataError(
+            path, f"dataset /{name.lstrip('/')} has dtype {obj.dtype}, expected {np.dtype(dtype)}"
+        )
+    if obj.ndim != ndim or (tail is not None and tuple(obj.shape[1:]) != tuple(tail)):
+        want = f"[N, {', '.join(map(str, tail))}]" if tail else f"{ndim}-D"
+        raise DataError(path, f"dataset /{name.lstrip('/')} has shape {obj.shape}, expected {want}")
+    return obj
+
+
+def read(ds: h5py.Dataset, sel, path: str | os.PathLike) -> np.ndarray:
+    """``ds[sel]``, with HDF5 read errors (a corrupt chunk) turned into ``DataError``."""
+    try:
+        return ds[sel]
+    except (OSError, RuntimeError) as exc:
+        raise DataError(path, f"cannot read {ds.name} ({exc})") from exc
+
+
+def check_finite(values: np.ndarray, what: str, path: str | os.PathLike) -> None:
+    """``DataError`` naming ``what`` and the first bad index if ``values`` holds NaN or infinity."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        index = np.unravel_index(int(np.argmax(bad)), values.shape)
+        raise DataError(path, f"{what} holds NaN or infinity (first at index {tuple(int(i) for i in index)})")
+
+
+def read_format(path: str | os.PathLike) -> str:
+    """The ``format`` attribute of an HDF5 file (checks the version too), or ``DataError``."""
+    with open_checked(path, None) as f:
+        return attr_str(f, "format", path)
