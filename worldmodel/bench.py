@@ -78,3 +78,86 @@ def bench_sim(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict
         "views_speedup_vs_reference": round(views_per_s / reference_per_s, 2),
         "machine": machine(),
     }
+
+
+def _read_windows(path: str, n: int, seed: int, queue) -> None:
+    """Child process: read ``n`` random windows; report (seconds, peak RSS bytes)."""
+    import resource
+
+    import torch
+
+    from worldmodel.data.windows import WindowConfig, WindowDataset
+
+    torch.set_num_threads(1)
+    ds = WindowDataset(path, WindowConfig(context_frames=20, predict_frames=20, split="train"))
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(ds), n)
+    ds[int(idx[0])]  # open the file
+    t0 = time.perf_counter()
+    for i in idx:
+        ds[int(i)]
+    seconds = time.perf_counter() - t0
+    queue.put((seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, len(ds)))
+
+
+def bench_data(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict:
+    """Dataset pipeline: record -> extract (1 and 2 workers) -> random-access training windows."""
+    import multiprocessing as mp
+    import tempfile
+    from pathlib import Path
+
+    from worldmodel.data.extract import ExtractConfig, extract
+    from worldmodel.data.record import RecordConfig, record
+
+    with tempfile.TemporaryDirectory() as tmp:
+        traj = Path(tmp) / "trajectories.h5"
+        minutes = 1.0 if quick else 3.0
+        t0 = time.perf_counter()
+        rec = record(RecordConfig(scenario=scenario, minutes=minutes, warmup_s=120.0, seed=seed, progress=False), traj)
+        record_s = time.perf_counter() - t0
+        results = {}
+        for workers in (1, 2):
+            out = Path(tmp) / f"episodes-{workers}.h5"
+            results[workers] = extract([traj], out, ExtractConfig(workers=workers, progress=False))
+        episodes = str(Path(tmp) / "episodes-2.h5")
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        queue = ctx.Queue()
+        n = 300 if quick else 2000
+        child = ctx.Process(target=_read_windows, args=(episodes, n, seed, queue))
+        child.start()
+        seconds, peak_rss, windows = queue.get()
+        child.join()
+        # the plain way to make a view: one full canvas per car-frame (measured on a sample)
+        from worldmodel.data.trajectories import TrajectoryReader
+        from worldmodel.traffic.road import Road
+
+        with TrajectoryReader(traj) as reader:
+            table = reader.frames_table(("x", "y", "heading"))
+            road = Road.from_dict(reader.road)
+        frame = table.at(table.first_frame + table.num_frames // 2)
+        cars = {"x": frame["x"].astype(np.float64), "y": frame["y"].astype(np.float64),
+                "psi": frame["heading"].astype(np.float64), "length": frame["length"].astype(np.float64),
+                "width": frame["width"].astype(np.float64)}  # fmt: skip
+        cars["lane"] = road.lane_at(cars["x"], cars["y"])
+        sample = np.arange(min(30, len(cars["x"])))
+        t0 = time.perf_counter()
+        reference_views(EgoRasterizer(road), cars, sample)
+        reference_rate = len(sample) / (time.perf_counter() - t0)
+    best = results[2]
+    return {
+        "scenario": scenario,
+        "quick": quick,
+        "recorded_minutes": minutes,
+        "record_s": round(record_s, 2),
+        "vehicles": rec["vehicles"],
+        "car_frames": best["car_frames"],
+        "extract_car_frames_per_s": best["car_frames_per_s"],
+        "extract_car_frames_per_s_1_worker": results[1]["car_frames_per_s"],
+        "reference_render_car_frames_per_s": round(reference_rate, 1),
+        "extract_speedup_vs_reference": round(best["car_frames_per_s"] / reference_rate, 1),
+        "bytes_per_car_frame": best["bytes_per_car_frame"],
+        "windows_per_s": round(n / seconds, 1),
+        "windows_in_train_split": windows,
+        "peak_rss_bytes": int(peak_rss),
+        "machine": machine(),
+    }

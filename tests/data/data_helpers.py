@@ -22,8 +22,7 @@ def make_road(lanes: int = 3, length_m: float = 200.0, ramps: int = 0) -> dict:
         "evaluated_m": [10.0, length_m - 10.0],
         "speed_limit_mps": 30.0,
         "ramps": [
-            {"name": f"r{k}", "kind": "on", "lane": lanes + k, "start_m": 20.0, "end_m": 80.0}
-            for k in range(ramps)
+            {"name": f"r{k}", "kind": "on", "lane": lanes + k, "start_m": 20.0, "end_m": 80.0} for k in range(ramps)
         ],
     }
 
@@ -50,15 +49,11 @@ def synthetic_track(vehicle: int, rng: np.random.Generator, first: int, count: i
     }
 
 
-def write_trajectories(
-    path: Path, vehicles=(1, 2, 3, 5, 8), count: int = 30, road: dict | None = None
-) -> dict:
+def write_trajectories(path: Path, vehicles=(1, 2, 3, 5, 8), count: int = 30, road: dict | None = None) -> dict:
     """Write a small trajectories.h5; returns {vehicle: track} as written."""
     rng = np.random.default_rng(0)
     tracks = {}
-    with TrajectoryWriter(
-        path, road or make_road(), source="test", kinds=["car", "truck"], chunk_rows=16
-    ) as w:
+    with TrajectoryWriter(path, road or make_road(), source="test", kinds=["car", "truck"], chunk_rows=16) as w:
         for v in vehicles:
             tracks[v] = synthetic_track(v, rng, first=3 * v, count=count + v)
             w.add_vehicle(v, 4.5 + 0.1 * v, 1.8, v % 2, tracks[v])
@@ -103,16 +98,12 @@ def write_episodes(path: Path, vehicles=range(1, 13), count: int = 12, view: dic
     rng = np.random.default_rng(1)
     h, w = view["height_px"], view["width_px"]
     written = {}
-    with EpisodeWriter(
-        path, make_road(), "test", view, {"safe_time_s": 1.5}, flush_frames=64, **kw
-    ) as writer:
+    with EpisodeWriter(path, make_road(), "test", view, {"safe_time_s": 1.5}, flush_frames=64, **kw) as writer:
         for v in vehicles:
             t = count + v % 5
             ep = {
                 "images": rng.integers(0, 256, (t, 3, h, w), dtype=np.uint8),
-                "states": np.column_stack(
-                    [10 * v + np.arange(t), v + 0.1 * np.arange(t), np.full(t, v), -np.ones(t)]
-                ),
+                "states": np.column_stack([10 * v + np.arange(t), v + 0.1 * np.arange(t), np.full(t, v), -np.ones(t)]),
                 "actions": rng.normal(0, 1, (t, 2)),
                 "costs": rng.uniform(0, 1, (t, 3)),
                 "ego_mask": rng.integers(0, 256, (h, w), dtype=np.uint8),

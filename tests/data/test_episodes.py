@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from data_helpers import VIEW, assert_one_line_error, make_road, sparse_views, truncated_copy, write_episodes
 
-from worldmodel.data.episodes import EpisodeReader, EpisodeWriter, RunningMoments, split_for_vehicle
+from worldmodel.data.episodes import (
+    IMAGE_CHUNK_FRAMES,
+    EpisodeReader,
+    EpisodeWriter,
+    RunningMoments,
+    split_for_vehicle,
+)
 from worldmodel.data.hdf5 import DataError
 
 
@@ -69,9 +75,7 @@ def test_sparse_views_compress_below_budget(tmp_path):
             images = sparse_views(int(rng.integers(100, 160)), rng)
             t = len(images)
             n += t
-            states = np.column_stack(
-                [np.cumsum(rng.uniform(0, 1, t)), rng.normal(5, 1, t), rng.normal(8, 2, (t, 2))]
-            )
+            states = np.column_stack([np.cumsum(rng.uniform(0, 1, t)), rng.normal(5, 1, t), rng.normal(8, 2, (t, 2))])
             w.add_episode(
                 v,
                 4.5,
@@ -86,7 +90,7 @@ def test_sparse_views_compress_below_budget(tmp_path):
     per_frame = path.stat().st_size / n
     assert per_frame <= 1750, per_frame
     with h5py.File(path) as f:
-        assert f["images"].chunks[0] == 64 and f["images"].compression == "gzip"
+        assert f["images"].chunks[0] == IMAGE_CHUNK_FRAMES and f["images"].compression == "gzip"
 
 
 def test_writer_refuses_bad_episodes_and_leaves_no_file(tmp_path):

@@ -35,9 +35,7 @@ def test_trajectories_summary_matches_loops(tmp_path):
     hours = (stop - first) * 0.1 / 3600
     assert crossings.sum() >= 3  # the test is about something
     assert s["flow_veh_per_h_per_lane"] == pytest.approx(crossings.sum() / hours / 3, rel=1e-3)
-    assert s["flow_by_lane_veh_per_h"] == pytest.approx(
-        {str(k): c / hours for k, c in enumerate(crossings)}, rel=1e-3
-    )
+    assert s["flow_by_lane_veh_per_h"] == pytest.approx({str(k): c / hours for k, c in enumerate(crossings)}, rel=1e-3)
     assert s["lane_changes_total"] == sum(changes) == 4  # the odd ids change lane once
     assert s["lane_changes_per_vehicle"] == pytest.approx(np.mean(changes), abs=1e-4)
     assert s["units"]["flow"] == "veh/h/lane" and s["kinds"] == {"car": 2, "truck": 4}

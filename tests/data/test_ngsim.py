@@ -13,9 +13,7 @@ from worldmodel.data.trajectories import TrajectoryReader
 LENGTH_FT, WIDTH_FT = 15.0, 6.0
 
 
-def ngsim_rows(
-    vehicle, first, n, lane_id, speed_fps, y0_ft=100.0, length_ft=LENGTH_FT, width_ft=WIDTH_FT, cls=2
-):
+def ngsim_rows(vehicle, first, n, lane_id, speed_fps, y0_ft=100.0, length_ft=LENGTH_FT, width_ft=WIDTH_FT, cls=2):
     """[n, 18] rows of a car driving straight at constant speed in the middle of lane ``lane_id``."""
     rows = np.zeros((n, 18))
     rows[:, 0], rows[:, 1], rows[:, 2] = vehicle, first + np.arange(n), n
@@ -65,11 +63,7 @@ def test_clean_import_converts_units(tmp_path, block_lines):
     shuffled = rows[np.random.default_rng(0).permutation(len(rows))]  # interleaved vehicles
     src = write_ngsim(tmp_path / "trajectories.txt", shuffled, header=True)
     summary = import_ngsim(src, tmp_path / "t.h5", block_lines=block_lines)
-    assert (
-        summary["rows_read"] == len(rows)
-        and summary["vehicles"] == 4
-        and summary["rows_written"] == len(rows)
-    )
+    assert summary["rows_read"] == len(rows) and summary["vehicles"] == 4 and summary["rows_written"] == len(rows)
     assert summary["header_lines"] == 1
     assert sum(summary["repairs"].values()) == 0 and sum(summary["dropped_rows"].values()) == 0
     road = summary["road"]

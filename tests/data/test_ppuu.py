@@ -65,9 +65,7 @@ def test_round_trip_to_si(tmp_path, as_torch, protocol):
         np.testing.assert_allclose(ep["states"][:, 2:], [[100 * M_PER_PX, 0.0]] * (T - 1), rtol=1e-6)
         np.testing.assert_allclose(ep["actions"][:, 0], 24.0 * (j + 1) * M_PER_PX, rtol=1e-6)
         np.testing.assert_allclose(ep["actions"][:, 1], 0.01 * (j + 1) / M_PER_PX, rtol=1e-5)
-        np.testing.assert_allclose(
-            ep["costs"], np.column_stack([0.2 * (j + 1), 0.1 * (j + 1), 0 * j]), atol=1e-6
-        )
+        np.testing.assert_allclose(ep["costs"], np.column_stack([0.2 * (j + 1), 0.1 * (j + 1), 0 * j]), atol=1e-6)
         assert ep["ego_mask"].max() == 255 and ep["ego_mask"].sum() == 8 * 255
 
 
@@ -106,9 +104,7 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path):
     assert_one_line_error(info, bad, "refused", f"{os.system.__module__}.system")
     assert not marker.exists() and not (tmp_path / "e.h5").exists()
     eval_pickle = tmp_path / "eval.pkl"
-    eval_pickle.write_bytes(
-        b"cbuiltins\neval\n(V__import__('os').system('touch " + str(marker).encode() + b"')\ntR."
-    )
+    eval_pickle.write_bytes(b"cbuiltins\neval\n(V__import__('os').system('touch " + str(marker).encode() + b"')\ntR.")
     with pytest.raises(DataError) as info:
         load_dump(eval_pickle)
     assert_one_line_error(info, eval_pickle, "builtins.eval")

@@ -53,9 +53,7 @@ def test_frames_table_matches_a_loop(trajectories_file):
         table = r.frames_table(columns=("x", "y"))
         assert table.num_frames == r.frame_range[1] - r.frame_range[0]
         for frame in range(r.frame_range[0] - 1, r.frame_range[1] + 1):
-            present = [
-                (v, t["x"][t["frame"] == frame][0]) for v, t in sorted(tracks.items()) if frame in t["frame"]
-            ]
+            present = [(v, t["x"][t["frame"] == frame][0]) for v, t in sorted(tracks.items()) if frame in t["frame"]]
             got = table.at(frame)
             assert list(got["vehicle"]) == [v for v, _ in present]
             np.testing.assert_allclose(got["x"], [x for _, x in present], rtol=1e-6)

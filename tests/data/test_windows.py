@@ -41,19 +41,13 @@ def test_windows_equal_file_rows(episodes_path):
             np.testing.assert_allclose(item["future_images"].numpy(), rows["images"][3:] / 255, atol=1e-7)
             relative = rows["states"].copy()
             relative[:, :2] -= rows["states"][2, :2]
-            np.testing.assert_allclose(
-                ds.denormalise_states(item["context_states"]).numpy(), relative[:3], atol=1e-4
-            )
-            np.testing.assert_allclose(
-                ds.denormalise_states(item["future_states"]).numpy(), relative[3:], atol=1e-4
-            )
+            np.testing.assert_allclose(ds.denormalise_states(item["context_states"]).numpy(), relative[:3], atol=1e-4)
+            np.testing.assert_allclose(ds.denormalise_states(item["future_states"]).numpy(), relative[3:], atol=1e-4)
             actions = r.read(t, t + 2, names=("actions",))["actions"]
             np.testing.assert_allclose(ds.denormalise_actions(item["actions"]).numpy(), actions, atol=1e-5)
             np.testing.assert_allclose(item["future_costs"].numpy(), rows["costs"][3:], atol=1e-7)
             np.testing.assert_allclose(item["ego_mask"].numpy(), r.ego_mask(e) / 255, atol=1e-7)
-            np.testing.assert_allclose(
-                item["car_size"].numpy(), [r.episodes["length"][e], r.episodes["width"][e]]
-            )
+            np.testing.assert_allclose(item["car_size"].numpy(), [r.episodes["length"][e], r.episodes["width"][e]])
             assert all(v.dtype == torch.float32 for v in item.values())
             assert item["context_images"].shape == (3, 3, 12, 8) and item["actions"].shape == (2, 2)
 
@@ -71,9 +65,7 @@ def test_ego_relative_stats_match_a_loop_over_train_windows(episodes_path):
         np.testing.assert_allclose(ds.stats["state_mean"][:2].numpy(), offsets.mean(0), rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(ds.stats["state_std"][:2].numpy(), offsets.std(0), rtol=1e-5)
         np.testing.assert_allclose(ds.stats["state_mean"][2:].numpy(), r.stats["state_mean"][2:])
-        absolute = WindowDataset(
-            episodes_path, WindowConfig(context_frames=3, predict_frames=2, ego_relative=False)
-        )
+        absolute = WindowDataset(episodes_path, WindowConfig(context_frames=3, predict_frames=2, ego_relative=False))
         for name, values in r.stats.items():
             np.testing.assert_allclose(absolute.stats[name].numpy(), values)
 
@@ -96,9 +88,7 @@ def test_dataloader_with_two_workers(episodes_path):
     loader = DataLoader(ds, batch_size=16, num_workers=2, shuffle=False)
     batches = list(loader)
     assert sum(len(b["actions"]) for b in batches) == len(ds)
-    np.testing.assert_array_equal(
-        batches[-1]["future_states"][-1].numpy(), ds[len(ds) - 1]["future_states"].numpy()
-    )
+    np.testing.assert_array_equal(batches[-1]["future_states"][-1].numpy(), ds[len(ds) - 1]["future_states"].numpy())
     ds.close()
 
 

@@ -54,7 +54,7 @@ FRAME_DATASETS = {
     "actions": (np.float32, (2,)),
     "costs": (np.float32, (3,)),
 }
-IMAGE_CHUNK_FRAMES = 64
+IMAGE_CHUNK_FRAMES = 16
 STAT_NAMES = ("state_mean", "state_std", "action_mean", "action_std")
 
 
@@ -66,9 +66,7 @@ def split_for_vehicle(vehicle_id: int, seed: int = 0) -> int:
     vehicles exist, so adding recordings never moves a car between splits. Fractions are 80/10/10 in
     expectation, not exactly.
     """
-    digest = hashlib.blake2b(
-        f"worldmodel-split:{int(seed)}:{int(vehicle_id)}".encode(), digest_size=8
-    ).digest()
+    digest = hashlib.blake2b(f"worldmodel-split:{int(seed)}:{int(vehicle_id)}".encode(), digest_size=8).digest()
     u = int.from_bytes(digest, "little") / 2.0**64
     return 0 if u < 0.8 else 1 if u < 0.9 else 2
 
@@ -144,7 +142,7 @@ class EpisodeWriter:
         costs: dict,
         dt: float = hdf5.DT_S,
         compression: str = "gzip",
-        compression_level: int | None = 4,
+        compression_level: int | None = 1,
         flush_frames: int = 512,
     ) -> None:
         self.path = Path(path)
@@ -160,7 +158,7 @@ class EpisodeWriter:
             opts["compression_opts"] = compression_level
         for name, (dtype, tail) in FRAME_DATASETS.items():
             tail = (3, h, w) if tail is None else tail
-            chunk = IMAGE_CHUNK_FRAMES if name == "images" else 4096
+            chunk = IMAGE_CHUNK_FRAMES if name == "images" else 512
             self._file.create_dataset(
                 name, shape=(0, *tail), maxshape=(None, *tail), dtype=dtype, chunks=(chunk, *tail), **opts
             )
@@ -240,9 +238,7 @@ class EpisodeWriter:
         self._ego.append(ego_mask[None])
         if len(self._ego) >= IMAGE_CHUNK_FRAMES:
             self._ego = _append_whole_chunks(self._file["ego"], self._ego, final=False)
-        for name, value in zip(
-            EPISODE_COLUMNS, (vehicle, self._frames, t, length, width, split), strict=True
-        ):
+        for name, value in zip(EPISODE_COLUMNS, (vehicle, self._frames, t, length, width, split), strict=True):
             self._table[name].append(value)
         for key in ("train", "all") if split == 0 else ("all",):
             self._moments[key][0].add(arrays["states"])
@@ -370,9 +366,7 @@ class EpisodeReader:
         for a in range(0, self.num_frames, block_rows):
             b = min(a + block_rows, self.num_frames)
             for name in ("states", "actions", "costs"):
-                hdf5.check_finite(
-                    hdf5.read(self._data[name], slice(a, b), path), f"/{name} rows {a}..{b - 1}", path
-                )
+                hdf5.check_finite(hdf5.read(self._data[name], slice(a, b), path), f"/{name} rows {a}..{b - 1}", path)
 
     def __enter__(self) -> EpisodeReader:
         return self
@@ -389,9 +383,7 @@ class EpisodeReader:
     def num_episodes(self) -> int:
         return len(self.episodes["vehicle"])
 
-    def read(
-        self, start: int, stop: int, names: tuple[str, ...] = tuple(FRAME_DATASETS)
-    ) -> dict[str, np.ndarray]:
+    def read(self, start: int, stop: int, names: tuple[str, ...] = tuple(FRAME_DATASETS)) -> dict[str, np.ndarray]:
         """Frame rows ``start:stop``: ``images`` [T, 3, H, W] uint8, ``states`` [T, 4], ``actions`` [T, 2],
         ``costs`` [T, 3] float32 (or the subset ``names``)."""
         return {name: hdf5.read(self._data[name], slice(start, stop), self.path) for name in names}

@@ -143,9 +143,7 @@ def open_checked(path: str | os.PathLike, fmt: str | None, **h5_options) -> h5py
         version = f.attrs.get("version")
         if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
             shown = version.item() if isinstance(version, np.generic) else version
-            raise DataError(
-                path, f"unsupported {found} version {shown!r} (this reader reads {FORMAT_VERSION})"
-            )
+            raise DataError(path, f"unsupported {found} version {shown!r} (this reader reads {FORMAT_VERSION})")
     except BaseException:
         f.close()
         raise
@@ -192,9 +190,7 @@ def require_dataset(
     if not isinstance(obj, h5py.Dataset):
         raise DataError(path, f"missing dataset /{name.lstrip('/')}")
     if obj.dtype != np.dtype(dtype):
-        raise DataError(
-            path, f"dataset /{name.lstrip('/')} has dtype {obj.dtype}, expected {np.dtype(dtype)}"
-        )
+        raise DataError(path, f"dataset /{name.lstrip('/')} has dtype {obj.dtype}, expected {np.dtype(dtype)}")
     if obj.ndim != ndim or (tail is not None and tuple(obj.shape[1:]) != tuple(tail)):
         want = f"[N, {', '.join(map(str, tail))}]" if tail else f"{ndim}-D"
         raise DataError(path, f"dataset /{name.lstrip('/')} has shape {obj.shape}, expected {want}")

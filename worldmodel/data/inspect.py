@@ -96,9 +96,7 @@ def inspect_trajectories(path: str | os.PathLike) -> dict:
             flow_veh_per_h_per_lane=round(float(crossings[: road["lanes"]].sum()) / hours / road["lanes"], 2)
             if hours
             else 0.0,
-            flow_by_lane_veh_per_h={
-                str(k): round(float(c) / hours, 2) for k, c in enumerate(crossings[:n_lanes])
-            }
+            flow_by_lane_veh_per_h={str(k): round(float(c) / hours, 2) for k, c in enumerate(crossings[:n_lanes])}
             if hours
             else {},
             lane_changes_total=int(changes.sum()),

@@ -114,9 +114,7 @@ def _locate_bad_line(lines: list[str], line_numbers: np.ndarray, path: Path) -> 
     for line, number in zip(lines, line_numbers, strict=True):
         fields = line.split()
         if len(fields) != len(NGSIM_COLUMNS):
-            return DataError(
-                path, f"line {number}: expected {len(NGSIM_COLUMNS)} fields, found {len(fields)}"
-            )
+            return DataError(path, f"line {number}: expected {len(NGSIM_COLUMNS)} fields, found {len(fields)}")
         for name, field in zip(NGSIM_COLUMNS, fields, strict=True):
             try:
                 float(field)
@@ -178,9 +176,7 @@ def _read_rows(path: Path, block_lines: int, summary: dict) -> dict[str, np.ndar
                 bad = (cols[name] != np.round(cols[name])) | (np.abs(cols[name]) >= 2**31)
                 if bad.any():
                     line = numbers[np.argmax(bad)]
-                    raise DataError(
-                        path, f"line {line}: {name} is not an integer: {cols[name][np.argmax(bad)]}"
-                    )
+                    raise DataError(path, f"line {line}: {name} is not an integer: {cols[name][np.argmax(bad)]}")
             bad_class = ~np.isin(cols["v_Class"], (1, 2, 3))
             if bad_class.any():
                 raise DataError(path, f"line {numbers[np.argmax(bad_class)]}: v_Class must be 1, 2 or 3")
@@ -354,8 +350,6 @@ def import_ngsim(
             vehicles += 1
             frames = [min(frames[0], int(track["frame"][0])), max(frames[1], int(track["frame"][-1]))]
     span = frames[1] - frames[0] + 1 if written else 0
-    summary.update(
-        rows_written=written, vehicles=vehicles, frames=span, duration_s=round(span * dt, 3), road=road
-    )
+    summary.update(rows_written=written, vehicles=vehicles, frames=span, duration_s=round(span * dt, 3), road=road)
     log.info("imported %s: %d vehicles, %d rows", path, summary["vehicles"], written)
     return summary

@@ -177,9 +177,7 @@ def _ego_mask(raw, h: int, w: int, path) -> np.ndarray:
 def _array(dump: dict, key: str, path, shape_tail: tuple, dtype=np.float32) -> np.ndarray:
     value = np.asarray(dump[key])
     if value.ndim != 1 + len(shape_tail) or tuple(value.shape[1:]) != shape_tail:
-        raise DataError(
-            path, f"{key!r} has shape {value.shape}, expected [T, {', '.join(map(str, shape_tail))}]"
-        )
+        raise DataError(path, f"{key!r} has shape {value.shape}, expected [T, {', '.join(map(str, shape_tail))}]")
     if dtype is not np.uint8:
         value = value.astype(dtype)
         hdf5.check_finite(value, repr(key), path)
@@ -199,9 +197,7 @@ def convert_dump(
     size_m: tuple | None,
 ) -> dict:
     """One dump -> an episode's SI arrays (see the module docstring); ``frames_cut`` counts truncation."""
-    missing = [
-        k for k in ("images", "states", "actions", "proximity_cost", "lane_cost", "ego_car") if k not in dump
-    ]
+    missing = [k for k in ("images", "states", "actions", "proximity_cost", "lane_cost", "ego_car") if k not in dump]
     if missing:
         raise DataError(path, f"missing keys {missing}")
     images = np.asarray(dump["images"])
@@ -301,9 +297,7 @@ def import_ppuu(
     try:
         for vehicle, path in sorted(found):
             size = None if car_sizes is None or vehicle not in car_sizes else car_sizes[vehicle]
-            ep = convert_dump(
-                load_dump(path), path, state_shift, old_channels, m_per_px, px_per_m, origin_px, size
-            )
+            ep = convert_dump(load_dump(path), path, state_shift, old_channels, m_per_px, px_per_m, origin_px, size)
             summary["repairs"]["truncated_frames"] += ep["frames_cut"]
             if len(ep["images"]) < 1:
                 summary["skipped"]["too_short"] += 1

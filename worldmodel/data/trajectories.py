@@ -132,17 +132,13 @@ class TrajectoryWriter:
         unknown = set(names) - set(REQUIRED_COLUMNS) - set(OPTIONAL_COLUMNS)
         missing = set(REQUIRED_COLUMNS) - set(names)
         if unknown or missing:
-            raise DataError(
-                self.path, f"{where}: unknown columns {sorted(unknown)}, missing {sorted(missing)}"
-            )
+            raise DataError(self.path, f"{where}: unknown columns {sorted(unknown)}, missing {sorted(missing)}")
         ordered = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if c in columns]
         if self._columns is None:
             self._columns = ordered
             _create_columns(self._file, ordered, self.chunk_rows)
         elif ordered != self._columns:
-            raise DataError(
-                self.path, f"{where}: columns {ordered} differ from the first vehicle's {self._columns}"
-            )
+            raise DataError(self.path, f"{where}: columns {ordered} differ from the first vehicle's {self._columns}")
         arrays = {name: np.asarray(columns[name]) for name in ordered}
         count = len(arrays["frame"])
         if count < 1 or any(a.shape != (count,) for a in arrays.values()):
@@ -161,9 +157,7 @@ class TrajectoryWriter:
         block.update({name: arrays[name].astype(_TRACK_DTYPES[name]) for name in ordered})
         for name, values in block.items():
             self._buffer.setdefault(name, []).append(values)
-        for name, value in zip(
-            VEHICLE_COLUMNS, (vehicle_id, self._rows, count, length, width, kind), strict=True
-        ):
+        for name, value in zip(VEHICLE_COLUMNS, (vehicle_id, self._rows, count, length, width, kind), strict=True):
             self._vehicles[name].append(value)
         self._rows += count
         self._buffered += count
@@ -188,9 +182,7 @@ class TrajectoryWriter:
             if self._columns is None:
                 _create_columns(self._file, list(REQUIRED_COLUMNS), self.chunk_rows)
             self._flush(final=True)
-            table = {
-                name: np.asarray(values, VEHICLE_COLUMNS[name]) for name, values in self._vehicles.items()
-            }
+            table = {name: np.asarray(values, VEHICLE_COLUMNS[name]) for name, values in self._vehicles.items()}
             order = np.argsort(table["id"], kind="stable")
             if np.any(order != np.arange(len(order))):
                 self._file.close()
@@ -229,10 +221,7 @@ class TrajectoryWriter:
                     if k + 1 == len(order) or pending_rows >= self.chunk_rows:
                         _append(
                             out,
-                            {
-                                name: np.concatenate([ds[rows] for rows in pending])
-                                for name, ds in tracks.items()
-                            },
+                            {name: np.concatenate([ds[rows] for rows in pending]) for name, ds in tracks.items()},
                         )
                         pending, pending_rows = [], 0
         except BaseException:
@@ -316,9 +305,7 @@ class TrajectoryReader:
         self.num_rows = self._tracks["vehicle"].shape[0]
         for name, ds in self._tracks.items():
             if ds.shape[0] != self.num_rows:
-                raise DataError(
-                    path, f"/tracks/{name} has {ds.shape[0]} rows, /tracks/vehicle {self.num_rows}"
-                )
+                raise DataError(path, f"/tracks/{name} has {ds.shape[0]} rows, /tracks/vehicle {self.num_rows}")
         self.vehicles = {
             name: hdf5.read(hdf5.require_dataset(f, f"vehicles/{name}", dtype, path), (), path)
             for name, dtype in VEHICLE_COLUMNS.items()
@@ -375,9 +362,7 @@ class TrajectoryReader:
     def num_vehicles(self) -> int:
         return len(self.vehicles["id"])
 
-    def read_rows(
-        self, start: int, stop: int, columns: tuple[str, ...] | None = None
-    ) -> dict[str, np.ndarray]:
+    def read_rows(self, start: int, stop: int, columns: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Rows ``start:stop`` of the given track columns (default: ``vehicle`` and all ``columns``)."""
         names = ("vehicle", *self.columns) if columns is None else columns
         return {name: hdf5.read(self._tracks[name], slice(start, stop), self.path) for name in names}
@@ -415,9 +400,7 @@ class TrajectoryReader:
         frame = hdf5.read(self._tracks["frame"], (), self.path).astype(np.int64)
         first = self.frame_range[0]
         order = np.argsort(frame, kind="stable")
-        counts = (
-            np.bincount(frame - first, minlength=self.frame_range[1] - first) if len(frame) else np.zeros(0)
-        )
+        counts = np.bincount(frame - first, minlength=self.frame_range[1] - first) if len(frame) else np.zeros(0)
         owner = np.repeat(np.arange(self.num_vehicles), self.vehicles["count"])[order]
         out = {"vehicle": self.vehicles["id"][owner]}
         out.update({name: self.vehicles[name][owner] for name in ("length", "width", "kind")})

@@ -112,11 +112,7 @@ class WindowDataset(Dataset):
         with EpisodeReader(self.path) as reader:  # validates the file
             self.episodes = reader.episodes
             self.file_stats = reader.stats
-            states = (
-                reader.read(0, reader.num_frames, names=("states",))["states"]
-                if config.ego_relative
-                else None
-            )
+            states = reader.read(0, reader.num_frames, names=("states",))["states"] if config.ego_relative else None
         split = SPLITS.index(config.split)
         chosen = np.flatnonzero(self.episodes["split"] == split)
         starts, episode = enumerate_windows(
@@ -191,9 +187,7 @@ class WindowDataset(Dataset):
             "future_images": images[c.context_frames :],
             "future_states": states[c.context_frames :],
             "future_costs": costs,
-            "car_size": torch.tensor(
-                [self.episodes["length"][e], self.episodes["width"][e]], dtype=torch.float32
-            ),
+            "car_size": torch.tensor([self.episodes["length"][e], self.episodes["width"][e]], dtype=torch.float32),
             "ego_mask": torch.from_numpy(ego).float().div_(255.0),
         }
 

@@ -1,0 +1,203 @@
+"""Trajectories -> episodes: every recorded car as the ego, every frame it was recorded.
+
+For each car and frame: its ego view (``EgoRasterizer``), state (x, y, vx, vy), action (the exact one a
+simulated bot took, else inferred by inverting the kinematics, |a| clipped to 6.2 m/s^2) and costs
+(``worldmodel.costs`` on that view with the car's true speed), all of the same instant.
+
+How (bounded memory, every frame drawn once): the recording is cut into shards of consecutive frames; a
+shard renders the views of all cars present in its frames at once (one canvas per frame, one warp per
+car). Shards run in worker processes, at most ``2 x workers`` in flight; the main process stitches each
+car's pieces in shard order and writes the episode as soon as the car's last frame is in, so memory holds
+the cars on the road at one time, never the whole file. Output is identical for any number of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from worldmodel.costs import CostConfig, pixel_costs_numpy
+from worldmodel.data.episodes import EpisodeWriter, split_for_vehicle
+from worldmodel.data.hdf5 import DataError
+from worldmodel.data.trajectories import TrajectoryReader
+from worldmodel.traffic import kinematics
+from worldmodel.traffic.raster import EgoRasterizer, ego_masks
+from worldmodel.traffic.road import Road
+from worldmodel.traffic.view import ViewSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """How episodes are made from trajectories."""
+
+    workers: int = 1
+    """Worker processes that render shards (1 = in this process)."""
+    shard_frames: int = 100
+    """Consecutive frames per shard."""
+    split_seed: int = 0
+    """Seed of the deterministic 80/10/10 split by vehicle."""
+    id_stride: int = 1_000_000
+    """With several input files, vehicle ids of file k become ``k * id_stride + id``."""
+    compression_level: int = 1
+    """gzip level of the episodes file."""
+    view: ViewSpec = field(default_factory=ViewSpec)
+    """Ego view geometry."""
+    costs: CostConfig = field(default_factory=CostConfig)
+    """Cost parameters."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+def _vehicle_frames(reader: TrajectoryReader) -> tuple[np.ndarray, np.ndarray]:
+    """First and last frame of every vehicle ``[V]``."""
+    frame = reader.read_rows(0, reader.num_rows, ("frame",))["frame"]
+    first = frame[reader.vehicles["start"]].astype(np.int64)
+    return first, first + reader.vehicles["count"].astype(np.int64) - 1
+
+
+def _track_actions(track: dict, dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Heading [T] and actions [T, 2] of one track: exact if recorded, else inferred from positions."""
+    psi, _, accel, curvature = kinematics.invert(track["x"], track["y"], dt)
+    if "heading" in track:
+        psi = track["heading"].astype(np.float64)
+    if "accel" in track and "curvature" in track:
+        actions = np.stack([track["accel"], track["curvature"]], axis=1)
+    else:
+        accel = np.clip(accel, -kinematics.MAX_REPLAY_ACCEL_MPS2, kinematics.MAX_REPLAY_ACCEL_MPS2)
+        actions = np.stack([accel, curvature], axis=1)
+    return psi, actions.astype(np.float32)
+
+
+def render_shard(path: str, lo: int, hi: int, first: np.ndarray, last: np.ndarray, config: ExtractConfig) -> dict:
+    """Episode pieces of frames ``[lo, hi)`` of one trajectories file: ``{vehicle index: piece}`` where a
+    piece holds ``images`` [t, 3, H, W] uint8, ``states`` [t, 4], ``actions`` [t, 2], ``costs`` [t, 3]."""
+    with TrajectoryReader(path) as reader:
+        road = Road.from_dict(reader.road)
+        veh = reader.vehicles
+        present = np.nonzero((first < hi) & (last >= lo))[0]
+        cols = ["frame", "x", "y", "vx", "vy"] + [c for c in ("heading", "accel", "curvature") if c in reader.columns]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("owner", "frame", "x", "y", "vx", "vy", "psi", "actions")}
+        for v in present:
+            start = int(veh["start"][v])
+            track = reader.read_rows(start, start + int(veh["count"][v]), tuple(cols))
+            psi, actions = _track_actions(track, reader.dt)
+            a, b = max(lo, first[v]) - first[v], min(hi - 1, last[v]) - first[v] + 1
+            for name in ("frame", "x", "y", "vx", "vy"):
+                parts[name].append(track[name][a:b])
+            parts["psi"].append(psi[a:b])
+            parts["actions"].append(actions[a:b])
+            parts["owner"].append(np.full(b - a, v))
+    if not present.size:
+        return {}
+    rows = {k: np.concatenate(p) for k, p in parts.items()}
+    order = np.argsort(rows["frame"], kind="stable")  # frame-major, vehicles in index order within a frame
+    rows = {k: p[order] for k, p in rows.items()}
+    owner = rows["owner"]
+    length = veh["length"][owner].astype(np.float64)
+    width = veh["width"][owner].astype(np.float64)
+    rasterizer = EgoRasterizer(road, config.view)
+    images = np.empty((len(owner), 3, config.view.height_px, config.view.width_px), dtype=np.uint8)
+    bounds = np.flatnonzero(np.diff(rows["frame"])) + 1
+    for s, e in zip(np.r_[0, bounds], np.r_[bounds, len(owner)], strict=True):
+        cars = {"x": rows["x"][s:e].astype(np.float64), "y": rows["y"][s:e].astype(np.float64),
+                "psi": rows["psi"][s:e], "length": length[s:e], "width": width[s:e],
+                "lane": road.lane_at(rows["x"][s:e], rows["y"][s:e])}  # fmt: skip
+        images[s:e] = rasterizer.render(cars)
+    speed = np.hypot(rows["vx"], rows["vy"])
+    costs = pixel_costs_numpy(images, speed, length, width, config.view, config.costs)
+    states = np.stack([rows["x"], rows["y"], rows["vx"], rows["vy"]], axis=1).astype(np.float32)
+    by_owner = np.argsort(owner, kind="stable")  # back to vehicle-major, frames ascending
+    cuts = np.flatnonzero(np.diff(owner[by_owner])) + 1
+    out = {}
+    for seg in np.split(by_owner, cuts):
+        out[int(owner[seg[0]])] = {"images": images[seg], "states": states[seg], "actions": rows["actions"][seg],
+                                   "costs": costs[seg]}  # fmt: skip
+    return out
+
+
+def _shard_results(pool, args: list[tuple], window: int):
+    """``(pieces, hi)`` of each shard in order; with a pool, at most ``window`` shards in flight."""
+    if pool is None:
+        for a in args:
+            yield render_shard(*a), a[2]
+        return
+    jobs: deque = deque()
+    for i in range(len(args)):
+        while len(jobs) < window and i + len(jobs) < len(args):
+            a = args[i + len(jobs)]
+            jobs.append((pool.apply_async(render_shard, a), a[2]))
+        job, hi = jobs.popleft()
+        yield job.get(), hi
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def extract(trajectories: list[str | Path], out: str | Path, config: ExtractConfig = ExtractConfig()) -> dict:
+    """Write ``out`` (episodes.h5) from one or more trajectories files. Returns a summary dict."""
+    paths = [str(p) for p in trajectories]
+    if not paths:
+        raise DataError(out, "no trajectories files given")
+    t0 = time.perf_counter()
+    readers = [TrajectoryReader(p) for p in paths]
+    road = readers[0].road
+    total = sum(r.num_rows for r in readers)
+    source = "extract of " + ", ".join(os.path.basename(p) for p in paths)
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+    pool = ctx.Pool(config.workers, initializer=_init_worker) if config.workers > 1 else None
+    episodes = frames = 0
+    splits = [0, 0, 0]
+    bar = tqdm(total=total, desc="extract", unit="car-frame", disable=not config.progress)
+    try:
+        with EpisodeWriter(out, road, source, config.view.to_dict(), config.costs.to_dict(),
+                           compression_level=config.compression_level) as writer:  # fmt: skip
+            for k, reader in enumerate(readers):
+                first, last = _vehicle_frames(reader)
+                veh = {name: values.copy() for name, values in reader.vehicles.items()}
+                masks = ego_masks(config.view, veh["length"], veh["width"])
+                f0, f1 = reader.frame_range
+                shards = [(lo, min(lo + config.shard_frames, f1)) for lo in range(f0, f1, config.shard_frames)]
+                pending: dict[int, dict[str, list]] = {}
+                for pieces, hi in _shard_results(pool, [(paths[k], lo, hi, first, last, config) for lo, hi in shards],
+                                                 2 * config.workers):  # fmt: skip
+                    for v, piece in pieces.items():
+                        store = pending.setdefault(v, {name: [] for name in piece})
+                        for name, values in piece.items():
+                            store[name].append(values)
+                        bar.update(len(piece["states"]))
+                    for v in sorted(v for v in pending if last[v] < hi):  # cars whose last frame is in
+                        arrays = {name: np.concatenate(p) for name, p in pending.pop(v).items()}
+                        vid = k * config.id_stride + int(veh["id"][v]) if len(readers) > 1 else int(veh["id"][v])
+                        split = split_for_vehicle(vid, config.split_seed)
+                        writer.add_episode(vehicle=vid, length=float(veh["length"][v]), width=float(veh["width"][v]),
+                                           split=split, ego_mask=masks[v], **arrays)  # fmt: skip
+                        episodes += 1
+                        frames += len(arrays["states"])
+                        splits[split] += 1
+                if pending:
+                    raise DataError(paths[k], f"{len(pending)} vehicles never reached their last frame")
+                reader.close()
+    finally:
+        bar.close()
+        if pool is not None:
+            pool.terminate()
+        for r in readers:
+            r.close()
+    seconds = time.perf_counter() - t0
+    size = Path(out).stat().st_size
+    return {"out": str(out), "episodes": episodes, "car_frames": frames, "seconds": round(seconds, 2),
+            "car_frames_per_s": round(frames / max(seconds, 1e-9), 1), "bytes_per_car_frame": round(size / max(frames, 1), 1),
+            "splits": {"train": splits[0], "val": splits[1], "test": splits[2]}, "workers": config.workers}  # fmt: skip
