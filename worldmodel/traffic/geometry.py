@@ -48,26 +48,22 @@ def boxes_overlap(
 
 
 def candidate_pairs(x: np.ndarray, y: np.ndarray, reach_x: np.ndarray, reach_y: np.ndarray) -> np.ndarray:
-    """Pairs ``[P, 2]`` (indices, i < j in x order) whose bounding circles' reaches may overlap:
-    ``|dx| < reach_x_i + reach_x_j`` and ``|dy| < reach_y_i + reach_y_j``. Exact broad phase: sorts by x and
-    widens the window of neighbours until no pair can be missed."""
+    """Pairs ``[P, 2]`` of indices whose axis-aligned boxes (centre x, y, half extents reach_x, reach_y) overlap:
+    ``|dx| < reach_x_i + reach_x_j`` and ``|dy| < reach_y_i + reach_y_j``. Exact broad phase: sort by x, then
+    for each box every later box within ``reach_x_i + max(reach_x)`` is a candidate (a fixed number of array
+    operations, however crowded the road)."""
     n = len(x)
     if n < 2:
         return np.zeros((0, 2), dtype=np.int64)
     order = np.argsort(x, kind="stable")
-    xs, ys, rx, ry = x[order], y[order], reach_x[order], reach_y[order]
-    max_rx = rx.max()
-    pairs = []
-    k = 1
-    while k < n:
-        dx = xs[k:] - xs[:-k]
-        if dx.min() >= 2 * max_rx:
-            break
-        hit = (dx < rx[k:] + rx[:-k]) & (np.abs(ys[k:] - ys[:-k]) < ry[k:] + ry[:-k])
-        i = np.nonzero(hit)[0]
-        if len(i):
-            pairs.append(np.stack([order[i], order[i + k]], axis=1))
-        k += 1
-    if not pairs:
+    xs = x[order]
+    stop = np.searchsorted(xs, xs + reach_x[order] + reach_x.max(), side="left")
+    counts = stop - np.arange(1, n + 1)  # later boxes in the window of each box
+    total = int(counts.sum())
+    if total == 0:
         return np.zeros((0, 2), dtype=np.int64)
-    return np.concatenate(pairs)
+    i = np.repeat(np.arange(n), counts)
+    j = i + 1 + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    a, b = order[i], order[j]
+    hit = (np.abs(x[a] - x[b]) < reach_x[a] + reach_x[b]) & (np.abs(y[a] - y[b]) < reach_y[a] + reach_y[b])
+    return np.stack([a[hit], b[hit]], axis=1)

@@ -7,9 +7,11 @@ float32 before they are applied, so recorded actions replay their trajectories e
 One ``step()`` is a fixed sequence of array operations, whatever the number of vehicles:
 1. neighbours: sort lane keys (a car is listed in every lane its body overlaps), ``searchsorted`` for leaders;
 2. IDM accelerations (own lane and every lane the body overlaps, ramp ends, the downstream zone), noise;
-3. MOBIL for the drivers whose turn it is (each considers a change once per ``lane_change_period_s``);
+3. MOBIL every half period for half of the drivers (each considers a change once per
+   ``lane_change_period_s``);
 4. lateral controller -> curvature; controlled cars' actions; kinematics;
-5. collisions (exact oriented boxes after an exact broad phase), exits, inflow from the queues.
+5. collisions (exact oriented boxes after an exact broad phase), exits; inflow from the queues comes
+   first, every other step.
 All randomness comes from one seeded ``np.random.Generator``: same seed, same traffic, bit for bit.
 """
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldmodel.traffic import kinematics
-from worldmodel.traffic.drivers import idm_accel, lateral_curvature, mobil_incentive
+from worldmodel.traffic.drivers import clip, idm_accel, lateral_curvature, mobil_incentive
 from worldmodel.traffic.geometry import boxes_overlap, candidate_pairs
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import Scenario
@@ -28,12 +30,13 @@ from worldmodel.traffic.stats import SectionStats
 
 # Rows of the vehicle array (one column per vehicle).
 (ID, X, Y, PSI, V, LENGTH, WIDTH, KIND, LANE, ORIGIN, V0, HEADWAY, S0, AMAX, BCOMF, POLITE, THRESH,
- NOISE, COOLDOWN, CONTROLLED, ACCEL, CURV, PHASE, SPAWN_FRAME) = range(24)  # fmt: skip
-N_FIELDS = 24
+ NOISE, COOLDOWN, CONTROLLED, ACCEL, CURV, PHASE, SPAWN_FRAME, MAX_HEADING) = range(25)  # fmt: skip
+N_FIELDS = 25
 _LANE_KEY = 1.0e5  # lane * _LANE_KEY + x orders cars by lane, then position (x stays far below this)
-_NO_LANE = -10
+_NO_LANE = -10  # lane of a controlled car off the road: a key nobody queries
 _MIN_CHANGE_SPEED_MPS = 1.0  # no discretionary lane change below this speed [m/s]
-_MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]  # lane of a controlled car off the road: a key nobody queries
+_MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]
+_SPAWN_EVERY = 2  # inflow is admitted every this many steps
 
 
 @dataclass
@@ -146,8 +149,14 @@ class TrafficSimulation:
         c[POLITE] = dr.politeness.sample(rng, k)
         c[THRESH] = dr.change_threshold_mps2.sample(rng, k)
         c[NOISE] = rng.standard_normal(k) * self.scenario.noise.accel_std_mps2
-        c[PHASE] = rng.integers(0, self._period_steps, k)
+        c[PHASE] = rng.integers(0, 2, k)
+        self._set_max_heading(c)
         return c
+
+    @staticmethod
+    def _set_max_heading(c: np.ndarray) -> None:
+        """Long vehicles turn less, so their ends do not swing into the next lane."""
+        c[MAX_HEADING] = np.minimum(0.25, np.arcsin(np.minimum(1.0, _MAX_SWING_M / (0.5 * c[LENGTH]))))
 
     def _append(self, cols: np.ndarray) -> np.ndarray:
         """Add vehicles ``[F, k]``; returns their ids."""
@@ -179,27 +188,30 @@ class TrafficSimulation:
         c[X], c[LANE], c[ORIGIN] = x, lane, lane
         c[Y] = self.road.lane_center_y(lane)
         gap = spacing - c[LENGTH]
-        c[V] = np.clip((gap - c[S0]) / c[HEADWAY], 0.0, c[V0])
+        c[V] = clip((gap - c[S0]) / c[HEADWAY], 0.0, c[V0])
         self._append(c)
 
     def _spawn(self) -> np.ndarray:
-        self.queue += self.rng.poisson(self._entry_rate)
+        """Admit queued vehicles where the entry has a safe gap (called before the step's neighbour search)."""
+        self.queue += self.rng.poisson(self._entry_rate * _SPAWN_EVERY)
         waiting = np.nonzero(self.queue > 0)[0]
         if len(waiting) == 0:
             return np.zeros(0, dtype=np.int64)
-        self._build_occupancy()
+        d, n = self._d, self.n
         cand = self._pending[:, waiting]
         lane = self._entry_lane[waiting].astype(np.float64)
         x_new = self._entry_x[waiting] + 0.5 * cand[LENGTH]
-        lead, has_lead = self._neighbour(lane, x_new - 1e-6, ahead=True)
-        follow, has_follow = self._neighbour(lane, x_new, ahead=False)
-        gap = np.where(has_lead, self._d[X, lead] - 0.5 * self._d[LENGTH, lead] - x_new - 0.5 * cand[LENGTH], np.inf)
-        rear_gap = np.where(
-            has_follow,
-            x_new - 0.5 * cand[LENGTH] - self._d[X, follow] - 0.5 * self._d[LENGTH, follow],
-            np.inf,
-        )
-        v_lead = np.where(has_lead, self._d[V, lead], np.inf)
+        # the nearest car ahead of the entry point in the entry lane (or still partly in it): [entries, n]
+        in_lane = (d[LANE, :n][None, :] == lane[:, None]) | (d[ORIGIN, :n][None, :] == lane[:, None])
+        rear = d[X, :n] - 0.5 * d[LENGTH, :n]
+        ahead = in_lane & (d[X, :n][None, :] >= self._entry_x[waiting][:, None])
+        rear_ahead = np.where(ahead, rear[None, :], np.inf)
+        lead = np.argmin(rear_ahead, axis=1) if n else np.zeros(len(waiting), dtype=np.int64)
+        gap = (rear_ahead[np.arange(len(waiting)), lead] if n else np.full(len(waiting), np.inf)) - x_new - 0.5 * cand[LENGTH]
+        behind = in_lane & (d[X, :n][None, :] < self._entry_x[waiting][:, None])
+        front_behind = np.where(behind, (d[X, :n] + 0.5 * d[LENGTH, :n])[None, :], -np.inf)
+        rear_gap = x_new - 0.5 * cand[LENGTH] - (front_behind.max(axis=1) if n else -np.inf)
+        v_lead = np.where(np.isfinite(gap), d[V, lead] if n else np.inf, np.inf)
         v_ins = np.minimum(np.minimum(cand[V0], v_lead + 1.0), np.maximum(gap - cand[S0], 0.0) / cand[HEADWAY])
         ok = (gap >= cand[S0] + 1.0) & (rear_gap >= 1.0)
         if not ok.any():
@@ -231,6 +243,7 @@ class TrafficSimulation:
         c[NOISE] = 0.0
         if length is not None:
             c[LENGTH] = length
+            self._set_max_heading(c)
         rows = {"v0": V0, "headway": HEADWAY, "s0": S0, "amax": AMAX, "bcomf": BCOMF, "polite": POLITE,
                 "thresh": THRESH, "width": WIDTH, "phase": PHASE}  # fmt: skip
         for name, value in params.items():
@@ -266,8 +279,8 @@ class TrafficSimulation:
         lane, x = d[LANE, :n], d[X, :n]
         reach = 0.5 * (d[LENGTH, :n] * np.abs(np.sin(d[PSI, :n])) + d[WIDTH, :n] * np.cos(d[PSI, :n]))
         top = self.road.total_lanes - 1
-        lo = np.clip(np.floor((d[Y, :n] - reach) / self.road.lane_width_m), 0, top)
-        hi = np.clip(np.floor((d[Y, :n] + reach) / self.road.lane_width_m), 0, top)
+        lo = clip(np.floor((d[Y, :n] - reach) / self.road.lane_width_m), 0, top)
+        hi = clip(np.floor((d[Y, :n] + reach) / self.road.lane_width_m), 0, top)
         on_road = lane != _NO_LANE
         extra_idx, extra_lane = [], []
         for other, also_new in ((lo, True), (hi, lo != hi)):
@@ -291,7 +304,7 @@ class TrafficSimulation:
             pos = np.searchsorted(keys, q, side="right")
         else:
             pos = np.searchsorted(keys, q, side="left") - 1
-        safe = np.clip(pos, 0, max(m - 1, 0))
+        safe = clip(pos, 0, max(m - 1, 0))
         if m == 0:
             return np.zeros(len(q), dtype=np.int64), np.zeros(len(q), dtype=bool)
         found = (pos >= 0) & (pos < m) & (np.abs(keys[safe] - lane * _LANE_KEY) < 0.5 * _LANE_KEY)
@@ -322,13 +335,13 @@ class TrafficSimulation:
         """Desired speed of cars ``cols`` driving in ``lane``: their own, capped in the downstream zone."""
         d = self._d
         in_zone = d[X, cols] > self.scenario.downstream.start_m
-        lane_safe = np.clip(lane, 0, self.road.total_lanes - 1).astype(np.int64)
+        lane_safe = clip(lane, 0, self.road.total_lanes - 1).astype(np.int64)
         return np.where(in_zone, np.minimum(d[V0, cols], self._ds_speed[lane_safe]), d[V0, cols])
 
     def _end_of_lane_accel(self, cols: np.ndarray, lane: np.ndarray, v0: np.ndarray) -> np.ndarray:
         """IDM acceleration toward the end of a ramp lane (a standing obstacle); +inf on mainline lanes."""
         d = self._d
-        lane_safe = np.clip(lane, 0, self.road.total_lanes - 1).astype(np.int64)
+        lane_safe = clip(lane, 0, self.road.total_lanes - 1).astype(np.int64)
         end = self._lane_end[lane_safe]
         gap = end - d[X, cols] - 0.5 * d[LENGTH, cols]
         a = idm_accel(d[V, cols], v0, gap, d[V, cols], d[HEADWAY, cols], d[S0, cols], d[AMAX, cols], d[BCOMF, cols])
@@ -338,8 +351,11 @@ class TrafficSimulation:
         """Lane-change decisions for the drivers whose turn it is this step."""
         d, b, road = self._d, self.scenario.behaviour, self.road
         n = self.n
+        half = max(1, self._period_steps // 2)
+        if self.frame % half:
+            return
         due = (
-            (d[PHASE, :n] == self.frame % self._period_steps)
+            (d[PHASE, :n] == (self.frame // half) % 2)
             & (d[ORIGIN, :n] == d[LANE, :n])
             & (d[COOLDOWN, :n] <= 0)
             & (d[CONTROLLED, :n] == 0)
@@ -380,7 +396,7 @@ class TrafficSimulation:
             # accelerations compared within the comfortable range: a car about to brake hard for its leader
             # does not see a huge "gain" in every other lane
             low, high = -d[BCOMF, c], d[AMAX, c]
-            own_gain = np.clip(a_c_new, low, high) - np.clip(a_own[c], low, high)
+            own_gain = clip(a_c_new, low, high) - clip(a_own[c], low, high)
             gain = mobil_incentive(own_gain, a_nf_new - a_nf_old, a_of_new - a_of_old, politeness, bias)
             # discretionary changes need some speed: a car cannot move sideways without moving forward
             moving = on_ramp | (d[V, c] > _MIN_CHANGE_SPEED_MPS)
@@ -411,6 +427,7 @@ class TrafficSimulation:
 
     def step(self, actions: dict[int, tuple[float, float]] | None = None) -> StepEvents:
         """Advance one ``dt``. ``actions`` maps controlled vehicle ids to (accel [m/s^2], curvature [1/m])."""
+        spawned = self._spawn() if self.frame % _SPAWN_EVERY == 0 else np.zeros(0, dtype=np.int64)
         d, n, b = self._d, self.n, self.scenario.behaviour
         self._update_controlled_lanes()
         self._build_occupancy()
@@ -447,13 +464,12 @@ class TrafficSimulation:
                 d[LANE, give_up] = d[ORIGIN, give_up]
                 d[COOLDOWN, give_up] = b.lane_change_cooldown_s
                 self.stats.record_aborted(len(give_up))
-        accel = np.clip(accel, -b.max_decel_mps2, d[AMAX, :n] + 0.5)
+        accel = clip(accel, -b.max_decel_mps2, d[AMAX, :n] + 0.5)
         accel = np.maximum(accel, -d[V, :n] / self.dt)
         # 3. lane changes
         self._mobil(a_own, lead, has_lead)
         # 4. lateral control, actions, kinematics
         y_target = self.road.lane_center_y(d[LANE, :n])
-        max_heading = np.minimum(0.25, np.arcsin(np.minimum(1.0, _MAX_SWING_M / (0.5 * d[LENGTH, :n]))))
         curv = lateral_curvature(
             d[Y, :n],
             d[PSI, :n],
@@ -462,7 +478,7 @@ class TrafficSimulation:
             self.dt,
             b.lateral_time_s,
             b.max_lateral_speed_mps,
-            max_heading,
+            d[MAX_HEADING, :n],
         )
         accel = accel.astype(np.float32).astype(np.float64)
         curv = curv.astype(np.float32).astype(np.float64)
@@ -493,14 +509,15 @@ class TrafficSimulation:
             self._compact(~exited_mask)
         self._update_downstream()
         self.frame += 1
-        spawned = self._spawn()
         self.stats.record_step(self.n, int(self.queue.sum()), len(spawned))
         return StepEvents(collisions=collisions, exited=exited, spawned=spawned)
 
     def _collisions(self) -> np.ndarray:
         d, n = self._d, self.n
-        half_diag = 0.5 * np.hypot(d[LENGTH, :n], d[WIDTH, :n])
-        pairs = candidate_pairs(d[X, :n], d[Y, :n], half_diag, half_diag)
+        c, s_ = np.abs(np.cos(d[PSI, :n])), np.abs(np.sin(d[PSI, :n]))
+        reach_x = 0.5 * (d[LENGTH, :n] * c + d[WIDTH, :n] * s_)  # half extents of the axis-aligned bounding box
+        reach_y = 0.5 * (d[LENGTH, :n] * s_ + d[WIDTH, :n] * c)
+        pairs = candidate_pairs(d[X, :n], d[Y, :n], reach_x, reach_y)
         if len(pairs) == 0:
             if self._colliding:
                 self._colliding.clear()
