@@ -437,13 +437,18 @@ class TrafficSimulation:
         # 2. longitudinal: IDM in the own lane; also the origin lane while changing; ramp ends (a car
         #    already merging out of a ramp no longer brakes for its end, or it could stop and never finish).
         v0 = self._desired_speed(cols, lane)
-        lead, has_lead = self._neighbour(lane, d[X, :n], ahead=True)
-        a_own = self._idm_behind(cols, lead, has_lead, v0)
-        accel = np.minimum(a_own, self._end_of_lane_accel(cols, lane, v0))
+        # one neighbour search and one IDM evaluation for the own lane and every extra lane the body overlaps
         extra = self._extra_idx
+        q = np.concatenate([cols, extra])
+        lead_all, has_all = self._neighbour(np.concatenate([lane, self._extra_lane]), d[X, q], ahead=True)
+        a_all = self._idm_behind(q, lead_all, has_all, np.concatenate([v0, v0[extra]]))
+        lead, has_lead, a_own = lead_all[:n], has_all[:n], a_all[:n]
+        accel = a_own.copy()
         if len(extra):
-            el, has_el = self._neighbour(self._extra_lane, d[X, extra], ahead=True)
-            np.minimum.at(accel, extra, self._idm_behind(extra, el, has_el, v0[extra]))
+            np.minimum.at(accel, extra, a_all[n:])
+        on_ramp = np.nonzero(lane >= self.road.lanes)[0]
+        if len(on_ramp):
+            accel[on_ramp] = np.minimum(accel[on_ramp], self._end_of_lane_accel(on_ramp, lane[on_ramp], v0[on_ramp]))
         changing = np.nonzero(origin != lane)[0]
         # noise (Ornstein-Uhlenbeck per driver), then physical limits; speeds stay >= 0
         nz = self.scenario.noise
