@@ -27,12 +27,12 @@ def test_idm_brakes_harder_when_closing_in():
 
 def test_car_follows_a_stopped_car_without_collision(empty_road):
     sim = TrafficSimulation(empty_road, seed=0)
-    sim.place_bots([300.0, 100.0], [1, 1], [0.0, 15.0], length=4.5, v0=[0.001, 20.0], thresh=99.0)
+    sim.place_bots([300.0, 100.0], [1, 1], [0.0, 15.0], length=4.5, v0=[0.001, 20.0], thresh=99.0, s0=2.0)
     for _ in range(300):
         events = sim.step()
         assert len(events.collisions) == 0
     gap = sim.x[0] - sim.x[1] - 4.5
-    assert 1.0 < gap < 3.0 and sim.v[1] < 0.05  # stopped about s0 behind
+    assert 1.5 < gap < 2.5 and sim.v[1] < 0.1  # (nearly) stopped about s0 = 2 m behind
 
 
 def test_mobil_overtakes_a_slow_leader_when_the_next_lane_is_free(empty_road):

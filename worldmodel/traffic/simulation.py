@@ -7,11 +7,11 @@ float32 before they are applied, so recorded actions replay their trajectories e
 One ``step()`` is a fixed sequence of array operations, whatever the number of vehicles:
 1. neighbours: sort lane keys (a car is listed in every lane its body overlaps), ``searchsorted`` for leaders;
 2. IDM accelerations (own lane and every lane the body overlaps, ramp ends, the downstream zone), noise;
-3. MOBIL every half period for half of the drivers (each considers a change once per
-   ``lane_change_period_s``);
+3. MOBIL once per ``lane_change_period_s`` for every driver at once (decisions at a lower rate than the
+   dynamics; cars that change into the same gap see each other at once through the occupancy);
 4. lateral controller -> curvature; controlled cars' actions; kinematics;
 5. collisions (exact oriented boxes after an exact broad phase), exits; inflow from the queues comes
-   first, every other step.
+   first, every ``_SPAWN_EVERY`` steps.
 All randomness comes from one seeded ``np.random.Generator``: same seed, same traffic, bit for bit.
 """
 
@@ -30,13 +30,13 @@ from worldmodel.traffic.stats import SectionStats
 
 # Rows of the vehicle array (one column per vehicle).
 (ID, X, Y, PSI, V, LENGTH, WIDTH, KIND, LANE, ORIGIN, V0, HEADWAY, S0, AMAX, BCOMF, POLITE, THRESH,
- NOISE, COOLDOWN, CONTROLLED, ACCEL, CURV, PHASE, SPAWN_FRAME, MAX_HEADING) = range(25)  # fmt: skip
-N_FIELDS = 25
+ NOISE, COOLDOWN, CONTROLLED, ACCEL, CURV, SPAWN_FRAME, MAX_HEADING) = range(24)  # fmt: skip
+N_FIELDS = 24
 _LANE_KEY = 1.0e5  # lane * _LANE_KEY + x orders cars by lane, then position (x stays far below this)
 _NO_LANE = -10  # lane of a controlled car off the road: a key nobody queries
 _MIN_CHANGE_SPEED_MPS = 1.0  # no discretionary lane change below this speed [m/s]
 _MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]
-_SPAWN_EVERY = 2  # inflow is admitted every this many steps
+_SPAWN_EVERY = 5  # inflow is admitted every this many steps (0.5 s)
 
 
 @dataclass
@@ -149,7 +149,6 @@ class TrafficSimulation:
         c[POLITE] = dr.politeness.sample(rng, k)
         c[THRESH] = dr.change_threshold_mps2.sample(rng, k)
         c[NOISE] = rng.standard_normal(k) * self.scenario.noise.accel_std_mps2
-        c[PHASE] = rng.integers(0, 2, k)
         self._set_max_heading(c)
         return c
 
@@ -245,7 +244,7 @@ class TrafficSimulation:
             c[LENGTH] = length
             self._set_max_heading(c)
         rows = {"v0": V0, "headway": HEADWAY, "s0": S0, "amax": AMAX, "bcomf": BCOMF, "polite": POLITE,
-                "thresh": THRESH, "width": WIDTH, "phase": PHASE}  # fmt: skip
+                "thresh": THRESH, "width": WIDTH}  # fmt: skip
         for name, value in params.items():
             c[rows[name]] = value
         return self._append(c)
@@ -293,6 +292,7 @@ class TrafficSimulation:
         idx = np.concatenate([np.arange(n), self._extra_idx])
         order = np.argsort(keys, kind="stable")
         self._occ_keys, self._occ_idx = keys[order], idx[order]
+        self._occ_lane = np.concatenate([lane, self._extra_lane])[order]
 
     def _neighbour(self, lane: np.ndarray, x: np.ndarray, ahead: bool) -> tuple[np.ndarray, np.ndarray]:
         """Nearest car strictly ahead (or at/behind, excluding an exact key match ahead) in ``lane`` of
@@ -304,10 +304,10 @@ class TrafficSimulation:
             pos = np.searchsorted(keys, q, side="right")
         else:
             pos = np.searchsorted(keys, q, side="left") - 1
-        safe = clip(pos, 0, max(m - 1, 0))
         if m == 0:
             return np.zeros(len(q), dtype=np.int64), np.zeros(len(q), dtype=bool)
-        found = (pos >= 0) & (pos < m) & (np.abs(keys[safe] - lane * _LANE_KEY) < 0.5 * _LANE_KEY)
+        safe = pos % m  # -1 -> m - 1 and m -> 0; both rejected below unless in the same lane by chance
+        found = (self._occ_lane[safe] == lane) & (pos >= 0) & (pos < m)
         return idx[safe], found
 
     def _idm_behind(self, f: np.ndarray, lead: np.ndarray, has_lead: np.ndarray, v0: np.ndarray) -> np.ndarray:
@@ -351,12 +351,10 @@ class TrafficSimulation:
         """Lane-change decisions for the drivers whose turn it is this step."""
         d, b, road = self._d, self.scenario.behaviour, self.road
         n = self.n
-        half = max(1, self._period_steps // 2)
-        if self.frame % half:
+        if self.frame % self._period_steps:
             return
         due = (
-            (d[PHASE, :n] == (self.frame // half) % 2)
-            & (d[ORIGIN, :n] == d[LANE, :n])
+            (d[ORIGIN, :n] == d[LANE, :n])
             & (d[COOLDOWN, :n] <= 0)
             & (d[CONTROLLED, :n] == 0)
         )
