@@ -151,13 +151,16 @@ class WindowDataset(Dataset):
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_file"], state["_pid"] = None, None  # never ship an open handle to another process
+        state.pop("_datasets", None)
         return state
 
-    def _handle(self) -> h5py.File:
+    def _handle(self) -> dict[str, h5py.Dataset]:
+        """The datasets of this process's own file handle (looked up once: h5py lookups are not free)."""
         if self._file is None or self._pid != os.getpid():
             self._file = hdf5.open_checked(self.path, None, rdcc_nbytes=CHUNK_CACHE_BYTES)
             self._pid = os.getpid()
-        return self._file
+            self._datasets = {name: self._file[name] for name in ("images", "states", "actions", "costs", "ego")}
+        return self._datasets
 
     def close(self) -> None:
         if self._file is not None and self._pid == os.getpid():
@@ -179,7 +182,7 @@ class WindowDataset(Dataset):
         if c.ego_relative:
             states[:, :2] -= states[c.context_frames - 1, :2].clone()
         states = (states - self.stats["state_mean"]) / self.stats["state_std"]
-        images = torch.from_numpy(images).float().div_(255.0)
+        images = torch.from_numpy(images).to(torch.float32).mul_(1.0 / 255.0)
         return {
             "context_images": images[: c.context_frames],
             "context_states": states[: c.context_frames],
