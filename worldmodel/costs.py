@@ -186,6 +186,7 @@ def pixel_costs_numpy(
     width_m: np.ndarray | float,
     spec: ViewSpec | None = None,
     config: CostConfig = CostConfig(),
+    chunk: int = 256,
 ) -> np.ndarray:
     """``pixel_costs`` for the simulator: uint8 views ``[N, 3, H, W]``, per-car ``[N]`` speeds and sizes.
 
@@ -194,11 +195,16 @@ def pixel_costs_numpy(
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
         raise ValueError(
-            "pixel_costs_numpy: images must be uint8 [N, 3, H, W], "
-            f"got {images_uint8.dtype} {images_uint8.shape}"
+            f"pixel_costs_numpy: images must be uint8 [N, 3, H, W], got {images_uint8.dtype} {images_uint8.shape}"
         )
-    images = torch.from_numpy(np.ascontiguousarray(images_uint8)).to(torch.float32) / 255  # [N, 3, H, W]
-    params = [torch.from_numpy(np.asarray(v, dtype=np.float32)) for v in (speed_mps, length_m, width_m)]
+    n = len(images_uint8)
+    params = [np.array(np.broadcast_to(np.asarray(v, dtype=np.float32), (n,))) for v in (speed_mps, length_m, width_m)]
+    out = np.empty((n, len(COST_NAMES)), dtype=np.float32)
     with torch.no_grad():
-        costs = pixel_costs(images, *params, spec=spec, config=config)
-    return torch.stack([costs[name] for name in COST_NAMES], dim=-1).numpy()  # [N, 3]
+        for a in range(0, n, chunk):  # chunks keep the float copies in cache (10x faster for N ~ 10^4)
+            b = min(a + chunk, n)
+            images = torch.from_numpy(np.ascontiguousarray(images_uint8[a:b])).to(torch.float32).mul_(1 / 255)
+            costs = pixel_costs(images, *(torch.from_numpy(np.ascontiguousarray(p[a:b])) for p in params), spec=spec,
+                                config=config)  # fmt: skip
+            out[a:b] = torch.stack([costs[name] for name in COST_NAMES], dim=-1).numpy()
+    return out  # [N, 3]
