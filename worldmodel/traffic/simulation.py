@@ -36,6 +36,7 @@ _LANE_KEY = 1.0e5  # lane * _LANE_KEY + x orders cars by lane, then position (x 
 _NO_LANE = -10  # lane of a controlled car off the road: a key nobody queries
 _MIN_CHANGE_SPEED_MPS = 1.0  # no discretionary lane change below this speed [m/s]
 _MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]
+_COURTESY_ZONE_M = 40.0  # mainline cars yield to ramp cars within this distance of the ramp's end [m]
 _SPAWN_EVERY = 5  # inflow is admitted every this many steps (0.5 s)
 
 
@@ -286,6 +287,13 @@ class TrafficSimulation:
             sel = np.nonzero((other != lane) & also_new & on_road)[0]
             extra_idx.append(sel)
             extra_lane.append(other[sel])
+        # courtesy (zipper merge): a ramp car near the end of its lane is also listed in the mainline lane
+        # beside it, so the cars there let it in instead of streaming past a car that cannot move sideways
+        if self.road.ramps:
+            end = self._lane_end[clip(lane, 0, top).astype(np.int64)]
+            waiting = np.nonzero((lane >= self.road.lanes) & (x > end - _COURTESY_ZONE_M) & (lo >= self.road.lanes))[0]
+            extra_idx.append(waiting)
+            extra_lane.append(lane[waiting] - 1)
         self._extra_idx = np.concatenate(extra_idx)
         self._extra_lane = np.concatenate(extra_lane)
         keys = np.concatenate([lane * _LANE_KEY + x, self._extra_lane * _LANE_KEY + x[self._extra_idx]])
