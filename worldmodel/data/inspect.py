@@ -117,6 +117,10 @@ def inspect_trajectories(path: str | os.PathLike) -> dict:
                 "flow": "veh/h/lane",
             },
         )
+        # replaying recorded cars by actions (as PPUU does): how far the inferred actions drift, on a sample
+        from worldmodel.traffic.replay import replay_drift
+
+        out["replay_drift"] = replay_drift(reader, max_vehicles=200)
         return out
 
 
