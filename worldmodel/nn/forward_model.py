@@ -1,0 +1,512 @@
+"""The forward model: (context frames, states, action, latent z) -> next frame and state, autoregressively.
+
+One step, in the order of PPUU's model (SPEC.md §3), on the fused map ``h = Backbone.fuse(window)``:
+``h += z_expander(z)`` (stochastic modes), ``h += action_embedding(a)``, ``h += bottleneck(h)``, then the
+decoder gives an image update and a state update. Updates are residual so that a zero update is the identity:
+``image = sigmoid(delta + logit(clamp(last, eps, 1 - eps)))`` (``image_update="logit"``) or
+``clamp(last + delta, 0, 1)`` with a straight-through gradient (``"pixel"``); ``state = last_state + delta``.
+
+Modes: ``"deterministic"`` (no z); ``"vae"`` (posterior q(z | context, target frame), fixed N(0, I) prior,
+beta * KL); ``"vae-lp"`` (learned prior p(z | context), SVG-LP style, KL(q || p)). z-dropout replaces the
+posterior sample by a prior sample per step and per sample, so the model must listen to the actions.
+
+Latent convention of ``step`` / ``rollout`` / ``infer_z``: a latent argument is the prior's standard-normal
+*noise* eps, and the model uses ``z = mu_p + sigma_p * eps`` (in ``"vae"`` mode mu_p = 0, sigma_p = 1, so eps
+is z itself). ``None`` means eps = 0 (the prior mean); ``"sample"`` draws eps ~ N(0, I) at every step.
+
+The rollout keeps a ``RolloutCache``: the per-frame features, states and last frame of the current window.
+A step encodes only the newly predicted frame; the context is encoded once.
+
+Shapes: B batch, K samples, T time (Tc context, Tp predicted), C, H, W image, S state, A action, Z latent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from einops import rearrange, repeat
+from torch import Tensor, nn
+
+from worldmodel.nn.backbone import (
+    Backbone,
+    BackboneConfig,
+    Decoder,
+    MapEmbedding,
+    ResidualBottleneck,
+    activation,
+    conv_stack,
+    mlp,
+)
+
+MODES = ("deterministic", "vae", "vae-lp")
+IMAGE_UPDATES = ("logit", "pixel")
+CHECKPOINT_KIND = "forward_model"
+
+
+@dataclass(frozen=True)
+class ForwardModelConfig:
+    """Forward model configuration. Presets: ``ppuu(mode)`` (PPUU's sizes), ``tiny(mode)`` (tests, CPU)."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig.ppuu)
+    """Sizes of the shared backbone and decoder (its ``dropout`` is overridden by ``dropout`` below)."""
+    mode: str = "deterministic"
+    """``"deterministic"``, ``"vae"`` (fixed N(0, I) prior) or ``"vae-lp"`` (learned prior)."""
+    n_z: int = 32
+    """Latent size Z per step."""
+    latent_channels: int = 32
+    """Channels of the posterior's and prior's conv paths (the posterior reads the target frame's cached
+    features through a narrow conv path of its own, batched over the Tp targets)."""
+    beta: float = 1e-6
+    """Weight of the KL term."""
+    z_dropout: float = 0.5
+    """Probability, per step and per sample in training, of using a prior sample instead of the posterior."""
+    dropout: float = 0.1
+    """Dropout of every hidden layer, backbone included (epistemic uncertainty by MC dropout)."""
+    free_bits: float = 0.0
+    """Free bits [nats] per latent unit: the KL of a unit (mean over batch and steps) is clamped below at this."""
+    kl_anneal_steps: int = 0
+    """Linear warm-up of beta from 0 over this many training steps (0: no annealing); needs ``loss(step=)``."""
+    active_unit_threshold: float = 0.01
+    """A latent unit is active when its KL (mean over batch and steps) exceeds this [nats]."""
+    image_update: str = "logit"
+    """How the image update is applied: ``"logit"`` (sigmoid of delta + logit of the last frame) or
+    ``"pixel"`` (last frame + delta, clamped to [0, 1] with a straight-through gradient)."""
+    logit_eps: float = 1e-3
+    """Pixels are clamped to [eps, 1 - eps] before the logit (``image_update="logit"``)."""
+    zero_init: bool = True
+    """Start with zero image and state updates (the untrained model copies the last frame and state)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"ForwardModelConfig.mode must be one of {MODES}, got {self.mode!r}")
+        if self.image_update not in IMAGE_UPDATES:
+            raise ValueError(f"ForwardModelConfig.image_update must be one of {IMAGE_UPDATES}")
+        if not 0.0 <= self.z_dropout <= 1.0:
+            raise ValueError(f"ForwardModelConfig.z_dropout must be in [0, 1], got {self.z_dropout}")
+        if self.backbone.dropout != self.dropout:  # one source of truth: the model's dropout
+            object.__setattr__(self, "backbone", replace(self.backbone, dropout=self.dropout))
+
+    @classmethod
+    def ppuu(cls, mode: str = "vae", **overrides) -> ForwardModelConfig:
+        """PPUU's model: 64-128-256 convs, 20 context frames, n_z 32, beta 1e-6, z-dropout 0.5."""
+        return cls(**({"backbone": BackboneConfig.ppuu(), "mode": mode} | overrides))
+
+    @classmethod
+    def tiny(cls, mode: str = "vae", **overrides) -> ForwardModelConfig:
+        """A small model for tests and the CPU quickstart (``BackboneConfig.tiny()``, n_z 8)."""
+        kwargs = dict(backbone=BackboneConfig.tiny(), mode=mode, n_z=8, latent_channels=8)
+        return cls(**(kwargs | overrides))
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the model has a latent z (``"vae"``, ``"vae-lp"``)."""
+        return self.mode != "deterministic"
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["backbone"] = self.backbone.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> ForwardModelConfig:
+        d = dict(d)
+        d["backbone"] = BackboneConfig.from_dict(d["backbone"])
+        return cls(**d)
+
+
+class RolloutCache(NamedTuple):
+    """The current window of a rollout."""
+
+    features: tuple[Tensor, ...]
+    """Tc tensors [B, F, h1, w1]: the per-frame features of the window's frames, oldest first."""
+    states: Tensor
+    """[B, Tc, S] normalised states of the window."""
+    image: Tensor
+    """[B, C, H, W] the window's last frame, in [0, 1]."""
+
+
+class LatentHead(nn.Module):
+    """A diagonal Gaussian over z from the fused map (and, for a posterior, from the target frame).
+
+    context: [B, D, h, w] -> 1x1 conv to ``latent_channels``; target (posterior only): per-frame features
+    [B, F, h1, w1] -> convs down to [latent_channels, h, w] (``encode_targets``, batched over time);
+    then an MLP on both, flattened -> (mu, logvar), each [B, Z].
+    """
+
+    def __init__(self, config: BackboneConfig, n_z: int, channels: int, posterior: bool):
+        super().__init__()
+        c = config
+        h, w = c.map_size
+        act = activation(c.dropout, c.negative_slope, maps=True)
+        self.context = nn.Sequential(nn.Conv2d(c.feature_dim, channels, 1), *act)
+        self.target = None
+        if posterior:
+            n_down = len(c.widths) - c.frame_layers
+            if n_down > 0:
+                layers = conv_stack([c.frame_channels] + [channels] * n_down, c.dropout, c.negative_slope, False)
+            else:
+                layers = [nn.Conv2d(c.frame_channels, channels, 1), *activation(c.dropout, c.negative_slope, True)]
+            self.target = nn.Sequential(*layers)
+        n_in = (2 if posterior else 1) * channels * h * w
+        self.net = mlp([n_in, c.hidden, c.hidden, 2 * n_z], c.dropout, c.negative_slope)
+
+    def encode_targets(self, features: Tensor) -> Tensor:
+        """features: [B, T, F, h1, w1] (target frames) -> [B, T, latent_channels, h, w]."""
+        b = features.shape[0]
+        x = self.target(rearrange(features, "b t f h w -> (b t) f h w"))
+        return rearrange(x, "(b t) c h w -> b t c h w", b=b)
+
+    def forward(self, h: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """h: [B, D, h, w]; target: [B, latent_channels, h, w] from ``encode_targets`` (posterior)."""
+        x = self.context(h).flatten(1)
+        if target is not None:
+            x = torch.cat([x, target.flatten(1)], dim=1)
+        mu, logvar = self.net(x).chunk(2, dim=-1)
+        return mu, logvar.clamp(-10.0, 10.0)
+
+
+def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
+    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) per unit, same shape as the inputs [nats]."""
+    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
+
+
+class ForwardModel(nn.Module):
+    """Stochastic (or deterministic) autoregressive forward model over ego-view frames and ego states.
+
+    ``backbone``: an existing ``Backbone`` to use (and share, e.g. one pretrained by SSL); its config must
+    equal ``config.backbone``. Without it the model builds its own.
+    """
+
+    def __init__(self, config: ForwardModelConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.config = config
+        c = config.backbone
+        if backbone is not None and backbone.config != c:
+            raise ValueError(f"ForwardModel: the backbone's config {backbone.config} differs from {c}")
+        self.backbone = Backbone(c) if backbone is None else backbone
+        self.decoder = Decoder(c)
+        self.action_embedding = MapEmbedding(2, c)
+        self.bottleneck = ResidualBottleneck(c)
+        if config.stochastic:
+            self.z_expander = MapEmbedding(config.n_z, c, layers=1)
+            self.posterior_net = LatentHead(c, config.n_z, config.latent_channels, posterior=True)
+        if config.mode == "vae-lp":
+            self.prior_net = LatentHead(c, config.n_z, config.latent_channels, posterior=False)
+        if config.zero_init:
+            self.decoder.zero_last()
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
+        self.register_buffer("action_mean", torch.zeros(2))
+        self.register_buffer("action_std", torch.ones(2))
+
+    # ---------------------------------------------------------------- normalisation and dropout
+    def set_normalisation(self, stats: Mapping) -> None:
+        """Store ``state_mean``, ``state_std`` [S] and ``action_mean``, ``action_std`` [2] (arrays or tensors)."""
+        for name in ("state_mean", "state_std", "action_mean", "action_std"):
+            buf = getattr(self, name)
+            buf.copy_(torch.as_tensor(stats[name], dtype=buf.dtype).reshape(buf.shape))
+
+    def normalise_states(self, states: Tensor) -> Tensor:
+        """states: [..., S] in SI units -> normalised."""
+        return (states - self.state_mean) / self.state_std
+
+    def unnormalise_states(self, states: Tensor) -> Tensor:
+        """states: [..., S] normalised -> SI units (m, m/s)."""
+        return states * self.state_std + self.state_mean
+
+    def normalise_actions(self, actions: Tensor) -> Tensor:
+        """actions: [..., 2] (m/s^2, 1/m) -> normalised."""
+        return (actions - self.action_mean) / self.action_std
+
+    def unnormalise_actions(self, actions: Tensor) -> Tensor:
+        """actions: [..., 2] normalised -> (m/s^2, 1/m)."""
+        return actions * self.action_std + self.action_mean
+
+    def set_dropout(self, active: bool) -> ForwardModel:
+        """Switch every dropout layer on or off, whatever train()/eval() says (``model.train()`` resets it).
+
+        MC dropout for uncertainty: ``model.eval().set_dropout(True)``.
+        """
+        for m in self.modules():
+            if isinstance(m, nn.Dropout | nn.Dropout2d):
+                m.train(active)
+        return self
+
+    # ---------------------------------------------------------------- one step
+    def init_cache(self, context_images: Tensor, context_states: Tensor) -> RolloutCache:
+        """Encode a context once. context_images: [B, T, C, H, W] in [0, 1], context_states: [B, T, S]
+        normalised, T >= Tc (the last Tc frames are used)."""
+        tc = self.config.backbone.context_frames
+        if context_images.shape[1] < tc or context_states.shape[1] < tc:
+            raise ValueError(f"ForwardModel: needs {tc} context frames, got {context_images.shape[1]}")
+        images, states = context_images[:, -tc:], context_states[:, -tc:]
+        return RolloutCache(self.backbone.encode_frames(images).unbind(1), states, images[:, -1])
+
+    def push(self, cache: RolloutCache, image: Tensor, state: Tensor, features: Tensor | None = None) -> RolloutCache:
+        """Slide the window by one frame: image [B, C, H, W], state [B, S] (features [B, F, h1, w1] if known)."""
+        if features is None:
+            features = self.backbone.encode_frames(image[:, None])[:, 0]
+        states = torch.cat([cache.states[:, 1:], state[:, None]], dim=1)
+        return RolloutCache((*cache.features[1:], features), states, image)
+
+    def prior(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """p(z | context): h [B, D, h, w] -> (mu, logvar) [B, Z] (zeros in ``"vae"`` mode)."""
+        if self.config.mode == "vae-lp":
+            return self.prior_net(h)
+        zeros = torch.zeros(h.shape[0], self.config.n_z, device=h.device, dtype=h.dtype)
+        return zeros, zeros
+
+    def encode_targets(self, future_images: Tensor) -> Tensor:
+        """The posterior's view of the target frames, batched: [B, Tp, C, H, W] -> [B, Tp, latent_channels, h, w]."""
+        return self.posterior_net.encode_targets(self.backbone.encode_frames(future_images))
+
+    def posterior(self, h: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        """q(z | context, target): h [B, D, h, w], target [B, latent_channels, h, w] (from ``encode_targets``)
+        -> (mu, logvar) [B, Z]."""
+        return self.posterior_net(h, target)
+
+    def _predict(
+        self, h: Tensor, cache: RolloutCache, action_embedding: Tensor, z: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """Decode one step from the fused map h [B, D, h, w]: (image [B, C, H, W], state [B, S])."""
+        if z is not None:
+            h = h + self.z_expander(z)
+        h = h + action_embedding
+        h = h + self.bottleneck(h)
+        d_image, d_state = self.decoder(h)
+        last = cache.image
+        if self.config.image_update == "logit":
+            eps = self.config.logit_eps
+            image = torch.sigmoid(d_image + torch.logit(last.clamp(eps, 1.0 - eps)))
+        else:
+            raw = last + d_image
+            image = raw + (raw.clamp(0.0, 1.0) - raw).detach()  # clamped values, identity gradient
+        return image, cache.states[:, -1] + d_state
+
+    def _latent(self, h: Tensor, noise: Tensor | str | None, generator: torch.Generator | None) -> Tensor | None:
+        """z = mu_p + sigma_p * noise, in the prior-noise convention (see the module docstring)."""
+        if not self.config.stochastic:
+            if noise is not None:
+                raise ValueError("ForwardModel: a deterministic model takes no z")
+            return None
+        mu, logvar = self.prior(h)
+        if noise is None:
+            return mu
+        if isinstance(noise, str):
+            if noise != "sample":
+                raise ValueError(f"ForwardModel: z must be a tensor, None or 'sample', got {noise!r}")
+            noise = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        return mu + (0.5 * logvar).exp() * noise
+
+    def step(
+        self,
+        cache: RolloutCache,
+        action: Tensor,
+        z: Tensor | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, Tensor, RolloutCache]:
+        """One autoregressive step. action: [B, 2] normalised; z: prior noise [B, Z], None or "sample".
+
+        Returns (image [B, C, H, W] in [0, 1], state [B, S] normalised, the cache slid by the new frame).
+        """
+        h = self.backbone.fuse(cache.features, cache.states)
+        image, state = self._predict(h, cache, self.action_embedding(action), self._latent(h, z, generator))
+        return image, state, self.push(cache, image, state)
+
+    # ---------------------------------------------------------------- rollouts
+    def rollout(
+        self,
+        context_images: Tensor,
+        context_states: Tensor,
+        actions: Tensor,
+        z: Tensor | str | None = None,
+        n_samples: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """Predict Tp steps from a context, feeding back the predictions.
+
+        context_images: [B, Tc, C, H, W] in [0, 1]; context_states: [B, Tc, S] and actions: [B, Tp, 2]
+        normalised; z: prior noise [B, Tp, Z] (shared by the K samples) or [B, K, Tp, Z], None (the prior
+        mean) or "sample". With ``n_samples=K`` the inputs are repeated K times (independent dropout masks
+        and z draws) and the outputs gain a K axis. Returns ``images`` [B(, K), Tp, C, H, W] in [0, 1],
+        ``states`` [B(, K), Tp, S] normalised and, in stochastic modes, ``z`` [B(, K), Tp, Z] (latents used).
+        """
+        b, tp = actions.shape[:2]
+        if n_samples is not None:
+            context_images, context_states, actions = (
+                repeat(x, "b ... -> (b k) ...", k=n_samples) for x in (context_images, context_states, actions)
+            )
+            if isinstance(z, Tensor):
+                z = repeat(z, "b t z -> (b k) t z", k=n_samples) if z.dim() == 3 else z.flatten(0, 1)
+        cache = self.init_cache(context_images, context_states)
+        action_embeddings = self.action_embedding(actions.flatten(0, 1)).unflatten(0, (-1, tp)).unbind(1)
+        images, states, latents = [], [], []
+        for t in range(tp):
+            h = self.backbone.fuse(cache.features, cache.states)
+            z_t = self._latent(h, z[:, t] if isinstance(z, Tensor) else z, generator)
+            image, state = self._predict(h, cache, action_embeddings[t], z_t)
+            images.append(image)
+            states.append(state)
+            latents.append(z_t)
+            if t < tp - 1:
+                cache = self.push(cache, image, state)
+        out = {"images": torch.stack(images, 1), "states": torch.stack(states, 1)}
+        if self.config.stochastic:
+            out["z"] = torch.stack(latents, 1)
+        if n_samples is not None:
+            out = {name: rearrange(x, "(b k) t ... -> b k t ...", b=b) for name, x in out.items()}
+        return out
+
+    def infer_z(
+        self,
+        context_images: Tensor,
+        context_states: Tensor,
+        actions: Tensor,
+        future_images: Tensor,
+        generator: torch.Generator | None = None,
+        sample: bool = False,
+    ) -> Tensor:
+        """Posterior latents along a rollout with ``actions``, as prior noise for ``rollout(z=...)``.
+
+        future_images: [B, Tp, C, H, W], the true frames -> [B, Tp, Z] (posterior means, or samples).
+        Feeding the result to ``rollout`` with the same inputs replays the posterior rollout (MPER).
+        """
+        if not self.config.stochastic:
+            raise ValueError("ForwardModel.infer_z: a deterministic model has no latent")
+        cache = self.init_cache(context_images, context_states)
+        targets = self.encode_targets(future_images).unbind(1)
+        noises = []
+        for t in range(actions.shape[1]):
+            h = self.backbone.fuse(cache.features, cache.states)
+            mu_q, logvar_q = self.posterior(h, targets[t])
+            z_t = mu_q
+            if sample:
+                noise = torch.randn(mu_q.shape, generator=generator, device=mu_q.device, dtype=mu_q.dtype)
+                z_t = mu_q + (0.5 * logvar_q).exp() * noise
+            mu_p, logvar_p = self.prior(h)
+            noises.append((z_t - mu_p) * (-0.5 * logvar_p).exp())
+            image, state = self._predict(h, cache, self.action_embedding(actions[:, t]), z_t)
+            cache = self.push(cache, image, state)
+        return torch.stack(noises, 1)
+
+    # ---------------------------------------------------------------- training
+    def loss(
+        self, batch: Mapping[str, Tensor], step: int | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, Tensor]:
+        """Autoregressive loss over the Tp predicted steps (PPUU): the model feeds back its own predictions.
+
+        batch: ``context_images`` [B, Tc, C, H, W], ``context_states`` [B, Tc, S], ``actions`` [B, Tp, 2],
+        ``future_images`` [B, Tp, C, H, W], ``future_states`` [B, Tp, S]; ``step`` drives the KL annealing.
+        Returns ``image_mse``, ``state_mse``, ``kl`` (nats per step, summed over units), ``active_units``
+        (no grad), ``beta`` (after annealing) and ``loss = image_mse + state_mse + beta * KL`` (free bits).
+        """
+        cfg = self.config
+        tc = cfg.backbone.context_frames
+        ctx_images, ctx_states = batch["context_images"][:, -tc:], batch["context_states"][:, -tc:]
+        actions, fut_images, fut_states = batch["actions"], batch["future_images"], batch["future_states"]
+        b, tp = actions.shape[:2]
+        # 1. encode every real frame once, batched (the targets too: the posterior reads them)
+        frames = torch.cat([ctx_images, fut_images], 1) if cfg.stochastic else ctx_images
+        features = self.backbone.encode_frames(frames)  # B (Tc [+ Tp]) F h1 w1
+        targets: tuple[Tensor, ...] = ()
+        if cfg.stochastic:
+            features, target_features = features.split([tc, tp], dim=1)  # (not slices: cheap backward)
+            targets = self.posterior_net.encode_targets(target_features).unbind(1)
+        cache = RolloutCache(features.unbind(1), ctx_states, ctx_images[:, -1])
+        action_embeddings = self.action_embedding(actions.flatten(0, 1)).unflatten(0, (b, tp)).unbind(1)
+        images, states, kls = [], [], []
+        for t in range(tp):
+            # 2. fuse the window, 3. infer z (z-dropout: a prior sample instead), 4. predict, 5. feed back
+            h = self.backbone.fuse(cache.features, cache.states)
+            z = None
+            if cfg.stochastic:
+                mu_q, logvar_q = self.posterior(h, targets[t])
+                mu_p, logvar_p = self.prior(h)
+                kls.append(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p))
+                noise = torch.randn(mu_q.shape, generator=generator, device=h.device, dtype=h.dtype)
+                z = mu_q + (0.5 * logvar_q).exp() * noise
+                if self.training and cfg.z_dropout > 0:
+                    noise_p = torch.randn(mu_p.shape, generator=generator, device=h.device, dtype=h.dtype)
+                    z_prior = mu_p + (0.5 * logvar_p).exp() * noise_p
+                    use_prior = torch.rand(b, 1, generator=generator, device=h.device) < cfg.z_dropout
+                    z = torch.where(use_prior, z_prior, z)
+            image, state = self._predict(h, cache, action_embeddings[t], z)
+            images.append(image)
+            states.append(state)
+            if t < tp - 1:
+                cache = self.push(cache, image, state)
+        # 6. named terms
+        image_mse = (torch.stack(images, 1) - fut_images).pow(2).mean()
+        state_mse = (torch.stack(states, 1) - fut_states).pow(2).mean()
+        beta = cfg.beta
+        if cfg.kl_anneal_steps > 0 and step is not None:
+            beta *= min(1.0, step / cfg.kl_anneal_steps)
+        if kls:
+            kl_units = torch.stack(kls, 1).mean((0, 1))  # Z: mean over batch and steps
+            kl = kl_units.sum()
+            kl_loss = kl_units.clamp(min=cfg.free_bits).sum() if cfg.free_bits > 0 else kl
+            active = (kl_units.detach() > cfg.active_unit_threshold).sum().to(image_mse.dtype)
+        else:
+            kl = kl_loss = active = torch.zeros((), device=image_mse.device, dtype=image_mse.dtype)
+        return {
+            "image_mse": image_mse,
+            "state_mse": state_mse,
+            "kl": kl,
+            "active_units": active,
+            "beta": torch.tensor(beta, device=image_mse.device),
+            "loss": image_mse + state_mse + beta * kl_loss,
+        }
+
+    # ---------------------------------------------------------------- checkpoints
+    def checkpoint_dict(self, step: int, **extra) -> dict:
+        """``{"format": 1, "kind", "config", "state_dict", "step", **extra}``, loadable with weights_only=True."""
+        return {
+            "format": 1,
+            "kind": CHECKPOINT_KIND,
+            "config": self.config.to_dict(),
+            "state_dict": self.state_dict(),
+            "step": step,
+            **extra,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | Mapping, map_location: str | torch.device = "cpu") -> ForwardModel:
+        """Rebuild a model from a checkpoint file (or an already loaded checkpoint dict)."""
+        ckpt = path if isinstance(path, Mapping) else torch.load(path, map_location=map_location, weights_only=True)
+        if ckpt.get("format") != 1 or ckpt.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(
+                f"ForwardModel.from_checkpoint: expected format 1, kind {CHECKPOINT_KIND!r}; "
+                f"got format {ckpt.get('format')!r}, kind {ckpt.get('kind')!r}"
+            )
+        model = cls(ForwardModelConfig.from_dict(ckpt["config"]))
+        model.load_state_dict(ckpt["state_dict"])
+        return model
+
+    def load_deterministic(self, state_dict: Mapping | str | Path) -> dict[str, list[str]]:
+        """Warm start from a (deterministic) model's state dict, checkpoint dict or checkpoint file: copy every
+        weight whose name and shape match, and zero the z expander so the model starts as that model.
+
+        Returns ``{"loaded": [...], "kept": [...]}`` (names of this model's weights copied / left as they were).
+        """
+        if not isinstance(state_dict, Mapping):
+            state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+        if "state_dict" in state_dict:
+            state_dict = state_dict["state_dict"]
+        own = self.state_dict()
+        matched = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+        self.load_state_dict(matched, strict=False)
+        if self.config.stochastic:
+            nn.init.zeros_(self.z_expander.expand.weight)
+            nn.init.zeros_(self.z_expander.expand.bias)
+        return {"loaded": sorted(matched), "kept": sorted(set(own) - set(matched))}
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"mode={self.config.mode!r}, parameters={n / 1e6:.2f}M"
+
+
+__all__ = ["MODES", "ForwardModel", "ForwardModelConfig", "RolloutCache", "gaussian_kl"]
