@@ -159,12 +159,16 @@ def test_headings_from_velocity_are_held_over_stops():
 
 def test_drift_of_inferred_and_exact_actions_on_a_simulated_recording(tiny_recording):
     drift = replay_drift(tiny_recording)
-    assert drift["vehicles"] == TrajectoryReader(tiny_recording).num_vehicles
-    # bots move by the same kinematics, with accelerations inside the clip: inverting is exact up to float
-    # rounding; the exact actions start from the float32 state of the file
-    print("replay drift on the tiny recording:", drift)
-    assert drift["inferred"]["max_error_m_max"] < 1e-3
-    assert drift["recorded"]["max_error_m_max"] < 1e-3
+    reader = TrajectoryReader(tiny_recording)
+    assert drift["vehicles"] == reader.num_vehicles
+    assert drift["recorded"]["max_error_m_max"] < 1e-3  # the exact actions, from the float32 first state
+    # bots move by the same kinematics: for cars whose accelerations stay inside PPUU's 6.2 m/s^2 clip,
+    # inverting is exact up to float rounding
+    gentle = [vid for vid, track in reader if np.abs(track["accel"]).max() <= kinematics.MAX_REPLAY_ACCEL_MPS2]
+    assert len(gentle) >= 10
+    inside = replay_drift(reader, vehicle_ids=gentle)
+    print("replay drift on the tiny recording:", drift, inside)
+    assert inside["inferred"]["max_error_m_max"] < 1e-3 and inside["clipped_fraction"] == 0
     assert drift["inferred"]["vehicles_at_1s"] > 0 and np.isfinite(drift["inferred"]["error_m_at_1s"])
     some = replay_drift(tiny_recording, vehicle_ids=TrajectoryReader(tiny_recording).vehicles["id"][2:], max_vehicles=3)
     assert some["vehicles"] == 3

@@ -37,7 +37,8 @@ _NO_LANE = -10  # lane of a controlled car off the road: a key nobody queries
 _MIN_CHANGE_SPEED_MPS = 1.0  # no discretionary lane change below this speed [m/s]
 _MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]
 _COURTESY_ZONE_M = 40.0  # mainline cars yield to ramp cars within this distance of the ramp's end [m]
-_SPAWN_EVERY = 5  # inflow is admitted every this many steps (0.5 s)
+_SPAWN_EVERY = 10  # inflow is admitted every this many steps (1 s; up to 3,600 vehicles/h/lane)
+_DOWNSTREAM_EVERY = 5  # the downstream speed process is updated every this many steps
 
 
 @dataclass
@@ -330,7 +331,9 @@ class TrafficSimulation:
         ds = self.scenario.downstream
         if ds.speed_std_mps == 0:
             return
-        decay = np.exp(-self.dt / ds.time_constant_s)
+        if not first and self.frame % _DOWNSTREAM_EVERY:
+            return
+        decay = np.exp(-self.dt * _DOWNSTREAM_EVERY / ds.time_constant_s)
         if not first:
             self._ds_state = decay * self._ds_state + np.sqrt(1 - decay**2) * self.rng.standard_normal(
                 len(self._ds_state)
