@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from worldmodel.data.hdf5 import DataError
 from worldmodel.traffic.scenario import ScenarioError
@@ -61,7 +62,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
         from worldmodel.data.ppuu import import_ppuu
 
         _mkdir_for(args.out)
-        return _print(import_ppuu(args.dir, args.out, state_shift=not args.no_state_shift, old_channels=args.old_channels))
+        return _print(
+            import_ppuu(args.dir, args.out, state_shift=not args.no_state_shift, old_channels=args.old_channels)
+        )
     if args.data_command == "extract":
         from worldmodel.data.extract import ExtractConfig, extract
 
@@ -87,9 +90,86 @@ def _mkdir_for(path: str) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from worldmodel import bench
 
-    runners: dict[str, Callable[[bool], dict]] = {"sim": bench.bench_sim, "data": bench.bench_data}
+    runners: dict[str, Callable[[bool], dict]] = {"sim": bench.bench_sim, "data": bench.bench_data, "fm": _bench_fm}
     print(json.dumps(runners[args.what](args.quick)))
     return 0
+
+
+def _bench_fm(quick: bool) -> dict:
+    from worldmodel import bench
+    from worldmodel.bench_fm import bench_fm
+
+    result = bench_fm(quick)
+    return result if "machine" in result else result | {"machine": bench.machine()}
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from worldmodel.nn.forward_model import ForwardModelConfig
+    from worldmodel.training.fm import TrainFMConfig, train_fm
+
+    if args.train_command != "fm":
+        raise UserError(f"unknown train command {args.train_command}")
+    overrides = {name: getattr(args, name) for name in ("beta", "dropout", "z_dropout", "free_bits", "image_update")}
+    overrides = {name: value for name, value in overrides.items() if value is not None}
+    preset = {"tiny": ForwardModelConfig.tiny, "ppuu": ForwardModelConfig.ppuu}[args.preset]
+    config = TrainFMConfig(
+        data=args.data,
+        out=args.out,
+        model=preset(args.mode, **overrides),
+        predict_frames=args.predict_frames,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_warmup_steps=args.lr_warmup,
+        lr_schedule=args.lr_schedule,
+        seed=args.seed,
+        device=args.device,
+        amp=args.amp,
+        val_every=args.val_every,
+        val_windows=args.val_windows,
+        ckpt_every=args.ckpt_every,
+        log_every=args.log_every,
+        workers=args.workers,
+        warm_start=args.warm_start,
+        resume=args.resume,
+        progress=not args.no_progress,
+    )
+    summary = train_fm(config)
+    if _is_main_process():  # under torchrun, rank 0 speaks
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _is_main_process() -> bool:
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from worldmodel.evaluation.fm import EvalFMConfig, evaluate_fm
+
+    if args.eval_command != "fm":
+        raise UserError(f"unknown eval command {args.eval_command}")
+    config = EvalFMConfig(checkpoint=args.checkpoint, data=args.data, split=args.split, k=args.k,
+                          horizon=args.horizon, windows=args.windows, seed=args.seed, batch_size=args.batch_size,
+                          device=args.device, workers=args.workers, progress=not args.no_progress)  # fmt: skip
+    result = evaluate_fm(config, out=args.out)
+    print(json.dumps({"out": args.out, "plot": str(Path(args.out).with_suffix(".png")) if args.out else None,
+                      "protocol": result["protocol"], "summary": result["summary"],
+                      "action_sensitivity": result["action_sensitivity"], "uncertainty": result["uncertainty"]},
+                     indent=2))  # fmt: skip
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from worldmodel.render import render_predictions
+
+    if args.render_command != "predictions":
+        raise UserError(f"unknown render command {args.render_command}")
+    return _print(render_predictions(args.checkpoint, args.data, args.out, windows=args.windows, k=args.k,
+                                     split=args.split, horizon=args.horizon, seed=args.seed, scale=args.scale,
+                                     fps=args.fps, device=args.device))  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -140,11 +220,88 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
     data.set_defaults(func=_cmd_data)
 
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_render_parser(sub)
+
     p = sub.add_parser("bench", help="throughput benchmarks, one JSON object on stdout")
-    p.add_argument("what", choices=["sim", "data"], help="what to measure")
+    p.add_argument("what", choices=["sim", "data", "fm"], help="what to measure")
     p.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
     p.set_defaults(func=_cmd_bench)
     return parser
+
+
+def _add_train_parser(sub) -> None:
+    train = sub.add_parser("train", help="train models: fm (forward model)")
+    tsub = train.add_subparsers(dest="train_command", required=True)
+    p = tsub.add_parser("fm", help="train the forward model (runs under torchrun for DDP)")
+    p.add_argument("--data", required=True, help="episodes.h5 (train split; validation on the val split)")
+    p.add_argument("--out", default="runs/fm", help="run directory (default runs/fm)")
+    p.add_argument("--preset", choices=["tiny", "ppuu"], default="ppuu", help="model size (default ppuu)")
+    p.add_argument("--mode", choices=["deterministic", "vae", "vae-lp"], default="vae")
+    p.add_argument("--steps", type=int, default=200_000, help="total optimiser steps (default 200000)")
+    p.add_argument("--batch-size", type=int, default=64, help="global batch, split over processes (default 64)")
+    p.add_argument("--predict-frames", type=int, default=20, help="predicted frames per window (default 20)")
+    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
+    p.add_argument("--lr-warmup", type=int, default=0, help="linear warm-up steps (default 0)")
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    p.add_argument("--beta", type=float, default=None, help="KL weight (default: the preset's, 1e-6)")
+    p.add_argument("--dropout", type=float, default=None, help="dropout (default: the preset's, 0.1)")
+    p.add_argument("--z-dropout", type=float, default=None, help="z-dropout (default: the preset's, 0.5)")
+    p.add_argument("--free-bits", type=float, default=None, help="free bits per latent unit [nats] (default 0)")
+    p.add_argument("--image-update", choices=["logit", "pixel"], default=None,
+                   help="image update: logit (sigmoid(delta + logit(last))) or pixel (last + delta, clamped); "
+                   "default: the preset's")  # fmt: skip
+    p.add_argument("--warm-start", default=None, help="initialise from a (deterministic) checkpoint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (CUDA only)")
+    p.add_argument("--val-every", type=int, default=1000, help="steps between validation passes (0: never)")
+    p.add_argument("--val-windows", type=int, default=512, help="val windows per validation pass")
+    p.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints/last.pt writes")
+    p.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
+    p.add_argument("--workers", type=int, default=2, help="data loader workers per process")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from checkpoints/last.pt if it exists (default yes)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(func=_cmd_train)
+
+
+def _add_eval_parser(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate models: fm (forward model)")
+    esub = ev.add_subparsers(dest="eval_command", required=True)
+    p = esub.add_parser("fm", help="per-step prediction metrics of a forward model (JSON + plot)")
+    p.add_argument("--checkpoint", required=True, help="forward-model checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="episodes.h5")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--k", type=int, default=10, help="sampled futures and dropout replicas (default 10)")
+    p.add_argument("--horizon", type=int, default=20, help="predicted steps (default 20)")
+    p.add_argument("--windows", type=int, default=200, help="windows evaluated (default 200)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=0, help="data loader workers")
+    p.add_argument("--out", default=None, help="output JSON (a .png plot is written next to it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ev.set_defaults(func=_cmd_eval)
+
+
+def _add_render_parser(sub) -> None:
+    render = sub.add_parser("render", help="videos: predictions (forward model)")
+    rsub = render.add_subparsers(dest="render_command", required=True)
+    p = rsub.add_parser("predictions", help="video of true vs predicted futures of a few windows")
+    p.add_argument("--checkpoint", required=True, help="forward-model checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="episodes.h5")
+    p.add_argument("--out", required=True, help="output video (.mp4 or .gif)")
+    p.add_argument("--windows", type=int, default=4, help="windows shown side by side (default 4)")
+    p.add_argument("--k", type=int, default=3, help="sampled futures shown (default 3)")
+    p.add_argument("--split", choices=["train", "val", "test"], default="test")
+    p.add_argument("--horizon", type=int, default=None, help="predicted steps (default: as trained)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scale", type=int, default=3, help="upscaling factor of the views (default 3)")
+    p.add_argument("--fps", type=float, default=5.0, help="frames per second (default 5)")
+    p.add_argument("--device", default="auto")
+    render.set_defaults(func=_cmd_render)
 
 
 def main(argv: list[str] | None = None) -> int:
