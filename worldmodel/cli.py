@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from worldmodel.data.hdf5 import DataError
+from worldmodel.ssl.cli import add_eval_parser as _add_ssl_eval_parser
+from worldmodel.ssl.cli import add_train_parser as _add_ssl_train_parser
 from worldmodel.traffic.scenario import ScenarioError
 
 
@@ -90,7 +92,8 @@ def _mkdir_for(path: str) -> None:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from worldmodel import bench
 
-    runners: dict[str, Callable[[bool], dict]] = {"sim": bench.bench_sim, "data": bench.bench_data, "fm": _bench_fm}
+    runners: dict[str, Callable[[bool], dict]] = {"sim": bench.bench_sim, "data": bench.bench_data, "fm": _bench_fm,
+                                                  "ssl": _bench_ssl}  # fmt: skip
     print(json.dumps(runners[args.what](args.quick)))
     return 0
 
@@ -162,6 +165,27 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_ssl(quick: bool) -> dict:
+    from worldmodel.ssl.bench import bench_ssl
+
+    return bench_ssl(quick)
+
+
+def _cmd_train_ssl(args: argparse.Namespace) -> int:
+    from worldmodel.ssl.cli import run_train
+
+    summary = run_train(args)
+    if _is_main_process():  # under torchrun, rank 0 speaks
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_eval_ssl(args: argparse.Namespace) -> int:
+    from worldmodel.ssl.cli import run_eval
+
+    return _print(run_eval(args))
+
+
 def _cmd_render(args: argparse.Namespace) -> int:
     from worldmodel.render import render_predictions
 
@@ -225,14 +249,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_parser(sub)
 
     p = sub.add_parser("bench", help="throughput benchmarks, one JSON object on stdout")
-    p.add_argument("what", choices=["sim", "data", "fm"], help="what to measure")
+    p.add_argument("what", choices=["sim", "data", "fm", "ssl"], help="what to measure")
     p.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
     p.set_defaults(func=_cmd_bench)
     return parser
 
 
 def _add_train_parser(sub) -> None:
-    train = sub.add_parser("train", help="train models: fm (forward model)")
+    train = sub.add_parser("train", help="train models: fm (forward model), ssl (backbone pretraining)")
     tsub = train.add_subparsers(dest="train_command", required=True)
     p = tsub.add_parser("fm", help="train the forward model (runs under torchrun for DDP)")
     p.add_argument("--data", required=True, help="episodes.h5 (train split; validation on the val split)")
@@ -265,10 +289,11 @@ def _add_train_parser(sub) -> None:
                    help="continue from checkpoints/last.pt if it exists (default yes)")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
+    _add_ssl_train_parser(tsub).set_defaults(func=_cmd_train_ssl)
 
 
 def _add_eval_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluate models: fm (forward model)")
+    ev = sub.add_parser("eval", help="evaluate models: fm (forward model), ssl (probes of a pretrained encoder)")
     esub = ev.add_subparsers(dest="eval_command", required=True)
     p = esub.add_parser("fm", help="per-step prediction metrics of a forward model (JSON + plot)")
     p.add_argument("--checkpoint", required=True, help="forward-model checkpoint (.pt)")
@@ -284,6 +309,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--out", default=None, help="output JSON (a .png plot is written next to it)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
+    _add_ssl_eval_parser(esub).set_defaults(func=_cmd_eval_ssl)
 
 
 def _add_render_parser(sub) -> None:
@@ -307,6 +333,9 @@ def _add_render_parser(sub) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from worldmodel.traffic.raster import single_threaded_opencv
+
+    single_threaded_opencv()  # many small images: OpenCV's thread pool costs more than it gives
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )

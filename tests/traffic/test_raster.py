@@ -122,14 +122,3 @@ def test_topdown_view_draws_the_controlled_car_and_ghost():
     assert tuple(img[row, col]) == (40, 90, 255)  # controlled: blue
     grow, gcol = int((1.85 - 0.9 + 2.0) * 4), int((110.0 - 80.0) * 4)
     assert img[grow, gcol, 0] > 200 and img[grow, gcol, 1] > 150  # ghost outline: yellow
-
-
-def test_threads_give_the_same_views():
-    sim = TrafficSimulation(resolve_scenario("i80"), seed=1)  # starts with ~200 cars on the road
-    for _ in range(20):
-        sim.step()
-    snap = sim.snapshot()
-    one = EgoRasterizer(sim.road, SPEC, threads=1).render(snap)
-    two = EgoRasterizer(sim.road, SPEC, threads=2)
-    assert len(snap["x"]) >= 32  # enough egos for the threaded path
-    np.testing.assert_array_equal(one, two.render(snap))

@@ -143,7 +143,8 @@ def _shard_results(pool, args: list[tuple], window: int):
 def _init_worker() -> None:
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # (OpenCV's thread setting is inherited from the parent: changing it after a
+    # fork can hang on the parent's thread pool)
 
 
 def extract(trajectories: list[str | Path], out: str | Path, config: ExtractConfig = ExtractConfig()) -> dict:

@@ -6,17 +6,19 @@ centred and heading up. How one frame is made (``EgoRasterizer.render``):
    resolution, then box-filtered down (exact area coverage: anti-aliased, sub-pixel accurate);
 2. the vehicles of the frame are drawn the same way into two layers, alternating along each lane, so two
    cars that nearly touch never share a layer;
-3. one ``cv2.warpAffine`` per ego crops and rotates the stacked layers (bilinear), in ``threads`` threads;
+3. one ``cv2.warpAffine`` per ego crops and rotates the stacked layers (bilinear);
 4. the ego's own layer is blanked over its footprint (plus the 2 px that drawing and interpolation spread
    it over), removing the ego from its own vehicles channel; the other layer is untouched, so a
    neighbour keeps every pixel unless it lies within 2 px of the ego in the same layer (in practice a car
    half-way through a lane change beside it).
+
+Speed: OpenCV's own thread pool slows these many small operations down (1.7x here); entry points that
+render in bulk call ``single_threaded_opencv()`` once (the CLI, the benchmarks, extraction workers) and
+get their parallelism from worker processes instead.
 """
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -40,6 +42,11 @@ __all__ = [
 
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices in cv2
 _ERASE_MARGIN_PX = 2.0
+
+
+def single_threaded_opencv() -> None:
+    """Run OpenCV in the calling thread only (process-wide; for entry points, not for library code)."""
+    cv2.setNumThreads(1)
 
 
 def _box_coverage(centres: np.ndarray, half_extent: np.ndarray, pixel: float) -> np.ndarray:
@@ -72,12 +79,10 @@ class _Canvas:
 class EgoRasterizer:
     """Renders ego views of cars on a ``Road``. Reuse one instance: the static layers are drawn once."""
 
-    def __init__(self, road: Road, spec: ViewSpec | None = None, oversample: int = 4, threads: int | None = None):
+    def __init__(self, road: Road, spec: ViewSpec | None = None, oversample: int = 4):
         self.road = road
         self.spec = spec or ViewSpec()
         self.oversample = oversample
-        self.threads = max(1, threads if threads is not None else min(4, os.cpu_count() or 1))
-        self._pool: ThreadPoolExecutor | None = None
         self.reach_m = 0.5 * float(np.hypot(self.spec.length_m, self.spec.width_m)) + 2.0
         self.x_min, self.x_max = -self.reach_m, road.length_m + self.reach_m
         self.y_min = -self.reach_m
@@ -86,16 +91,6 @@ class EgoRasterizer:
         # shapes are drawn that much smaller and their area coverage comes out unbiased
         self._fill_inset_m = 1.0 / (oversample * self.spec.px_per_m)
         self._static = self._draw_static()  # [rows, cols, 2] uint8: lanes, off-road
-
-    def _executor(self) -> ThreadPoolExecutor:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="raster")
-        return self._pool
-
-    def __getstate__(self) -> dict:  # picklable for worker processes: the thread pool is made anew there
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        return state
 
     # -------------------------------------------------------------------------------- drawing
     def _grid(self, x0: float, x1: float) -> _Canvas:
@@ -211,23 +206,9 @@ class EgoRasterizer:
         c1 = np.floor(spec.ego_col + half_cols).astype(np.int64) + 1
         own = 2 + layer[egos]
         warped = np.empty((len(egos), spec.height_px, spec.width_px, 4), dtype=np.uint8)
-
-        def warp(chunk: range) -> None:  # OpenCV releases the GIL: chunks run in parallel threads
-            for i in chunk:
-                cv2.warpAffine(stack, maps[i], size, dst=warped[i], flags=flags, borderValue=(0, 255, 0, 0))
-                warped[i, r0[i] : r1[i], c0[i] : c1[i], own[i]] = 0
-
-        k = self.threads if len(egos) >= 16 * self.threads else 1
-        chunks = [range(j, len(egos), k) for j in range(k)]
-        cv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(1)  # OpenCV's own threads only slow these small warps down; ours split the egos
-        try:
-            if k == 1:
-                warp(chunks[0])
-            else:
-                list(self._executor().map(warp, chunks))
-        finally:
-            cv2.setNumThreads(cv_threads)
+        for i in range(len(egos)):
+            cv2.warpAffine(stack, maps[i], size, dst=warped[i], flags=flags, borderValue=(0, 255, 0, 0))
+            warped[i, r0[i] : r1[i], c0[i] : c1[i], own[i]] = 0
         e, h, w = len(egos), spec.height_px, spec.width_px
         lanes, offroad, a, b = cv2.split(warped.reshape(e * h, w, 4))  # contiguous planes, fast
         out[:, LANES] = lanes.reshape(e, h, w)
