@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fm_helpers import trained_micro_run, write_micro_episodes
 
 from worldmodel.data.record import RecordConfig, record
 from worldmodel.data.trajectories import TrajectoryWriter
@@ -45,3 +46,16 @@ def tiny_recording(tmp_path_factory) -> Path:
 def following_pair(tmp_path_factory) -> Path:
     """Car 2 follows car 1 closely (3.5 m bumper to bumper) at 10 m/s in a 1-lane recording."""
     return write_following_pair(tmp_path_factory.mktemp("replay") / "pair.h5")
+
+
+@pytest.fixture(scope="session")
+def micro_data(tmp_path_factory) -> Path:
+    """A micro episodes.h5 for forward-model tests (see ``fm_helpers``)."""
+    path = tmp_path_factory.getbasetemp() / "micro_episodes.h5"
+    return path if path.exists() else write_micro_episodes(path)
+
+
+@pytest.fixture(scope="session")
+def micro_run(micro_data, tmp_path_factory) -> Path:
+    """A forward model trained for a few steps on ``micro_data``: its run directory."""
+    return trained_micro_run(micro_data, tmp_path_factory.getbasetemp() / "micro_run")
