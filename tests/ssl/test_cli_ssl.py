@@ -1,0 +1,48 @@
+"""Smoke tests of ``worldmodel train ssl``, ``eval ssl`` and ``bench ssl`` on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+from worldmodel.cli import main
+from worldmodel.nn.backbone import BackboneConfig
+from worldmodel.ssl import cli as ssl_cli
+from worldmodel.ssl.bench import bench_ssl
+from worldmodel.ssl.objectives import METHODS
+
+
+def test_train_and_eval_commands(micro_data, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = main(["train", "ssl", "--method", "simclr", "--preset", "tiny", "--data", str(micro_data), "--out", str(run),
+               "--steps", "2", "--batch-size", "4", "--workers", "0", "--device", "cpu", "--no-progress"])  # fmt: skip
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 2 and (run / "backbone.pt").exists()
+    config = json.loads((run / "config.json").read_text())
+    assert config["ssl"]["method"] == "simclr" and config["batch_size"] == 4
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+    out = tmp_path / "eval.json"
+    rc = main(["eval", "ssl", "--checkpoint", str(run / "checkpoints" / "last.pt"), "--data", str(micro_data),
+               "--samples", "30", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["method"] == "simclr" and json.loads(out.read_text()) == printed
+    assert "speed_mps" in printed["random"]["probes"] and "repr_effective_rank" in printed["ssl"]["health"]
+
+
+def test_bad_input_is_one_line(tmp_path, capsys):
+    rc = main(["train", "ssl", "--data", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "r"), "--preset",
+               "tiny", "--steps", "1", "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and len(err.splitlines()) == 1 and "missing.h5" in err
+
+
+def test_parser_methods_match_the_objectives():
+    assert ssl_cli.METHODS == METHODS
+
+
+def test_bench_reports_every_method():
+    result = bench_ssl(quick=True, batch_size=4, backbone=BackboneConfig.tiny())
+    assert set(result["images_per_s"]) == set(METHODS) and all(v > 0 for v in result["images_per_s"].values())
+    assert "cores" in result["machine"]

@@ -1,0 +1,97 @@
+"""The SSL part of the ``worldmodel`` command: ``train ssl``, ``eval ssl`` (``bench ssl`` is ``bench_ssl``).
+
+``worldmodel.cli`` adds these parsers to its ``train`` and ``eval`` sub-commands and prints what the
+``run_*`` functions return (one JSON object).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+
+METHODS = ("vicreg", "barlow", "simclr", "byol", "simsiam")
+"""``worldmodel.ssl.objectives.METHODS``, repeated so that building the parser imports no torch (tested)."""
+
+
+def add_train_parser(tsub) -> argparse.ArgumentParser:
+    p = tsub.add_parser("ssl", help="pretrain the shared backbone with joint-embedding SSL (runs under torchrun)")
+    p.add_argument("--method", choices=METHODS, default="vicreg", help="objective (default vicreg)")
+    p.add_argument("--data", required=True, help="episodes.h5 (its train split)")
+    p.add_argument("--out", default="runs/ssl", help="run directory (default runs/ssl); backbone.pt is written there")
+    p.add_argument("--preset", choices=["tiny", "ppuu"], default="ppuu", help="backbone and head sizes (default ppuu)")
+    p.add_argument("--steps", type=int, default=None, help="total optimiser steps (default: the preset's)")
+    p.add_argument("--stop-at", type=int, default=0, help="stop after this step, resumable (default: run to --steps)")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch in windows (default: the preset's)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1e-3)")
+    p.add_argument("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.2)")
+    p.add_argument("--pool", choices=["flatten", "mean"], default=None, help="map -> vector (default flatten)")
+    p.add_argument("--max-offset", type=int, default=None, help="largest time offset between views [frames]")
+    p.add_argument("--max-shift-rows", type=int, default=None, help="largest shift along the heading [px]")
+    p.add_argument("--erase-prob", type=float, default=None, help="probability of an erased rectangle per view")
+    p.add_argument("--drop-states", type=float, default=None, help="probability of zeroed states per view")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
+    p.add_argument("--workers", type=int, default=1, help="data loader workers per process (default 1)")
+    p.add_argument("--log-every", type=int, default=1, help="steps between metrics.jsonl lines (default 1)")
+    p.add_argument("--ckpt-every", type=int, default=None, help="steps between checkpoints/last.pt writes")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from checkpoints/last.pt if it exists (default yes)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def train_config(args: argparse.Namespace):
+    """The ``TrainSSLConfig`` of parsed ``train ssl`` arguments."""
+    from worldmodel.nn.backbone import BackboneConfig
+    from worldmodel.ssl.objectives import SSLConfig
+    from worldmodel.ssl.train import TrainSSLConfig
+    from worldmodel.ssl.views import ViewConfig
+
+    if args.preset == "tiny":
+        config = TrainSSLConfig.tiny(args.method)
+    else:
+        config = TrainSSLConfig(ssl=SSLConfig(method=args.method), backbone=BackboneConfig.ppuu())
+    ssl = {k: v for k, v in (("temperature", args.temperature), ("pool", args.pool)) if v is not None}
+    views = {k: v for k, v in (("max_offset", args.max_offset), ("max_shift_rows", args.max_shift_rows),
+                                ("erase_prob", args.erase_prob), ("drop_states", args.drop_states)) if v is not None}  # fmt: skip
+    run = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
+                              ("ckpt_every", args.ckpt_every)) if v is not None}  # fmt: skip
+    return replace(config, data=args.data, out=args.out, ssl=replace(config.ssl, **ssl),
+                   views=ViewConfig(**(config.views.__dict__ | views)), stop_at=args.stop_at, seed=args.seed,
+                   device=args.device, workers=args.workers, log_every=args.log_every, resume=args.resume,
+                   progress=not args.no_progress, **run)  # fmt: skip
+
+
+def run_train(args: argparse.Namespace) -> dict:
+    from worldmodel.ssl.train import train_ssl
+
+    return train_ssl(train_config(args))
+
+
+def add_eval_parser(esub) -> argparse.ArgumentParser:
+    p = esub.add_parser("ssl", help="probe R^2 and health of an SSL encoder vs a random backbone (JSON)")
+    p.add_argument("--checkpoint", required=True, help="SSL run checkpoint (checkpoints/last.pt)")
+    p.add_argument("--data", required=True, help="episodes.h5 (probes: fit on train, lambda / k on val, R^2 on test)")
+    p.add_argument("--samples", type=int, default=1500, help="windows per split (default 1500)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random baseline backbone")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    return p
+
+
+def run_eval(args: argparse.Namespace) -> dict:
+    import json
+    from pathlib import Path
+
+    from worldmodel.ssl.evaluate import evaluate_ssl
+    from worldmodel.ssl.probes import ProbeConfig
+
+    result = evaluate_ssl(args.checkpoint, args.data, ProbeConfig(samples_per_split=args.samples), seed=args.seed,
+                          device=args.device)  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+__all__ = ["add_eval_parser", "add_train_parser", "run_eval", "run_train", "train_config"]

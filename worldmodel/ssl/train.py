@@ -1,0 +1,397 @@
+"""SSL pretraining of the shared backbone: ``train_ssl(TrainSSLConfig) -> summary`` (``worldmodel train ssl``).
+
+One step, told in order (``SSLTrainer.train_step``):
+1. the next batch of this rank's shard: windows of Tc + max_offset frames of one car (``WindowDataset``);
+2. two views per window (``make_views``: temporal neighbours, small shifts, erasing; a per-rank generator);
+3. the objective's embeddings of both views (through DDP when distributed), then ``gather_with_grad`` over
+   the ranks, so that batch-wide losses (VICReg's variance and covariance, Barlow's cross-correlation,
+   NT-Xent's negatives) see the global batch and the gradients equal one process's on the whole batch;
+4. the named loss terms, backward, gradient clipping (optional), AdamW and learning-rate schedule steps;
+5. ``after_step`` (BYOL's EMA target), and the health metrics of the step's embeddings and representations.
+Every step's terms and health metrics are one line of ``metrics.jsonl`` (every ``log_every`` steps).
+
+Checkpoints ``checkpoints/last.pt``: ``{"format": 1, "kind": "ssl", "config", "state_dict" (encoder and
+heads), "target" (BYOL's EMA target, or absent), "step", "optimizer", "scheduler", "rng", "views_rng",
+"data", "state_mean", "state_std"}``. At the end ``backbone.pt`` holds the backbone alone
+(``export_backbone``; ``load_backbone`` rebuilds it for the forward model).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.nn.backbone import Backbone, BackboneConfig
+from worldmodel.ssl.gather import gather_with_grad
+from worldmodel.ssl.health import health_metrics
+from worldmodel.ssl.objectives import JointEmbedding, SSLConfig, build_objective
+from worldmodel.ssl.views import ViewConfig, make_views
+from worldmodel.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
+from worldmodel.training.distributed import (
+    DistContext,
+    ResumableSampler,
+    all_reduce_mean,
+    barrier,
+    gather_objects,
+    setup_distributed,
+    teardown_distributed,
+)
+from worldmodel.training.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+GATHERED = ("z_a", "z_b", "p_a", "p_b", "t_a", "t_b")
+
+
+@dataclass(frozen=True)
+class TrainSSLConfig:
+    """An SSL pretraining run (saved resolved as ``<out>/config.json``)."""
+
+    data: str = "datasets/i80-sim/episodes.h5"
+    """episodes.h5 to train on (its train split)."""
+    out: str = "runs/ssl"
+    """Run directory: config.json, metrics.jsonl, checkpoints/last.pt, backbone.pt."""
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    """The objective (method, heads, loss constants)."""
+    backbone: BackboneConfig = field(default_factory=BackboneConfig.ppuu)
+    """The shared backbone (its ``context_frames`` is the frames per view)."""
+    views: ViewConfig = field(default_factory=ViewConfig)
+    """How the two views are drawn."""
+    steps: int = 10_000
+    """Total optimiser steps (a resumed run continues up to this); the schedules (learning rate, BYOL's
+    momentum) span them."""
+    stop_at: int = 0
+    """Stop after this step, with a checkpoint, as if interrupted (0: run to ``steps``): a run split into
+    pieces (time-limited sessions) ends exactly as the run in one go."""
+    batch_size: int = 256
+    """Global batch size in windows (each gives two views), split evenly over the ranks."""
+    lr: float = 1e-3
+    """AdamW peak learning rate."""
+    weight_decay: float = 1e-5
+    """AdamW weight decay."""
+    warmup_steps: int = 100
+    """Linear warm-up steps, then cosine decay to 0 at ``steps``."""
+    grad_clip: float = 0.0
+    """Maximum global gradient norm (0: no clipping)."""
+    seed: int = 0
+    """Seed of the initialisation, the data order, the views and dropout."""
+    device: str = "auto"
+    """``"auto"`` (CUDA if available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ..."""
+    workers: int = 1
+    """DataLoader worker processes per rank (0: load in the training process)."""
+    log_every: int = 1
+    """Steps between lines of ``metrics.jsonl`` (terms and health averaged over those steps)."""
+    ckpt_every: int = 500
+    """Steps between writes of ``checkpoints/last.pt`` (and always at the end)."""
+    resume: bool = True
+    """Continue from ``checkpoints/last.pt`` when it exists."""
+    progress: bool = True
+    """Show a progress bar (rank 0)."""
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 2 or self.lr <= 0 or self.grad_clip < 0:
+            raise ValueError("TrainSSLConfig: steps >= 0, batch_size >= 2, lr > 0 and grad_clip >= 0")
+        if min(self.log_every, self.ckpt_every) < 1 or self.warmup_steps < 0:
+            raise ValueError("TrainSSLConfig: log_every, ckpt_every >= 1 and warmup_steps >= 0")
+
+    @classmethod
+    def tiny(cls, method: str = "vicreg", **overrides) -> TrainSSLConfig:
+        """The CPU-minutes preset: ``BackboneConfig.tiny()`` (4 frames), heads 256-256, batch 128."""
+        kwargs = dict(
+            ssl=SSLConfig(method=method, projector=(256, 256), predictor_hidden=64),
+            backbone=BackboneConfig.tiny(),
+            steps=300,
+            batch_size=128,
+            warmup_steps=30,
+            ckpt_every=100,
+        )
+        return cls(**(kwargs | overrides))
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__) | {
+            "ssl": self.ssl.to_dict(),
+            "backbone": self.backbone.to_dict(),
+            "views": self.views.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainSSLConfig:
+        return cls(**(dict(d) | {
+            "ssl": SSLConfig.from_dict(d["ssl"]),
+            "backbone": BackboneConfig.from_dict(d["backbone"]),
+            "views": ViewConfig.from_dict(d["views"]),
+        }))  # fmt: skip
+
+
+def lr_factor(warmup: int, total: int):
+    """Linear warm-up then cosine decay to 0 (a plain function: the scheduler's state stays plain)."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+# ---------------------------------------------------------------------- backbone export and reuse
+def export_backbone(backbone: Backbone, path: str | os.PathLike, step: int = 0, **extra) -> Path:
+    """Write ``{"format": 1, "kind": "backbone", "config", "state_dict", "step", ...}`` atomically."""
+    checkpoint = {
+        "format": 1,
+        "kind": "backbone",
+        "config": backbone.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
+        "step": int(step),
+        **extra,
+    }
+    return save_checkpoint(checkpoint, path)
+
+
+def load_backbone(path: str | os.PathLike, config: BackboneConfig | None = None, freeze: bool = False) -> Backbone:
+    """A ``Backbone`` from ``export_backbone``'s file (``weights_only=True``).
+
+    ``config``: the config the caller needs (e.g. ``ForwardModelConfig.backbone``); it must equal the
+    file's up to ``dropout`` (no weights), and is the one used. ``freeze``: its parameters get no gradient
+    (``requires_grad=False``). The forward model takes it as ``ForwardModel(config, backbone=...)``.
+    """
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("kind") != "backbone":
+        raise ValueError(f"{path}: a {checkpoint.get('kind')!r} checkpoint, not a backbone (see export_backbone)")
+    saved = BackboneConfig.from_dict(checkpoint["config"])
+    if config is not None and replace(config, dropout=saved.dropout) != saved:
+        raise ValueError(f"{path}: the backbone was trained with {saved}, the model asks for {config}")
+    backbone = Backbone(config or saved)
+    backbone.load_state_dict(checkpoint["state_dict"])
+    if freeze:
+        backbone.requires_grad_(False)
+    return backbone
+
+
+def load_objective(path: str | os.PathLike) -> tuple[JointEmbedding, TrainSSLConfig, dict]:
+    """(objective with its trained weights, run config, {"state_mean", "state_std", "step"}) from last.pt."""
+    checkpoint = load_checkpoint(path)
+    if checkpoint.get("kind") != "ssl":
+        raise ValueError(f"{path}: a {checkpoint.get('kind')!r} checkpoint, not an SSL run's")
+    config = TrainSSLConfig.from_dict(checkpoint["config"])
+    objective = build_objective(Backbone(config.backbone), config.ssl)
+    objective.load_state_dict(checkpoint["state_dict"], strict=False)
+    if "target" in checkpoint and hasattr(objective, "target"):
+        objective.target.load_state_dict(checkpoint["target"])
+    extra = {"state_mean": checkpoint["state_mean"], "state_std": checkpoint["state_std"], "step": checkpoint["step"]}
+    return objective, config, extra
+
+
+# ---------------------------------------------------------------------- training
+class SSLTrainer:
+    """The state of one rank's SSL run; ``run()`` trains up to ``config.steps``."""
+
+    def __init__(self, config: TrainSSLConfig, ctx: DistContext) -> None:
+        self.config, self.ctx = config, ctx
+        c, device = config, ctx.device
+        self.run_dir = RunDir(c.out)
+        windows = WindowConfig(c.backbone.context_frames, c.views.max_offset, ego_relative=True, split="train")
+        self.train_set = WindowDataset(c.data, windows)
+        if c.batch_size % ctx.world_size:
+            raise ValueError(f"batch size {c.batch_size} is not divisible by the {ctx.world_size} processes")
+        self.rank_batch = c.batch_size // ctx.world_size
+        if len(self.train_set) < c.batch_size:
+            raise ValueError(f"{c.data}: {len(self.train_set)} train windows, fewer than one batch of {c.batch_size}")
+        self.state_mean = self.train_set.stats["state_mean"]
+        self.state_std = self.train_set.stats["state_std"]
+        self.sampler = ResumableSampler(self.train_set, ctx, seed=c.seed)
+        seed_everything(c.seed)  # the same initialisation on every rank
+        self.objective = build_objective(Backbone(c.backbone), c.ssl).to(device)
+        self.model = self.objective
+        if ctx.distributed and device.type == "cuda":  # per-rank BatchNorm statistics on CPU (gloo)
+            self.objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
+        if ctx.distributed:
+            ids = [device.index] if device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.objective, device_ids=ids)
+        params = [p for p in self.objective.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(c.warmup_steps, c.steps))
+        self.views_rng = torch.Generator().manual_seed(c.seed + 104729 * (ctx.rank + 1))
+        seed_everything(c.seed + 7919 * (ctx.rank + 1))
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.resumed_from: int | None = None
+        if c.resume and self.run_dir.last.exists():
+            self._load(self.run_dir.last)
+
+    def _load(self, path) -> None:
+        c, ctx = self.config, self.ctx
+        ckpt = load_checkpoint(path)
+        if ckpt.get("kind") != "ssl" or TrainSSLConfig.from_dict(ckpt["config"]).ssl != c.ssl:
+            raise ValueError(f"{path}: not an SSL run with this objective; use another --out or --no-resume")
+        if BackboneConfig.from_dict(ckpt["config"]["backbone"]) != c.backbone:
+            raise ValueError(f"{path}: the checkpoint's backbone differs from this run's; use another --out")
+        self.objective.load_state_dict(ckpt["state_dict"], strict=False)
+        if "target" in ckpt:
+            self.objective.target.load_state_dict(ckpt["target"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = ckpt["step"]
+        data = ckpt["data"]
+        self.epoch, self.batch_in_epoch = data["epoch"], data["batch"]
+        if (data["batch_size"], data["world_size"]) == (c.batch_size, ctx.world_size):
+            restore_rng_state(ckpt["rng"][ctx.rank])
+            self.views_rng.set_state(ckpt["views_rng"][ctx.rank])
+        else:
+            log.warning("%s: written with another batch layout; the data order restarts at epoch %d",
+                        path, self.epoch + 1)  # fmt: skip
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        self.resumed_from = self.step
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def save_last(self) -> None:
+        """Write ``last.pt`` (every rank must call: the RNG states are gathered)."""
+        rng = gather_objects(capture_rng_state(), self.ctx)
+        views_rng = gather_objects(self.views_rng.get_state(), self.ctx)
+        if not self.ctx.is_main:
+            return
+        c = self.config
+        checkpoint = {
+            "format": 1,
+            "kind": "ssl",
+            "config": c.to_dict(),
+            "state_dict": self.objective.online_state_dict(),
+            "step": self.step,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "rng": rng,
+            "views_rng": views_rng,
+            "data": {
+                "epoch": self.epoch,
+                "batch": self.batch_in_epoch,
+                "batch_size": c.batch_size,
+                "world_size": self.ctx.world_size,
+            },  # fmt: skip
+            "state_mean": self.state_mean,
+            "state_std": self.state_std,
+        }
+        if hasattr(self.objective, "target"):
+            checkpoint["target"] = self.objective.target.state_dict()
+        save_checkpoint(checkpoint, self.run_dir.last)
+
+    def views(self, batch: Mapping[str, Tensor]):
+        """Two views of the batch's windows, on the device."""
+        images = torch.cat([batch["context_images"], batch["future_images"]], dim=1)  # B (Tc + K) C H W
+        states = torch.cat([batch["context_states"], batch["future_states"]], dim=1)  # B (Tc + K) S
+        a, b = make_views(images, states, self.config.backbone.context_frames, self.state_mean, self.state_std,
+                          self.config.views, self.views_rng)  # fmt: skip
+        dev = self.ctx.device
+        return tuple(x.to(dev, non_blocking=True) for x in a), tuple(x.to(dev, non_blocking=True) for x in b)
+
+    def train_step(self, batch: Mapping[str, Tensor]) -> dict[str, float]:
+        """One update on this rank's part of a batch. Returns the loss terms (averaged over ranks), health
+        metrics (of the global batch's embeddings, this rank's representations) and the gradient norm."""
+        c = self.config
+        self.model.train()
+        view_a, view_b = self.views(batch)
+        outputs = self.model(view_a, view_b)
+        gathered = {k: gather_with_grad(v) if k in GATHERED else v for k, v in outputs.items()}
+        terms = self.objective.loss(gathered)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        params = [p for p in self.objective.parameters() if p.requires_grad]
+        if c.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
+        names = sorted(terms)
+        values = all_reduce_mean(torch.stack([terms[n].detach().float() for n in names]), self.ctx)
+        out = dict(zip(names, values.tolist(), strict=True)) | {"grad_norm": float(grad_norm)}
+        if math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"]):
+            self.optimizer.step()
+        else:
+            log.warning("step %d: non-finite loss or gradient: update skipped", self.step)
+        self.scheduler.step()
+        out |= self.objective.after_step(self.step, c.steps)
+        out |= health_metrics(gathered["z_a"].detach(), "emb_")
+        out |= health_metrics(outputs["y_a"].detach(), "repr_")
+        return out
+
+    def run(self) -> dict:
+        c, ctx = self.config, self.ctx
+        if ctx.is_main:
+            self.run_dir.make()
+            self.run_dir.write_config(c.to_dict())
+            if self.resumed_from is not None:
+                self.run_dir.truncate_metrics(self.step)
+        barrier(ctx)
+        # the loader has its own generator: creating its iterator never draws from the global RNG (resume)
+        loader = DataLoader(self.train_set, batch_size=self.rank_batch, sampler=self.sampler, num_workers=c.workers,
+                            drop_last=True, pin_memory=ctx.device.type == "cuda", persistent_workers=c.workers > 0,
+                            generator=torch.Generator().manual_seed(c.seed))  # fmt: skip
+        bar = tqdm(total=c.steps, initial=self.step, unit="step", disable=not (c.progress and ctx.is_main),
+                   desc=f"train ssl ({c.ssl.method})")  # fmt: skip
+        sums: dict[str, float] = {}
+        n, tick, batches, last = 0, time.perf_counter(), None, None
+        end = min(c.steps, c.stop_at) if c.stop_at > 0 else c.steps
+        while self.step < end:
+            if batches is None:
+                self.sampler.set_position(self.epoch, self.batch_in_epoch * self.rank_batch)
+                batches = iter(loader)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                self.epoch, self.batch_in_epoch, batches = self.epoch + 1, 0, None
+                continue
+            self.batch_in_epoch += 1
+            out = self.train_step(batch)
+            self.step += 1
+            n += 1
+            for k, v in out.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.update(1)
+            final = self.step == end
+            if self.step % c.log_every == 0 or final:
+                elapsed = time.perf_counter() - tick
+                last = {"step": self.step, "split": "train", "epoch": self.epoch,
+                        **{k: v / n for k, v in sums.items()}, "lr": self.scheduler.get_last_lr()[0],
+                        "windows_per_s": n * c.batch_size / max(elapsed, 1e-9)}  # fmt: skip
+                if ctx.is_main:
+                    self.run_dir.log_metrics(last)
+                    bar.set_postfix(loss=f"{last['loss']:.4g}", rank=f"{last['emb_effective_rank']:.1f}")
+                sums, n, tick = {}, 0, time.perf_counter()
+            if self.step % c.ckpt_every == 0 or final:
+                self.save_last()
+        bar.close()
+        backbone_path = Path(c.out) / "backbone.pt"
+        if ctx.is_main and self.step == c.steps:
+            export_backbone(self.objective.backbone, backbone_path, self.step, method=c.ssl.method,
+                            state_mean=self.state_mean, state_std=self.state_std)  # fmt: skip
+        barrier(ctx)
+        return {"steps": self.step, "last": last, "checkpoint": str(self.run_dir.last),
+                "backbone": str(backbone_path) if self.step == c.steps else None}  # fmt: skip
+
+
+def train_ssl(config: TrainSSLConfig) -> dict:
+    """Train (or resume) an SSL run; under torchrun every process calls this. Returns a summary."""
+    ctx = setup_distributed(config.device)
+    try:
+        return SSLTrainer(config, ctx).run()
+    finally:
+        teardown_distributed(ctx)
+
+
+__all__ = ["SSLTrainer", "TrainSSLConfig", "export_backbone", "load_backbone", "load_objective", "train_ssl"]
