@@ -134,6 +134,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         workers=args.workers,
         warm_start=args.warm_start,
+        backbone=args.backbone,
+        freeze_backbone=args.freeze_backbone,
         resume=args.resume,
         progress=not args.no_progress,
     )
@@ -277,6 +279,8 @@ def _add_train_parser(sub) -> None:
                    help="image update: logit (sigmoid(delta + logit(last))) or pixel (last + delta, clamped); "
                    "default: the preset's")  # fmt: skip
     p.add_argument("--warm-start", default=None, help="initialise from a (deterministic) checkpoint")
+    p.add_argument("--backbone", default=None, help="initialise the backbone from a backbone.pt (train ssl)")
+    p.add_argument("--freeze-backbone", action="store_true", help="keep the backbone's weights fixed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (CUDA only)")

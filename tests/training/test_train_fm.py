@@ -2,6 +2,7 @@
 
 import json
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -97,3 +98,24 @@ def test_a_short_run_lowers_the_loss_and_beats_copy_last(micro_run, micro_data):
                                       windows=32, progress=False, device="cpu"))  # fmt: skip
     model, copy = result["per_step"]["mean"]["image_mse"], result["per_step"]["copy_last"]["image_mse"]
     assert all(m < c for m, c in zip(model, copy, strict=True)), (model, copy)
+
+
+def test_backbone_from_ssl_initialises_and_freezes(micro_data, tmp_path):
+    """``--backbone``: the model starts from an exported (e.g. SSL-pretrained) backbone; ``--freeze-backbone``
+    keeps it fixed while the rest trains."""
+    from worldmodel.nn.backbone import Backbone
+    from worldmodel.ssl.train import export_backbone
+    from worldmodel.training.checkpoint import load_checkpoint, seed_everything
+
+    config = train_config(micro_data, tmp_path / "run", mode="deterministic", steps=4, val_every=0)
+    torch.manual_seed(123)
+    pretrained = Backbone(config.model.backbone)
+    path = export_backbone(pretrained, tmp_path / "backbone.pt")
+    frozen = replace(config, backbone=str(path), freeze_backbone=True)
+    train_fm(frozen)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state_dict"]
+    for name, value in pretrained.state_dict().items():
+        assert torch.equal(state[f"backbone.{name}"], value), name
+    seed_everything(config.seed)  # the trainer's initialisation, to see that the rest did train
+    initial = ForwardModel(config.model).state_dict()
+    assert any(not torch.equal(state[k], v) for k, v in initial.items() if not k.startswith("backbone."))

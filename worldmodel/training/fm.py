@@ -113,6 +113,10 @@ class TrainFMConfig:
     """DataLoader worker processes per rank (0: load in the training process)."""
     warm_start: str | None = None
     """A (deterministic) checkpoint whose matching weights initialise the model (a new run only)."""
+    backbone: str | None = None
+    """A ``backbone.pt`` exported by ``train ssl`` that initialises the model's backbone (a new run only)."""
+    freeze_backbone: bool = False
+    """Keep the backbone's weights fixed (no gradient, not in the optimiser)."""
     resume: bool = True
     """Continue from ``checkpoints/last.pt`` when it exists."""
     progress: bool = True
@@ -184,6 +188,13 @@ class FMTrainer:
         model = ForwardModel(c.model)
         model.set_normalisation(self.train_set.stats)
         self.resuming = c.resume and self.run_dir.last.exists()
+        if c.backbone and not self.resuming:
+            from worldmodel.ssl.train import load_backbone
+
+            model.backbone.load_state_dict(load_backbone(c.backbone, c.model.backbone).state_dict())
+            log.info("backbone initialised from %s", c.backbone)
+        if c.freeze_backbone:
+            model.backbone.requires_grad_(False)
         if c.warm_start and not self.resuming:
             report = model.load_deterministic(c.warm_start)
             model.set_normalisation(self.train_set.stats)  # this dataset's statistics rule
@@ -194,7 +205,7 @@ class FMTrainer:
         if ctx.distributed:
             ids = [device.index] if device.type == "cuda" else None
             self.loss_module = DistributedDataParallel(self.loss_module, device_ids=ids)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=c.lr)
+        self.optimizer = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=c.lr)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(c))
         self.amp = c.amp if device.type == "cuda" else "off"
         if c.amp != "off" and self.amp == "off":
