@@ -417,22 +417,17 @@ class TrafficSimulation:
             cc = c[change]
             d[ORIGIN, cc] = d[LANE, cc]
             d[LANE, cc] = best_target[change]
-            self.stats.record_lane_changes(d[X, cc], d[ORIGIN, cc], d[LANE, cc])
+            self.stats.record_lane_changes(d[X, cc])
 
     def _update_controlled_lanes(self) -> None:
-        """A controlled car occupies the lanes under its left and right sides (for the bots' neighbour search)."""
+        """A controlled car's lane is the one under its centre (or off the road); the lanes its body also
+        reaches come from the footprint in ``_build_occupancy``, as for every car."""
         ctrl = np.nonzero(self._col(CONTROLLED) > 0)[0]
         if len(ctrl) == 0:
             return
         d = self._d
-        half = 0.5 * d[WIDTH, ctrl]
-        left = self.road.lane_at(d[X, ctrl], d[Y, ctrl] - half)
-        right = self.road.lane_at(d[X, ctrl], d[Y, ctrl] + half)
-        centre = self.road.lane_at(d[X, ctrl], d[Y, ctrl])
-        main = np.where(centre >= 0, centre, np.where(left >= 0, left, right))
-        other = np.where((left >= 0) & (left != main), left, np.where((right >= 0) & (right != main), right, main))
-        d[LANE, ctrl] = np.where(main >= 0, main, _NO_LANE)
-        d[ORIGIN, ctrl] = np.where(main >= 0, other, _NO_LANE)
+        lane = self.road.lane_at(d[X, ctrl], d[Y, ctrl])
+        d[LANE, ctrl] = d[ORIGIN, ctrl] = np.where(lane >= 0, lane, _NO_LANE)
 
     def step(self, actions: dict[int, tuple[float, float]] | None = None) -> StepEvents:
         """Advance one ``dt``. ``actions`` maps controlled vehicle ids to (accel [m/s^2], curvature [1/m])."""

@@ -48,7 +48,8 @@ class SectionStats:
         if crossed.any():
             self.crossings += np.bincount(lane[crossed].astype(np.int64), minlength=self.road.lanes)
 
-    def record_lane_changes(self, x: np.ndarray, origin: np.ndarray, target: np.ndarray) -> None:
+    def record_lane_changes(self, x: np.ndarray) -> None:
+        """Lane changes starting at positions ``x`` [m]; those inside the section are counted."""
         inside = (x >= self.section[0]) & (x <= self.section[1])
         self.lane_changes += int(inside.sum())
 
