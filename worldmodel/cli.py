@@ -7,12 +7,16 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from worldmodel.data.hdf5 import DataError
+from worldmodel.evaluation.cli import add_eval_policy_parser as _add_eval_policy_parser
+from worldmodel.evaluation.cli import add_render_rollout_parser as _add_render_rollout_parser
 from worldmodel.ssl.cli import add_eval_parser as _add_ssl_eval_parser
 from worldmodel.ssl.cli import add_train_parser as _add_ssl_train_parser
 from worldmodel.traffic.scenario import ScenarioError
+from worldmodel.training.policy_cli import add_train_parser as _add_policy_train_parser
 
 
 class UserError(Exception):
@@ -93,7 +97,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from worldmodel import bench
 
     runners: dict[str, Callable[[bool], dict]] = {"sim": bench.bench_sim, "data": bench.bench_data, "fm": _bench_fm,
-                                                  "ssl": _bench_ssl}  # fmt: skip
+                                                  "ssl": _bench_ssl, "policy": _bench_policy}  # fmt: skip
     print(json.dumps(runners[args.what](args.quick)))
     return 0
 
@@ -106,6 +110,12 @@ def _bench_fm(quick: bool) -> dict:
     return result if "machine" in result else result | {"machine": bench.machine()}
 
 
+def _bench_policy(quick: bool) -> dict:
+    from worldmodel.bench_policy import bench_policy
+
+    return bench_policy(quick)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from worldmodel.nn.forward_model import ForwardModelConfig
     from worldmodel.training.fm import TrainFMConfig, train_fm
@@ -115,10 +125,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in ("beta", "dropout", "z_dropout", "free_bits", "image_update")}
     overrides = {name: value for name, value in overrides.items() if value is not None}
     preset = {"tiny": ForwardModelConfig.tiny, "ppuu": ForwardModelConfig.ppuu}[args.preset]
+    model = preset(args.mode, **overrides)
+    if args.context_frames is not None:
+        model = replace(model, backbone=replace(model.backbone, context_frames=args.context_frames))
     config = TrainFMConfig(
         data=args.data,
         out=args.out,
-        model=preset(args.mode, **overrides),
+        model=model,
         predict_frames=args.predict_frames,
         steps=args.steps,
         batch_size=args.batch_size,
@@ -171,6 +184,12 @@ def _bench_ssl(quick: bool) -> dict:
     from worldmodel.ssl.bench import bench_ssl
 
     return bench_ssl(quick)
+
+
+def _cmd_train_policy(args: argparse.Namespace) -> int:
+    from worldmodel.training.policy_cli import run_train
+
+    return run_train(args)
 
 
 def _cmd_train_ssl(args: argparse.Namespace) -> int:
@@ -251,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_parser(sub)
 
     p = sub.add_parser("bench", help="throughput benchmarks, one JSON object on stdout")
-    p.add_argument("what", choices=["sim", "data", "fm", "ssl"], help="what to measure")
+    p.add_argument("what", choices=["sim", "data", "fm", "ssl", "policy"], help="what to measure")
     p.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
     p.set_defaults(func=_cmd_bench)
     return parser
@@ -268,6 +287,8 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=200_000, help="total optimiser steps (default 200000)")
     p.add_argument("--batch-size", type=int, default=64, help="global batch, split over processes (default 64)")
     p.add_argument("--predict-frames", type=int, default=20, help="predicted frames per window (default 20)")
+    p.add_argument("--context-frames", type=int, default=None,
+                   help="context frames Tc (default: the preset's, ppuu 20, tiny 4)")  # fmt: skip
     p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
     p.add_argument("--lr-warmup", type=int, default=0, help="linear warm-up steps (default 0)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
@@ -294,6 +315,7 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(func=_cmd_train)
     _add_ssl_train_parser(tsub).set_defaults(func=_cmd_train_ssl)
+    _add_policy_train_parser(tsub).set_defaults(func=_cmd_train_policy)
 
 
 def _add_eval_parser(sub) -> None:
@@ -314,6 +336,7 @@ def _add_eval_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_eval)
     _add_ssl_eval_parser(esub).set_defaults(func=_cmd_eval_ssl)
+    _add_eval_policy_parser(esub)  # sets its own func
 
 
 def _add_render_parser(sub) -> None:
@@ -332,6 +355,7 @@ def _add_render_parser(sub) -> None:
     p.add_argument("--fps", type=float, default=5.0, help="frames per second (default 5)")
     p.add_argument("--device", default="auto")
     render.set_defaults(func=_cmd_render)
+    _add_render_rollout_parser(rsub)  # sets its own func
 
 
 def main(argv: list[str] | None = None) -> int:

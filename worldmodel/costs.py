@@ -9,6 +9,13 @@ over pixels of a separable mask times one channel of the view::
     offroad   = max_{r,c} lane_mask[r, c]      * images[OFFROAD, r, c]
 
 Masks are evaluated at the pixel centres ``f`` (forward) and ``l`` (lateral) of ``ViewSpec`` in metres.
+
+The epistemic uncertainty cost (SPEC §2) works on K dropout replicas of one rollout (same z, independent
+dropout masks): ``prediction_variances`` takes, per window and step, the variance across the replicas of the
+images, of the (normalised) states and of the total cost; ``uncertainty_cost`` normalises each with per-step
+statistics (``UncertaintyStats``, measured once on training windows with the expert's actions) and sums the
+hinged means ``mean(relu((var - mu_t) / sigma_t - hinge))``. The replicas themselves are run by
+``worldmodel.imagination``.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from worldmodel.traffic.view import LANES, OFFROAD, VEHICLES, ViewSpec
 
 #: Names of the costs, in the column order of episodes.h5 ``/costs`` and of ``pixel_costs_numpy``.
 COST_NAMES = ("proximity", "lane", "offroad")
+#: Terms of the uncertainty cost, in the row order of ``prediction_variances`` and ``UncertaintyStats``.
+UNCERTAINTY_TERMS = ("images", "states", "cost")
 
 
 @dataclass(frozen=True)
@@ -208,3 +217,71 @@ def pixel_costs_numpy(
                                 config=config)  # fmt: skip
             out[a:b] = torch.stack([costs[name] for name in COST_NAMES], dim=-1).numpy()
     return out  # [N, 3]
+
+
+# ------------------------------------------------------------------------------------- uncertainty
+def prediction_variances(images: Tensor, states: Tensor, costs: Tensor) -> Tensor:
+    """Variance across K dropout replicas (unbiased), per window and step: ``[3, B, T]``, rows
+    ``UNCERTAINTY_TERMS``.
+
+    images: ``[B, K, T, C, H, W]`` (variance averaged over channels and pixels); states: ``[B, K, T, S]``
+    normalised (averaged over S); costs: ``[B, K, T]`` total costs. K >= 2.
+    """
+    if images.shape[1] < 2:
+        raise ValueError(f"prediction_variances: needs K >= 2 replicas, got {images.shape[1]}")
+    return torch.stack([images.var(1).mean((-3, -2, -1)), states.var(1).mean(-1), costs.var(1)])
+
+
+@dataclass(frozen=True)
+class UncertaintyStats:
+    """Per-step mean and std ``[3, T]`` (rows ``UNCERTAINTY_TERMS``) of the replica variances, measured on
+    training windows with the expert's actions (``worldmodel.imagination.estimate_uncertainty_stats``).
+    Steps beyond T use the last column."""
+
+    mean: Tensor
+    std: Tensor
+
+    def __post_init__(self) -> None:
+        if self.mean.shape != self.std.shape or self.mean.dim() != 2 or self.mean.shape[0] != len(UNCERTAINTY_TERMS):
+            raise ValueError(f"UncertaintyStats: mean and std must be [3, T], got {tuple(self.mean.shape)}, "
+                             f"{tuple(self.std.shape)}")  # fmt: skip
+        if not (torch.isfinite(self.mean).all() and torch.isfinite(self.std).all() and (self.std > 0).all()):
+            raise ValueError("UncertaintyStats: mean and std must be finite and std > 0")
+
+    def at(self, steps: int, like: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) ``[3, 1, steps]`` in ``like``'s dtype and device (last column repeated if needed)."""
+        index = torch.arange(steps).clamp(max=self.mean.shape[1] - 1)
+        return tuple(x[:, index][:, None].to(like) for x in (self.mean, self.std))
+
+    def to_dict(self) -> dict:
+        return {"terms": list(UNCERTAINTY_TERMS), "mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> UncertaintyStats:
+        if list(d.get("terms", UNCERTAINTY_TERMS)) != list(UNCERTAINTY_TERMS):
+            raise ValueError(f"UncertaintyStats: terms {d.get('terms')} are not {list(UNCERTAINTY_TERMS)}")
+        return cls(torch.tensor(d["mean"], dtype=torch.float64), torch.tensor(d["std"], dtype=torch.float64))
+
+
+def uncertainty_cost(
+    variances: Tensor, stats: UncertaintyStats, hinge: float = 0.5, per_window: bool = False
+) -> dict[str, Tensor]:
+    """The hinged, normalised uncertainty cost of replica variances ``[3, B, T]`` (``prediction_variances``).
+
+    Returns, per term of ``UNCERTAINTY_TERMS``, ``mean_{B,T} relu((var - mu_t) / sigma_t - hinge)`` (a scalar;
+    ``[B]``, the mean over T only, with ``per_window``) and ``"total"``, their sum (the U of the objective).
+    """
+    mean, std = stats.at(variances.shape[-1], variances)
+    terms = torch.relu((variances - mean) / std - hinge).mean(-1)  # [3, B]
+    if not per_window:
+        terms = terms.mean(-1)  # [3]
+    out = {name: terms[i] for i, name in enumerate(UNCERTAINTY_TERMS)}
+    out["total"] = terms.sum(0)
+    return out
+
+
+def discounted_mean(costs: Tensor, discount: float) -> Tensor:
+    """``sum_t discount^t costs[..., t] / (B T)``: costs ``[B, T]`` -> scalar (the policy objective's form)."""
+    t = costs.shape[-1]
+    weights = discount ** torch.arange(t, dtype=costs.dtype, device=costs.device)
+    return (costs * weights).sum() / costs.numel()

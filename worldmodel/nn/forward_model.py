@@ -335,14 +335,29 @@ class ForwardModel(nn.Module):
         and z draws) and the outputs gain a K axis. Returns ``images`` [B(, K), Tp, C, H, W] in [0, 1],
         ``states`` [B(, K), Tp, S] normalised and, in stochastic modes, ``z`` [B(, K), Tp, Z] (latents used).
         """
-        b, tp = actions.shape[:2]
+        b = actions.shape[0]
         if n_samples is not None:
             context_images, context_states, actions = (
                 repeat(x, "b ... -> (b k) ...", k=n_samples) for x in (context_images, context_states, actions)
             )
             if isinstance(z, Tensor):
                 z = repeat(z, "b t z -> (b k) t z", k=n_samples) if z.dim() == 3 else z.flatten(0, 1)
-        cache = self.init_cache(context_images, context_states)
+        out = self.rollout_from(self.init_cache(context_images, context_states), actions, z, generator)
+        if n_samples is not None:
+            out = {name: rearrange(x, "(b k) t ... -> b k t ...", b=b) for name, x in out.items()}
+        return out
+
+    def rollout_from(
+        self,
+        cache: RolloutCache,
+        actions: Tensor,
+        z: Tensor | str | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, Tensor]:
+        """``rollout`` from an encoded context (``init_cache``, possibly ``repeat_cache``): actions [B, Tp, 2]
+        normalised, z prior noise [B, Tp, Z], None or "sample" -> ``images`` [B, Tp, C, H, W], ``states``
+        [B, Tp, S] (and ``z`` [B, Tp, Z] in stochastic modes)."""
+        tp = actions.shape[1]
         action_embeddings = self.action_embedding(actions.flatten(0, 1)).unflatten(0, (-1, tp)).unbind(1)
         images, states, latents = [], [], []
         for t in range(tp):
@@ -357,9 +372,15 @@ class ForwardModel(nn.Module):
         out = {"images": torch.stack(images, 1), "states": torch.stack(states, 1)}
         if self.config.stochastic:
             out["z"] = torch.stack(latents, 1)
-        if n_samples is not None:
-            out = {name: rearrange(x, "(b k) t ... -> b k t ...", b=b) for name, x in out.items()}
         return out
+
+    @staticmethod
+    def repeat_cache(cache: RolloutCache, k: int) -> RolloutCache:
+        """Each of the B windows repeated k times, sample-major: [B, ...] -> [(B k), ...] (as ``rollout``'s
+        ``n_samples``). The per-frame encoder has no dropout, so K dropout replicas can share one encoding."""
+        features = tuple(repeat(f, "b ... -> (b k) ...", k=k) for f in cache.features)
+        states, image = (repeat(x, "b ... -> (b k) ...", k=k) for x in (cache.states, cache.image))
+        return RolloutCache(features, states, image)
 
     def infer_z(
         self,

@@ -1,0 +1,416 @@
+"""Drivers of the controlled car in ``ReplayEnv``: the ``Driver`` protocol, the simple drivers and
+``make_driver``.
+
+Simple drivers (no model, no torch):
+
+- ``"no-action"`` (``NoActionDriver``): zero action, keeps its speed and heading (PPUU's baseline).
+- ``"expert"`` (``ExpertDriver``): replays the car's recorded actions (exact ones for simulated bots, else
+  inferred from positions as ``replay_drift`` does), tracking the recorded speed and heading so that a
+  clipped action does not make it drift. Reaches the end of the evaluated zone on ~every car whose
+  recording does: a check of the evaluation harness.
+- ``"bot"`` (``BotDriver``): IDM car-following among the recorded vehicles, lane keeping, a MOBIL
+  lane-change rule and ramp merging: the "skilled driver" reference. The recorded cars do not react to it,
+  so it can be rear-ended.
+
+Any other spec (a checkpoint path, ``plan:grad``, ``plan:cem``) goes to
+``worldmodel.evaluation.model_drivers.make_model_driver``, imported only then.
+
+A driver may set ``needs_context = False``: the harness then asks the environment for no context
+observations (``ReplayEnvConfig.return_context``), which saves ``context_frames - 1`` renders per episode.
+Drivers without the attribute get the context.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from worldmodel.data.trajectories import TrajectoryReader
+from worldmodel.envs import ACTION_HIGH, ACTION_LOW, ReplayEnv, ReplayEnvConfig
+from worldmodel.traffic import drivers as bots
+from worldmodel.traffic import kinematics
+from worldmodel.traffic.replay import recorded_headings
+
+#: Driver specs served by this module (anything else is a model driver).
+SIMPLE_DRIVERS = ("no-action", "expert", "bot")
+
+
+class Driver(Protocol):
+    """What drives the controlled car of a ``ReplayEnv`` episode."""
+
+    name: str
+
+    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
+        """Called after ``env.reset``; ``info["context"]`` (when the harness asked for it) is the list of
+        context observations (dicts with ``"image"`` uint8 [4, H, W] and ``"state"`` float32 [4] (x, y, vx,
+        vy) [m, m/s]), the last one ``obs``."""
+        ...
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        """The action for the current observation: float [2] (accel [m/s^2], curvature [1/m])."""
+        ...
+
+    def diagnostics(self) -> dict[str, float]:
+        """Extra numbers about the last ``act`` (e.g. ``{"uncertainty": u}``); ``{}`` for simple drivers."""
+        ...
+
+
+def open_replay_env(
+    trajectories: str | os.PathLike, config: ReplayEnvConfig | None = None, render_mode: str | None = None
+) -> ReplayEnv:
+    """A ``ReplayEnv`` on a trajectories file that remembers the file (``env.trajectories_path``), which the
+    expert driver reads its recorded actions from."""
+    env = ReplayEnv(trajectories, config, render_mode=render_mode)
+    env.trajectories_path = Path(trajectories)
+    return env
+
+
+def _trajectories_path(env: ReplayEnv) -> Path:
+    for owner, name in ((env, "trajectories_path"), (env, "path"), (env.sim, "path")):
+        path = getattr(owner, name, None)
+        if path is not None:
+            return Path(path)
+    raise ValueError("expert driver: the environment does not say its trajectories file; open it with "
+                     "worldmodel.evaluation.drivers.open_replay_env")  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------ no action
+class NoActionDriver:
+    """Zero action: the car keeps its speed and heading from the hand-over (PPUU's "no action")."""
+
+    name = "no-action"
+    needs_context = False
+
+    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
+        pass
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        return np.zeros(2, dtype=np.float64)
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
+
+
+# ------------------------------------------------------------------------------------------ expert
+@dataclass
+class _Recording:
+    """What the expert needs of one trajectories file."""
+
+    index: dict[int, int]
+    """Vehicle id -> row of ``/vehicles``."""
+    start: np.ndarray
+    """[V] first track row of each vehicle."""
+    count: np.ndarray
+    """[V] rows of each vehicle."""
+    columns: dict[str, np.ndarray]
+    """Track columns [R]: ``vx``, ``vy`` (and ``heading`` if present) for files with exact actions, else
+    ``x``, ``y`` (positions to invert)."""
+    exact: bool
+    """The file has the exact recorded actions (``accel``, ``curvature``)."""
+    dt: float
+
+
+def _load_recording(path: Path) -> _Recording:
+    with TrajectoryReader(path) as reader:
+        exact = "accel" in reader.columns and "curvature" in reader.columns
+        names = (("vx", "vy") + (("heading",) if "heading" in reader.columns else ())) if exact else ("x", "y")
+        columns = {k: v.astype(np.float64) for k, v in reader.read_rows(0, reader.num_rows, names).items()}
+        table = reader.vehicles
+        return _Recording(index={int(v): k for k, v in enumerate(table["id"])}, start=table["start"].astype(np.int64),
+                          count=table["count"].astype(np.int64), columns=columns, exact=exact,
+                          dt=float(reader.dt))  # fmt: skip
+
+
+class ExpertDriver:
+    """Drives the controlled car along its recording by the recorded actions, from the hand-over frame.
+
+    The recorded speeds and headings are tracked: the action at frame t is
+    ``a = (v_rec[t+1] - v) / dt``, ``b = tan(psi_rec[t+1] - psi) / (v dt)`` with the car's current speed
+    ``v`` and heading ``psi``. While the car is on its recorded state this *is* the recorded action (the
+    kinematics map one onto the other), so for files with exact actions (simulated bots: ``accel``,
+    ``curvature`` columns; speed ``hypot(vx, vy)`` and ``heading`` as ``ReplaySimulation`` reads them)
+    the recording is reproduced exactly. The feedback matters where an action was clipped by the
+    environment (the simulator's bots may brake harder than the 6.2 m/s^2 bound: the open-loop replay then
+    keeps a speed error and drifts for good; tracking catches up within a few steps). Files without exact
+    actions (NGSIM): speeds and headings inferred from the recorded positions (``kinematics.invert``, as
+    ``replay_drift`` does), which also absorbs the difference between the recorded speed at the hand-over
+    and the inferred one. Accelerations are clipped to ``MAX_REPLAY_ACCEL_MPS2``. After the car's recording
+    ends: zero action. Each trajectories file is read once per driver (then cached).
+    """
+
+    name = "expert"
+    needs_context = False
+
+    def __init__(self) -> None:
+        self._recordings: dict[Path, _Recording] = {}
+        self._v, self._psi = np.zeros(0), np.zeros(0)
+
+    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
+        path = _trajectories_path(env)
+        rec = self._recordings.get(path)
+        if rec is None:
+            rec = self._recordings[path] = _load_recording(path)
+        sim = self._sim = env.sim
+        k = rec.index[int(sim.ego_id)]
+        rows = slice(int(rec.start[k]), int(rec.start[k] + rec.count[k]))
+        self._start_frame, self._dt = sim.start_frame, rec.dt
+        c = rec.columns
+        if rec.exact:
+            self._v = np.hypot(c["vx"][rows], c["vy"][rows])
+            self._psi = c["heading"][rows] if "heading" in c else recorded_headings(
+                c["vx"][rows], c["vy"][rows], np.array([rows.stop - rows.start]))  # fmt: skip
+        else:
+            self._psi, self._v, _, _ = kinematics.invert(c["x"][rows], c["y"][rows], rec.dt)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        t = self._sim.frame - self._start_frame  # row of the current frame in the car's recording
+        if t + 1 >= len(self._v):
+            return np.zeros(2)
+        v, psi, dt = self._sim.v, self._sim.psi, self._dt
+        limit = kinematics.MAX_REPLAY_ACCEL_MPS2
+        accel = float(np.clip((self._v[t + 1] - v) / dt, -limit, limit))
+        turn = (self._psi[t + 1] - psi + np.pi) % (2 * np.pi) - np.pi  # wrapped to [-pi, pi)
+        curvature = float(np.tan(turn) / (v * dt)) if v * dt > 1e-6 else 0.0
+        return np.array([accel, curvature])
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
+
+
+# ------------------------------------------------------------------------------------------ bot
+@dataclass(frozen=True)
+class BotConfig:
+    """Settings of ``BotDriver``: IDM and MOBIL parameters (defaults: the mean driver of the i80 scenario)."""
+
+    desired_speed_mps: float | None = None
+    """IDM desired speed v0 [m/s]; None: the road's speed limit."""
+    time_headway_s: float = 1.3
+    """IDM time headway T [s]."""
+    min_gap_m: float = 2.0
+    """IDM standstill gap s0 [m] (bumper to bumper)."""
+    max_accel_mps2: float = 1.0
+    """IDM maximum acceleration a [m/s^2]."""
+    comfort_decel_mps2: float = 2.0
+    """IDM comfortable deceleration b [m/s^2]."""
+    lane_changes: bool = False
+    """Discretionary MOBIL lane changes (merging off an on-ramp is always on). Off by default: among
+    recorded cars that do not yield they cost more than they gain (on 60 cars of i80-sim: 48 arrivals with
+    them, 52 without)."""
+    politeness: float = 0.4
+    """MOBIL politeness p (weight of the followers' accelerations)."""
+    change_threshold_mps2: float = 0.5
+    """MOBIL threshold [m/s^2] the incentive must exceed."""
+    right_bias_mps2: float = 0.1
+    """MOBIL keep-right bias [m/s^2] (added for a change to the right, subtracted to the left)."""
+    safe_decel_mps2: float = 3.0
+    """MOBIL safety: the new follower would need to brake no harder than this [m/s^2]."""
+    min_change_gap_m: float = 2.0
+    """Smallest bumper gap [m] to the new leader and the new follower for a change."""
+    follower_horizon_s: float = 3.0
+    """Safety, because recorded cars do not react: the gap to the new follower must also exceed what it
+    closes in this time at its current speed [s]."""
+    anticipation_s: float = 1.0
+    """A recorded car ahead counts as in the lane when its heading takes it there within this time [s]."""
+    change_period_s: float = 1.0
+    """Time between lane-change decisions [s]."""
+    change_cooldown_s: float = 4.0
+    """No new decision this long after a change began [s]."""
+    lateral_time_s: float = 1.2
+    """Lateral controller: time to close the lateral offset to the target lane centre [s]."""
+    max_lateral_speed_mps: float = 1.2
+    """Lateral controller: bound on the lateral speed [m/s]."""
+
+
+class BotDriver:
+    """The controlled car driven like a simulator bot, among the recorded vehicles (which ignore it).
+
+    Longitudinal: IDM (``traffic.drivers.idm_accel``) behind the leader = the nearest recorded vehicle
+    ahead (centre ahead along x) that occupies the car's lane (its body overlaps the lane strip by more
+    than 0.3 m, now or, cutting in, within ``anticipation_s`` along its heading) or overlaps the car's own
+    body laterally; while changing lanes, the stricter of the origin and target lanes; on an on-ramp also
+    IDM toward the ramp's end (a standing obstacle).
+    Lateral: ``traffic.drivers.lateral_curvature`` toward the centre of the target lane (at the hand-over:
+    the lane the car is heading into within ``lateral_time_s``).
+    Lane changes: every ``change_period_s`` (not within ``change_cooldown_s`` of the last), MOBIL
+    (``traffic.drivers.mobil_incentive``) over the adjacent mainline lanes, with the followers' accelerations
+    computed with this car's IDM parameters, a keep-right bias and a safety test (the new follower brakes no
+    harder than ``safe_decel_mps2`` by IDM's estimate, and, as it will not brake for us, the gap to it exceeds
+    ``min_change_gap_m`` plus what it closes in ``follower_horizon_s``; bumper gaps of at least
+    ``min_change_gap_m`` ahead too); from an on-ramp the
+    merge into the rightmost mainline lane has a large bias (mandatory) and only needs to be safe.
+    Discretionary changes are off unless ``lane_changes=True``. Accelerations are bounded to
+    [-6.2, max_accel] m/s^2. The recorded followers do not react to the car: it can be rear-ended.
+    """
+
+    name = "bot"
+    needs_context = False
+
+    def __init__(self, config: BotConfig | None = None) -> None:
+        self.config = config or BotConfig()
+
+    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
+        sim = self._sim = env.sim
+        road = sim.road
+        c = self.config
+        self._v0 = c.desired_speed_mps if c.desired_speed_mps is not None else road.config.speed_limit_mps
+        ahead_y = sim.y + np.sin(sim.psi) * sim.v * c.lateral_time_s
+        self._lane = self._nearest_lane(sim.x, ahead_y)
+        self._origin: int | None = None
+        self._step = 0
+        self._last_change = -(10**9)
+        self._period = max(round(c.change_period_s / sim.dt), 1)
+        self._cooldown = round(c.change_cooldown_s / sim.dt)
+
+    def _nearest_lane(self, x: float, y: float) -> int:
+        road = self._sim.road
+        lane = int(road.lane_at(np.array([x]), np.array([y]))[0])
+        if lane < 0:  # off the lanes: the nearest mainline lane
+            lane = int(np.clip(np.floor(y / road.lane_width_m), 0, road.lanes - 1))
+        return lane
+
+    def _idm(self, v, gap, dv) -> np.ndarray:
+        c = self.config
+        return bots.idm_accel(np.asarray(v, np.float64), self._v0, np.asarray(gap, np.float64),
+                              np.asarray(dv, np.float64), c.time_headway_s, c.min_gap_m, c.max_accel_mps2,
+                              c.comfort_decel_mps2)  # fmt: skip
+
+    def _neighbours(self, others: dict, lane: int, body: bool = False) -> tuple[int | None, int | None]:
+        """Indices (into ``others``) of the leader and the follower in ``lane`` (None: nobody); with
+        ``body``, vehicles that overlap the car's own body laterally count as in the lane too."""
+        sim, road = self._sim, self._sim.road
+        centre = float(road.lane_center_y(lane))
+        reach = 0.5 * (road.lane_width_m + others["width"]) - 0.3
+        occupies = np.abs(others["y"] - centre) < reach
+        if body:
+            occupies |= np.abs(others["y"] - sim.y) < 0.5 * (others["width"] + sim.width)
+        dx = others["x"] - sim.x
+        # a car ahead also counts when it is cutting in: where its heading takes it within anticipation_s
+        y_soon = others["y"] + others["v"] * np.sin(others["psi"]) * self.config.anticipation_s
+        cutting_in = np.abs(y_soon - centre) < reach
+        ahead, behind = np.nonzero((occupies | cutting_in) & (dx > 0))[0], np.nonzero(occupies & (dx <= 0))[0]
+        leader = int(ahead[np.argmin(dx[ahead])]) if len(ahead) else None
+        follower = int(behind[np.argmax(dx[behind])]) if len(behind) else None
+        return leader, follower
+
+    def _gap(self, others: dict, i: int | None, behind: bool = False) -> float:
+        """Bumper gap [m] between the car and vehicle ``i`` (inf for None)."""
+        if i is None:
+            return float("inf")
+        dx = (self._sim.x - others["x"][i]) if behind else (others["x"][i] - self._sim.x)
+        return float(dx - 0.5 * (others["length"][i] + self._sim.length))
+
+    def _follow_accel(self, others: dict, leader: int | None) -> float:
+        v_lead = others["v"][leader] if leader is not None else self._sim.v
+        return float(self._idm(self._sim.v, self._gap(others, leader), self._sim.v - v_lead))
+
+    def _lane_accel(self, others: dict, lane: int, body: bool = False) -> float:
+        """IDM acceleration [m/s^2] behind the leader in ``lane`` (and before the end of a ramp lane)."""
+        sim, road = self._sim, self._sim.road
+        accel = self._follow_accel(others, self._neighbours(others, lane, body)[0])
+        if road.is_ramp_lane(lane):  # brake for the end of the ramp
+            gap = float(road.ramp_end_m(np.array([lane]))[0]) - sim.x - 0.5 * sim.length
+            accel = min(accel, float(self._idm(sim.v, gap, sim.v)))
+        return accel
+
+    def _change_incentive(self, others: dict, target: int) -> float:
+        """MOBIL incentive [m/s^2] of a change to ``target`` (-inf when unsafe)."""
+        sim, c = self._sim, self.config
+        leader, follower = self._neighbours(others, self._lane)
+        new_leader, new_follower = self._neighbours(others, target)
+        gap_ahead, gap_behind = self._gap(others, new_leader), self._gap(others, new_follower, behind=True)
+        if min(gap_ahead, gap_behind) < c.min_change_gap_m:
+            return -np.inf
+        own_gain = self._lane_accel(others, target) - self._lane_accel(others, self._lane)
+        new_gain = old_gain = 0.0
+        if new_follower is not None:
+            v_f = others["v"][new_follower]
+            after = float(self._idm(v_f, gap_behind, v_f - sim.v))
+            closing = max(float(v_f - sim.v), 0.0) * c.follower_horizon_s  # it will not brake for us
+            if after < -c.safe_decel_mps2 or gap_behind < c.min_change_gap_m + closing:
+                return -np.inf
+            lead_gap = self._gap(others, new_leader) + gap_behind + sim.length if new_leader is not None else np.inf
+            v_l = others["v"][new_leader] if new_leader is not None else v_f
+            new_gain = after - float(self._idm(v_f, lead_gap, v_f - v_l))
+        if follower is not None:
+            v_f = others["v"][follower]
+            gap_f = self._gap(others, follower, behind=True)
+            lead_gap = self._gap(others, leader) + gap_f + sim.length if leader is not None else np.inf
+            v_l = others["v"][leader] if leader is not None else v_f
+            old_gain = float(self._idm(v_f, lead_gap, v_f - v_l)) - float(self._idm(v_f, gap_f, v_f - sim.v))
+        road = sim.road
+        if road.is_ramp_lane(self._lane):
+            bias = 10.0  # merging off the ramp is mandatory
+            politeness = 0.0
+        else:
+            bias = float(np.sign(target - self._lane)) * c.right_bias_mps2
+            politeness = c.politeness
+        return float(bots.mobil_incentive(own_gain, new_gain, old_gain, politeness, bias))
+
+    def _decide_lane(self, others: dict) -> None:
+        sim, road, c = self._sim, self._sim.road, self.config
+        if self._origin is not None:  # changing: done once near the target lane's centre
+            if abs(sim.y - float(road.lane_center_y(self._lane))) < 0.3:
+                self._origin = None
+            return
+        on_ramp = bool(road.is_ramp_lane(self._lane))
+        if self._step - self._last_change < self._cooldown or self._step % self._period:
+            return
+        if not (on_ramp or c.lane_changes):
+            return
+        targets = [road.lanes - 1] if on_ramp else [lane for lane in (self._lane - 1, self._lane + 1)
+                                                   if 0 <= lane < road.lanes]  # fmt: skip
+        best, best_gain = None, c.change_threshold_mps2
+        for target in targets:
+            gain = self._change_incentive(others, target)
+            if gain > best_gain:
+                best, best_gain = target, gain
+        if best is not None:
+            self._origin, self._lane, self._last_change = self._lane, best, self._step
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        sim, road, c = self._sim, self._sim.road, self.config
+        everyone = sim.vehicles()  # row 0 is the controlled car
+        others = {name: everyone[name][1:] for name in ("x", "y", "psi", "v", "length", "width")}
+        self._decide_lane(others)
+        accel = self._lane_accel(others, self._lane, body=True)
+        if self._origin is not None:
+            accel = min(accel, self._lane_accel(others, self._origin, body=True))
+        accel = float(np.clip(accel, ACTION_LOW[0], c.max_accel_mps2))
+        curvature = bots.lateral_curvature(np.array([sim.y]), np.array([sim.psi]), np.array([sim.v]),
+                                           np.array([float(road.lane_center_y(self._lane))]), sim.dt,
+                                           c.lateral_time_s, c.max_lateral_speed_mps)[0]  # fmt: skip
+        self._step += 1
+        return np.array([accel, float(np.clip(curvature, ACTION_LOW[1], ACTION_HIGH[1]))])
+
+    def diagnostics(self) -> dict[str, float]:
+        return {}
+
+
+# ------------------------------------------------------------------------------------------ factory
+def make_driver(spec: str, *, fm: str | None = None, device: str = "cpu", seed: int = 0, **options) -> Driver:
+    """The driver named by ``spec``: ``"no-action"``, ``"expert"``, ``"bot"`` (``options``: ``BotConfig``
+    fields), or anything else for ``worldmodel.evaluation.model_drivers.make_model_driver`` (a policy
+    checkpoint, ``plan:grad``, ``plan:cem``; with the forward model ``fm``, ``device``, ``seed``, ``options``).
+    Raises ValueError (one line) for an option a simple driver does not take."""
+    if spec in ("no-action", "expert"):
+        if options:
+            raise ValueError(f"driver {spec!r} takes no options, got {sorted(options)}")
+        return NoActionDriver() if spec == "no-action" else ExpertDriver()
+    if spec == "bot":
+        known = {f.name for f in fields(BotConfig)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"driver 'bot': unknown options {unknown}; known: {sorted(known)}")
+        return BotDriver(BotConfig(**options))
+    try:
+        from worldmodel.evaluation.model_drivers import make_model_driver
+    except ModuleNotFoundError as exc:
+        if exc.name != "worldmodel.evaluation.model_drivers":
+            raise
+        raise ValueError(f"unknown driver {spec!r}: expected one of {list(SIMPLE_DRIVERS)} (model drivers are "
+                         "not installed)") from None  # fmt: skip
+    return make_model_driver(spec, fm=fm, device=device, seed=seed, **options)

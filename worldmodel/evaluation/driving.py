@@ -1,0 +1,465 @@
+"""Closed-loop evaluation of a driver in Replay-v0 (SPEC §5): one episode per car of a split.
+
+``evaluate_driving(EvalPolicyConfig(...))``:
+
+1. Episodes. A dataset directory holds ``episodes.h5`` and the trajectories files it was extracted from
+   (``trajectories-<k>.h5``; their order is the one in the episodes file's ``source`` attribute, written by
+   ``data.extract``; with several files, the episode vehicle id is ``k * id_stride + recorded id``). Each car
+   of the split becomes an episode on its recording if ``ReplaySimulation.eligible_vehicles()`` accepts it
+   (recorded past the context, short of the end of the evaluated zone at the hand-over) and its recording
+   reaches the end of the evaluated zone (last recorded x >= ``evaluated_m[1]``: success = arriving only
+   makes sense then). The JSON says how many cars were excluded, and why.
+2. Episodes run in worker processes (``multiprocessing``, "forkserver" or "spawn"); each builds the driver
+   once, opens one environment per trajectories file it meets, and runs torch on one thread. Episode ``vehicle`` is seeded
+   with ``SeedSequence([seed, vehicle])`` (the environment's ``reset(seed=...)`` and torch's global
+   generator): results do not depend on the number of workers (a test checks it), as long as a driver
+   draws its per-episode randomness from those two (a driver serves many episodes, in any split of them).
+3. Per episode: event, success (= "arrived"), distance, steps, collisions ahead / behind, off-road, mean
+   costs over the controlled steps, means of the driver's ``diagnostics()``. Summary: success rate with its
+   95 % Wilson interval, mean distance, collision and off-road rates, mean costs, events histogram, speed.
+   Written atomically to ``out`` (JSON) and ``<out stem>.csv`` (one row per episode).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+import multiprocessing as mp
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from worldmodel.costs import COST_NAMES
+from worldmodel.data.episodes import SPLITS, EpisodeReader
+from worldmodel.data.extract import ExtractConfig
+from worldmodel.data.hdf5 import AtomicPath, DataError
+from worldmodel.data.trajectories import TrajectoryReader
+from worldmodel.envs import ReplayEnvConfig
+from worldmodel.traffic.replay import ReplaySimulation
+
+log = logging.getLogger(__name__)
+
+#: Wilson interval z for 95 %.
+Z_95 = 1.959964
+#: Why a car of the split gets no episode.
+EXCLUSIONS = ("too_short", "past_zone_at_handover", "recording_ends_before_zone_end")
+
+
+@dataclass(frozen=True)
+class EvalPolicyConfig:
+    """What ``evaluate_driving`` evaluates, and how."""
+
+    driver: str = "no-action"
+    """Driver spec for ``make_driver``: "no-action", "expert", "bot", a policy checkpoint, "plan:grad", ..."""
+    data: str = "datasets/tiny"
+    """Dataset directory (episodes.h5 + trajectories-*.h5), or its episodes.h5."""
+    split: str = "test"
+    """Cars of this split (train, val, test) are evaluated."""
+    episodes: int | None = None
+    """Evaluate only this many cars: a seeded choice (``seed``) among the selected ones, then sorted by
+    vehicle id; None: all."""
+    workers: int = 1
+    """Worker processes (1: in this process)."""
+    seed: int = 0
+    """Seeds the episode choice, the driver (``make_driver``) and every episode (with its vehicle id)."""
+    out: str | None = "runs/eval.json"
+    """Output JSON (a CSV of the episodes is written beside it); None: write nothing."""
+    fm: str | None = None
+    """Forward-model checkpoint for model-based drivers."""
+    device: str = "cpu"
+    """Torch device of model-based drivers."""
+    context_frames: int = 20
+    """Frames the car follows its recording before the driver takes over."""
+    max_steps: int | None = None
+    """Truncate episodes after this many controlled steps ("timeout"); None: only at the end of the data."""
+    driver_options: dict = field(default_factory=dict)
+    """Extra keyword options of ``make_driver``."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass(frozen=True)
+class Episode:
+    """One car to drive."""
+
+    vehicle: int
+    """Vehicle id in episodes.h5."""
+    file: int
+    """Index of its trajectories file."""
+    recorded_id: int
+    """Its id in that file."""
+
+
+# ------------------------------------------------------------------------------------------ episodes
+def dataset_files(data: str | os.PathLike) -> tuple[Path, list[Path]]:
+    """``(episodes.h5, [trajectories files in extraction order])`` of a dataset directory (or of its
+    episodes.h5). Raises ``DataError`` (one line) when something is missing."""
+    data = Path(data)
+    episodes = data if data.suffix == ".h5" else data / "episodes.h5"
+    folder = episodes.parent
+    if not folder.is_dir():
+        raise DataError(folder, "no such dataset directory")
+    if not episodes.is_file():
+        raise DataError(episodes, "no such file (a dataset directory holds episodes.h5 and trajectories-*.h5)")
+    with EpisodeReader(episodes) as reader:
+        source = reader.source
+    listed = source[len("extract of ") :].split(", ") if source.startswith("extract of ") else []
+    if listed and all((folder / name).is_file() for name in listed):
+        return episodes, [folder / name for name in listed]
+
+    def natural(path: Path) -> list:
+        return [int(s) if s.isdigit() else s for s in re.split(r"(\d+)", path.name)]
+
+    found = sorted(folder.glob("trajectories*.h5"), key=natural)
+    if not found:
+        raise DataError(folder, "no trajectories*.h5 files (the recordings the episodes were extracted from)")
+    return episodes, found
+
+
+def select_episodes(
+    data: str | os.PathLike, split: str = "test", context_frames: int = 20, episodes: int | None = None, seed: int = 0
+) -> tuple[list[Path], list[Episode], dict]:
+    """The episodes of a split: ``(trajectories files, episodes sorted by vehicle, selection summary)``.
+
+    The summary: ``split_cars``, ``excluded`` (count per reason in ``EXCLUSIONS``), ``eligible``,
+    ``evaluated``. With ``episodes`` = N, N of the eligible cars drawn with ``seed`` (then sorted).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
+    episodes_path, files = dataset_files(data)
+    with EpisodeReader(episodes_path) as reader:
+        table = reader.episodes
+    vehicles = np.unique(table["vehicle"][table["split"] == SPLITS.index(split)].astype(np.int64))
+    stride = ExtractConfig().id_stride
+    file_of = vehicles // stride if len(files) > 1 else np.zeros_like(vehicles)
+    recorded = vehicles % stride if len(files) > 1 else vehicles
+    if np.any((file_of < 0) | (file_of >= len(files))):
+        raise DataError(episodes_path, f"episode vehicle ids point to {int(file_of.max()) + 1} recordings, the "
+                        f"directory has {len(files)}")  # fmt: skip
+    excluded = dict.fromkeys(EXCLUSIONS, 0)
+    chosen: list[Episode] = []
+    for k, path in enumerate(files):
+        mine = np.nonzero(file_of == k)[0]
+        if not len(mine):
+            continue
+        with TrajectoryReader(path) as traj:
+            sim = ReplaySimulation(traj, context_frames=context_frames)
+            x = traj.read_rows(0, traj.num_rows, ("x",))["x"]
+        index = {int(v): i for i, v in enumerate(sim.vehicle_table["id"])}
+        eligible = set(sim.eligible_vehicles().tolist())
+        zone_end = sim.road.config.evaluated_m[1]
+        for j in mine:
+            rid = int(recorded[j])
+            i = index.get(rid)
+            if i is None:
+                raise DataError(path, f"vehicle {rid} (episode vehicle {vehicles[j]}) is not in this recording")
+            if rid not in eligible:
+                too_short = sim.vehicle_table["count"][i] <= context_frames
+                excluded["too_short" if too_short else "past_zone_at_handover"] += 1
+            elif x[sim.vehicle_table["start"][i] + sim.vehicle_table["count"][i] - 1] < zone_end:
+                excluded["recording_ends_before_zone_end"] += 1
+            else:
+                chosen.append(Episode(int(vehicles[j]), k, rid))
+    eligible_count = len(chosen)
+    if episodes is not None and episodes < len(chosen):
+        if episodes < 0:
+            raise ValueError(f"episodes must be >= 0, got {episodes}")
+        pick = np.random.default_rng(seed).choice(len(chosen), size=episodes, replace=False)
+        chosen = [chosen[i] for i in sorted(pick)]
+    summary = {"split_cars": len(vehicles), "excluded": excluded, "eligible": eligible_count,
+               "evaluated": len(chosen)}  # fmt: skip
+    return files, chosen, summary
+
+
+def locate_vehicle(files: list[Path], vehicle: int) -> Episode:
+    """The recording of an episode vehicle id (``data.extract``'s convention: with several files, file
+    ``k`` holds ids ``k * id_stride + recorded id``). Raises ``DataError`` when no file can hold it."""
+    stride = ExtractConfig().id_stride
+    k, rid = divmod(int(vehicle), stride) if len(files) > 1 else (0, int(vehicle))
+    if not 0 <= k < len(files):
+        raise DataError(files[0].parent, f"no vehicle {vehicle}: ids of its {len(files)} recordings are below "
+                        f"{len(files) * stride}")  # fmt: skip
+    return Episode(int(vehicle), k, rid)
+
+
+# ------------------------------------------------------------------------------------------ running
+def episode_seed(seed: int, vehicle: int) -> int:
+    """The seed of one episode: from (seed, vehicle id), independent of which worker runs it."""
+    return int(np.random.SeedSequence([int(seed), int(vehicle)]).generate_state(1)[0])
+
+
+class EpisodeRunner:
+    """Runs episodes in one process: builds the driver once (on first use) and one ``ReplayEnv`` per
+    trajectories file."""
+
+    def __init__(self, config: EvalPolicyConfig, files: list[Path], driver=None) -> None:
+        self.config, self.files = config, [Path(f) for f in files]
+        self.driver = driver
+        self._envs: dict[int, object] = {}
+
+    def _env(self, k: int):
+        env = self._envs.get(k)
+        if env is None:
+            from worldmodel.evaluation.drivers import open_replay_env
+
+            needs_context = bool(getattr(self.driver, "needs_context", True))
+            env_config = ReplayEnvConfig(context_frames=self.config.context_frames, return_context=needs_context,
+                                         max_steps=self.config.max_steps)  # fmt: skip
+            env = self._envs[k] = open_replay_env(self.files[k], env_config)
+        return env
+
+    def run(self, episode: Episode) -> dict:
+        """One episode: its record (see ``evaluate_driving``)."""
+        import torch
+
+        from worldmodel.evaluation.drivers import make_driver
+
+        c = self.config
+        if self.driver is None:
+            self.driver = make_driver(c.driver, fm=c.fm, device=c.device, seed=c.seed, **c.driver_options)
+        driver, env = self.driver, self._env(episode.file)
+        seed = episode_seed(c.seed, episode.vehicle)
+        torch.manual_seed(seed)
+        obs, info = env.reset(seed=seed, options={"vehicle": episode.recorded_id})
+        driver.reset(env, obs, info)
+        costs = np.zeros(len(COST_NAMES))
+        diagnostics: dict[str, float] = {}
+        steps = 0
+        while True:
+            action = driver.act(obs, info)
+            for name, value in driver.diagnostics().items():
+                diagnostics[name] = diagnostics.get(name, 0.0) + float(value)
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            costs += [info["costs"][name] for name in COST_NAMES]
+            if terminated or truncated:
+                break
+        event = info["event"]
+        record = {
+            "vehicle": episode.vehicle,
+            "trajectories": self.files[episode.file].name,
+            "recorded_id": episode.recorded_id,
+            "event": event,
+            "success": event == "arrived",
+            "distance_m": round(float(info["distance_m"]), 4),
+            "steps": steps,
+            "time_s": round(float(info["time_s"]), 4),
+            "collision_ahead": event == "collision_ahead",
+            "collision_behind": event == "collision_behind",
+            "offroad": event == "offroad",
+        }
+        record.update({f"cost_{name}": float(value / steps) for name, value in zip(COST_NAMES, costs, strict=True)})
+        for name, total in diagnostics.items():
+            record[name if name not in record else f"diag_{name}"] = total / steps
+        return record
+
+    def close(self) -> None:
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+
+
+_RUNNER: EpisodeRunner | None = None  # the worker process's runner (set by _init_worker)
+
+
+def _init_worker(config: EvalPolicyConfig, files: list[Path]) -> None:
+    global _RUNNER
+    import torch
+
+    torch.set_num_threads(1)
+    _RUNNER = EpisodeRunner(config, files)
+
+
+def _run_in_worker(episode: Episode) -> dict:
+    return _RUNNER.run(episode)
+
+
+def _pool_context(driver: str):
+    """The worker start method: "forkserver" with this module (and so torch, OpenCV, h5py) and, for a
+    model-based ``driver``, the model drivers imported once in the server (a worker then starts ~2 s sooner
+    than with "spawn", which imports them again in every worker); "spawn" where there is no forkserver.
+    Never "fork": the parent may hold OpenCV or torch thread pools."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        from worldmodel.evaluation.drivers import SIMPLE_DRIVERS
+
+        models = [] if driver in SIMPLE_DRIVERS else ["worldmodel.evaluation.model_drivers"]
+        ctx.set_forkserver_preload([__name__, "worldmodel.evaluation.drivers", *models])
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _run_all(config: EvalPolicyConfig, files: list[Path], chosen: list[Episode], driver) -> list[dict]:
+    """Records of all episodes, in the order of ``chosen`` (``driver``: used when running in this process;
+    each worker builds its own)."""
+    bar = tqdm(total=len(chosen), desc=f"eval {config.driver}", unit="episode", disable=not config.progress)
+    try:
+        if config.workers <= 1 or len(chosen) <= 1:
+            import torch
+
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)  # as in the workers: results must not depend on the worker count
+            runner = EpisodeRunner(config, files, driver)
+            try:
+                records = []
+                for episode in chosen:
+                    records.append(runner.run(episode))
+                    bar.update()
+                return records
+            finally:
+                runner.close()
+                torch.set_num_threads(threads)
+        workers = min(config.workers, len(chosen))
+        with _pool_context(config.driver).Pool(workers, initializer=_init_worker, initargs=(config, files)) as pool:
+            by_vehicle = {}
+            for record in pool.imap_unordered(_run_in_worker, chosen):
+                by_vehicle[record["vehicle"]] = record
+                bar.update()
+        return [by_vehicle[e.vehicle] for e in chosen]
+    finally:
+        bar.close()
+
+
+# ------------------------------------------------------------------------------------------ summary
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``successes / n`` (``(0, 1)`` when n = 0)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarise(records: list[dict]) -> dict:
+    """Rates and means over episode records (costs and diagnostics: mean over episodes of their
+    per-episode means; None where there is no episode)."""
+    n = len(records)
+
+    def rate(key: str) -> float | None:
+        return sum(bool(r[key]) for r in records) / n if n else None
+
+    def mean(key: str) -> float | None:
+        values = [r[key] for r in records if key in r]
+        return float(np.mean(values)) if values else None
+
+    successes = sum(bool(r["success"]) for r in records)
+    standard = {"vehicle", "trajectories", "recorded_id", "event", "success", "distance_m", "steps", "time_s",
+                "collision_ahead", "collision_behind", "offroad"} | {f"cost_{c}" for c in COST_NAMES}  # fmt: skip
+    extra = sorted({k for r in records for k in r} - standard)
+    return {
+        "episodes": n,
+        "success_rate": rate("success"),
+        "success_rate_ci95": list(wilson_interval(successes, n)),
+        "mean_distance_m": mean("distance_m"),
+        "collision_rate": (rate("collision_ahead") + rate("collision_behind")) if n else None,
+        "collision_ahead_rate": rate("collision_ahead"),
+        "collision_behind_rate": rate("collision_behind"),
+        "offroad_rate": rate("offroad"),
+        "mean_costs": {name: mean(f"cost_{name}") for name in COST_NAMES},
+        "events": dict(sorted(Counter(r["event"] for r in records).items())),
+        "mean_steps": mean("steps"),
+        "diagnostics": {name: mean(name) for name in extra},
+    }
+
+
+def write_csv(records: list[dict], path: str | os.PathLike) -> Path:
+    """One row per episode record, atomically."""
+    atomic = AtomicPath(path)
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    try:
+        with open(atomic.tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(records)
+        atomic.commit()
+    except BaseException:
+        atomic.abort()
+        raise
+    return atomic.path
+
+
+def write_json(result: dict, path: str | os.PathLike) -> Path:
+    """``result`` as indented JSON, atomically."""
+    import json
+
+    atomic = AtomicPath(path)
+    try:
+        atomic.tmp.write_text(json.dumps(result, indent=2) + "\n")
+        atomic.commit()
+    except BaseException:
+        atomic.abort()
+        raise
+    return atomic.path
+
+
+# ------------------------------------------------------------------------------------------ entry points
+def evaluate_driving(config: EvalPolicyConfig) -> dict:
+    """Evaluate ``config.driver`` on the cars of ``config.split`` (see the module docstring).
+
+    Returns (and writes to ``config.out``) ``{"protocol", "selection", <summary>, "per_episode",
+    "episodes_per_s", "wall_s", "csv"}``; the summary keys are those of ``summarise``: ``success_rate``,
+    ``success_rate_ci95`` [lo, hi], ``mean_distance_m``, ``collision_rate`` (= ahead + behind),
+    ``collision_ahead_rate``, ``collision_behind_rate``, ``offroad_rate``, ``mean_costs``, ``events``,
+    ``diagnostics``. A per-episode record: ``vehicle``, ``trajectories``, ``recorded_id``, ``event``,
+    ``success``, ``distance_m``, ``steps``, ``time_s``, ``collision_ahead``, ``collision_behind``,
+    ``offroad`` (from the event that ended the episode), ``cost_proximity``, ``cost_lane``,
+    ``cost_offroad`` (means over the controlled steps) and the means of the driver's diagnostics.
+    Raises ``DataError`` / ``ValueError`` (one line) on bad input.
+    """
+    t0 = time.perf_counter()
+    if config.workers < 1:
+        raise ValueError(f"workers must be >= 1, got {config.workers}")
+    from worldmodel.evaluation.drivers import make_driver
+
+    # built here first, also when workers build their own: a bad spec or option fails before any work
+    driver = make_driver(config.driver, fm=config.fm, device=config.device, seed=config.seed, **config.driver_options)
+    out = Path(config.out) if config.out else None
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    files, chosen, selection = select_episodes(config.data, config.split, config.context_frames, config.episodes,
+                                               config.seed)  # fmt: skip
+    log.info("%s split of %s: %s", config.split, config.data, selection)
+    records = _run_all(config, files, chosen, driver)
+    records.sort(key=lambda r: r["vehicle"])
+    wall = time.perf_counter() - t0
+    protocol = {name: value for name, value in asdict(config).items() if name != "progress"}
+    protocol["trajectories"] = [f.name for f in files]
+    result = {"protocol": protocol, "selection": selection, **summarise(records),
+              "episodes_per_s": len(records) / wall, "wall_s": wall,
+              "csv": str(out.with_suffix(".csv")) if out is not None else None,
+              "per_episode": records}  # fmt: skip
+    if out is not None:
+        write_csv(records, out.with_suffix(".csv"))
+        write_json(result, out)
+    return result
+
+
+def bench_eval_episodes(
+    data_dir: str | os.PathLike,
+    driver: str = "no-action",
+    episodes: int = 20,
+    workers: int = 1,
+    split: str = "test",
+    seed: int = 0,
+    fm: str | None = None,
+    device: str = "cpu",
+) -> dict:
+    """Throughput of ``evaluate_driving`` (nothing written): ``{"eval_episodes_per_s", "eval_steps_per_s",
+    "eval_episodes", "eval_workers", "eval_driver", "eval_success_rate"}``; the time includes starting the
+    workers and loading the recordings, as a real evaluation pays them."""
+    config = EvalPolicyConfig(driver=driver, data=str(data_dir), split=split, episodes=episodes, workers=workers,
+                              seed=seed, out=None, fm=fm, device=device, progress=False)  # fmt: skip
+    result = evaluate_driving(config)
+    steps = sum(r["steps"] for r in result["per_episode"])
+    return {"eval_episodes_per_s": round(result["episodes_per_s"], 3),
+            "eval_steps_per_s": round(steps / result["wall_s"], 1), "eval_episodes": result["episodes"],
+            "eval_workers": workers, "eval_driver": driver, "eval_success_rate": result["success_rate"]}  # fmt: skip

@@ -1,0 +1,238 @@
+"""Policies on the shared backbone: a window of ego views + states -> a normalised action (SPEC.md §4).
+
+Input: the last Tc frames of the ego view (3 channels: lanes, vehicles, off-road) with the constant ego mask
+as a 4th channel, and the Tc normalised states (as the forward model sees them); a ``Backbone`` with
+``in_channels = 4`` turns them into a map [D, h, w], and an MLP (PPUU: 3 x 256) gives the action.
+
+- ``"deterministic"``: the action is the MLP's output;
+- ``"gaussian"``: the MLP gives a mean and a log-std; ``sample=True`` draws mean + std * eps
+  (reparameterised, so costs back-propagate), otherwise the mean.
+Actions are normalised (by the statistics in the policy's buffers, the dataset's) and clamped at
++-``action_clamp`` (3 sigma) with a straight-through gradient inside the range.
+
+Like the forward model, a policy keeps a ``PolicyCache`` (per-frame features of its window), so that driving
+for one more step encodes one new frame. Normalisation statistics live in buffers: a checkpoint is all a
+driver needs.
+
+Shapes: B batch, Tc context frames, C = 3 image channels, H, W, S state, F / h1 / w1 per-frame features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from worldmodel.nn.backbone import Backbone, BackboneConfig, mlp
+
+POLICY_KINDS = ("deterministic", "gaussian")
+CHECKPOINT_KIND = "policy"
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Policy network configuration. Presets: ``ppuu()``, ``tiny()``; ``for_model`` matches a forward model."""
+
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig.ppuu(in_channels=4, dropout=0.0))
+    """The trunk: 4 input channels (3 view channels + the ego mask), the forward model's frame geometry."""
+    kind: str = "deterministic"
+    """``"deterministic"`` or ``"gaussian"``."""
+    hidden: int = 256
+    """Width of the head's hidden layers (PPUU: 3 x 256)."""
+    layers: int = 3
+    """Hidden layers of the head."""
+    action_clamp: float = 3.0
+    """Normalised actions are clamped to [-action_clamp, action_clamp] (PPUU: 3 sigma)."""
+    log_std_bounds: tuple[float, float] = (-5.0, 1.0)
+    """Range of the Gaussian policy's log-std (normalised action units)."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in POLICY_KINDS:
+            raise ValueError(f"PolicyConfig.kind must be one of {POLICY_KINDS}, got {self.kind!r}")
+        if self.backbone.in_channels != 4:
+            raise ValueError(f"PolicyConfig: the backbone needs 4 input channels (view + ego mask), "
+                             f"got {self.backbone.in_channels}")  # fmt: skip
+        if self.layers < 1 or self.hidden < 1 or not self.action_clamp > 0:
+            raise ValueError("PolicyConfig: layers >= 1, hidden >= 1 and action_clamp > 0")
+
+    @classmethod
+    def for_model(cls, model_backbone: BackboneConfig, **overrides) -> PolicyConfig:
+        """A policy whose trunk has the widths and context of a forward model's backbone (and no dropout)."""
+        backbone = replace(model_backbone, in_channels=4, dropout=0.0)
+        return cls(**({"backbone": backbone, "hidden": model_backbone.hidden} | overrides))
+
+    @classmethod
+    def ppuu(cls, **overrides) -> PolicyConfig:
+        return cls.for_model(BackboneConfig.ppuu(), **overrides)
+
+    @classmethod
+    def tiny(cls, **overrides) -> PolicyConfig:
+        return cls.for_model(BackboneConfig.tiny(), **overrides)
+
+    @property
+    def context_frames(self) -> int:
+        return self.backbone.context_frames
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__) | {"backbone": self.backbone.to_dict(), "log_std_bounds": list(self.log_std_bounds)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> PolicyConfig:
+        d = dict(d)
+        d["backbone"] = BackboneConfig.from_dict(d["backbone"])
+        d["log_std_bounds"] = tuple(d["log_std_bounds"])
+        return cls(**d)
+
+
+class PolicyCache(NamedTuple):
+    """The policy's current window."""
+
+    features: tuple[Tensor, ...]
+    """Tc tensors [B, F, h1, w1]: per-frame features of the window's frames (with the ego mask), oldest first."""
+    states: Tensor
+    """[B, Tc, S] normalised states."""
+    ego_mask: Tensor
+    """[B, 1, H, W] in [0, 1]: the constant 4th channel."""
+
+
+def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
+    """``clamp(x, -bound, bound)`` in value; identity gradient (so a saturated policy can still learn)."""
+    return x + (x.clamp(-bound, bound) - x).detach()
+
+
+class Policy(nn.Module):
+    """A driving policy on a ``Backbone`` (4 channels), with an MLP head. ``backbone``: an existing one to
+    share (its config must equal ``config.backbone``)."""
+
+    def __init__(self, config: PolicyConfig, backbone: Backbone | None = None):
+        super().__init__()
+        self.config = config
+        c = config.backbone
+        if backbone is not None and backbone.config != c:
+            raise ValueError(f"Policy: the backbone's config {backbone.config} differs from {c}")
+        self.backbone = Backbone(c) if backbone is None else backbone
+        n_out = 2 if config.kind == "deterministic" else 4
+        sizes = [c.map_numel] + [config.hidden] * config.layers + [n_out]
+        self.head = mlp(sizes, c.dropout, c.negative_slope)
+        self.register_buffer("state_mean", torch.zeros(c.state_dim))
+        self.register_buffer("state_std", torch.ones(c.state_dim))
+        self.register_buffer("action_mean", torch.zeros(2))
+        self.register_buffer("action_std", torch.ones(2))
+
+    # ------------------------------------------------------------------ normalisation
+    def set_normalisation(self, stats: Mapping) -> None:
+        """Store ``state_mean``, ``state_std`` [S] and ``action_mean``, ``action_std`` [2]."""
+        for name in ("state_mean", "state_std", "action_mean", "action_std"):
+            buf = getattr(self, name)
+            buf.copy_(torch.as_tensor(stats[name], dtype=buf.dtype).reshape(buf.shape))
+
+    def normalise_states(self, states: Tensor) -> Tensor:
+        return (states - self.state_mean) / self.state_std
+
+    def unnormalise_actions(self, actions: Tensor) -> Tensor:
+        """Normalised actions [..., 2] -> (m/s^2, 1/m)."""
+        return actions * self.action_std + self.action_mean
+
+    # ------------------------------------------------------------------ the window
+    def _frames(self, images: Tensor, ego_mask: Tensor) -> Tensor:
+        """images [B, T, 3, H, W], ego_mask [B, 1, H, W] -> [B, T, 4, H, W]."""
+        mask = ego_mask[:, None].expand(-1, images.shape[1], -1, -1, -1)
+        return torch.cat([images, mask], dim=2)
+
+    def init_cache(self, images: Tensor, states: Tensor, ego_mask: Tensor) -> PolicyCache:
+        """images: [B, T, 3, H, W] in [0, 1], states: [B, T, S] normalised (the last Tc are used), ego_mask:
+        [B, H, W] in [0, 1]."""
+        tc = self.config.context_frames
+        if images.shape[1] < tc or states.shape[1] < tc:
+            raise ValueError(f"Policy: needs {tc} context frames, got {images.shape[1]}")
+        mask = ego_mask[:, None].to(images.dtype)
+        features = self.backbone.encode_frames(self._frames(images[:, -tc:], mask))
+        return PolicyCache(features.unbind(1), states[:, -tc:], mask)
+
+    def push(self, cache: PolicyCache, image: Tensor, state: Tensor) -> PolicyCache:
+        """Slide the window by one frame: image [B, 3, H, W], state [B, S]."""
+        features = self.backbone.encode_frames(self._frames(image[:, None], cache.ego_mask))[:, 0]
+        states = torch.cat([cache.states[:, 1:], state[:, None]], dim=1)
+        return PolicyCache((*cache.features[1:], features), states, cache.ego_mask)
+
+    # ------------------------------------------------------------------ acting
+    def reanchor(self, states: Tensor) -> Tensor:
+        """Normalised states [B, Tc, S] with positions relative to any anchor -> relative to the window's last
+        frame (the policy sees where it is going, never where the rollout or the road started)."""
+        si = states * self.state_std + self.state_mean
+        xy = si[..., :2] - si[:, -1:, :2]
+        return torch.cat([xy, si[..., 2:]], dim=-1).sub(self.state_mean).div(self.state_std)
+
+    def forward(self, cache: PolicyCache, sample: bool = False, generator: torch.Generator | None = None) -> dict:
+        """The action of the window's last frame: ``action`` [B, 2] normalised and clamped; ``mean`` [B, 2]
+        (before clamping); ``log_std`` [B, 2] (Gaussian policies only). The window's states are re-anchored at
+        its last frame (``reanchor``), so the same window gives the same action wherever the anchor was."""
+        h = self.backbone.fuse(cache.features, self.reanchor(cache.states))
+        out = self.head(h.flatten(1))
+        if self.config.kind == "deterministic":
+            return {"action": clamp_straight_through(out, self.config.action_clamp), "mean": out}
+        mean, log_std = out.chunk(2, dim=-1)
+        lo, hi = self.config.log_std_bounds
+        log_std = lo + 0.5 * (hi - lo) * (torch.tanh(log_std) + 1.0)
+        action = mean
+        if sample:
+            noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            action = mean + log_std.exp() * noise
+        return {"action": clamp_straight_through(action, self.config.action_clamp), "mean": mean, "log_std": log_std}
+
+    def act(self, images: Tensor, states: Tensor, ego_mask: Tensor, sample: bool = False) -> Tensor:
+        """One action [B, 2] (normalised) from a window: images [B, Tc, 3, H, W], states [B, Tc, S], ego_mask
+        [B, H, W]."""
+        return self(self.init_cache(images, states, ego_mask), sample=sample)["action"]
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_dict(self, step: int, **extra) -> dict:
+        """``{"format": 1, "kind": "policy", "config", "state_dict", "step", **extra}`` (weights_only-safe)."""
+        return {
+            "format": 1,
+            "kind": CHECKPOINT_KIND,
+            "config": self.config.to_dict(),
+            "state_dict": self.state_dict(),
+            "step": step,
+            **extra,
+        }
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path | Mapping, map_location: str | torch.device = "cpu") -> Policy:
+        ckpt = path if isinstance(path, Mapping) else torch.load(path, map_location=map_location, weights_only=True)
+        if ckpt.get("format") != 1 or ckpt.get("kind") != CHECKPOINT_KIND:
+            raise ValueError(f"Policy.from_checkpoint: expected format 1, kind {CHECKPOINT_KIND!r}; got format "
+                             f"{ckpt.get('format')!r}, kind {ckpt.get('kind')!r}")  # fmt: skip
+        policy = cls(PolicyConfig.from_dict(ckpt["config"]))
+        policy.load_state_dict(ckpt["state_dict"])
+        return policy
+
+    def load_backbone_weights(self, state_dict: Mapping[str, Tensor]) -> None:
+        """Initialise the trunk from a 3-channel backbone's weights (SSL or forward model): every matching
+        tensor is copied; the first conv's weights for the 4th (ego-mask) channel start at zero."""
+        own = self.backbone.state_dict()
+        for name, value in state_dict.items():
+            if name not in own:
+                continue
+            target = own[name]
+            if value.shape == target.shape:
+                target.copy_(value)
+            elif (
+                value.dim() == 4 and value.shape[1] == 3 and target.shape[1] == 4 and value.shape[0] == target.shape[0]
+            ):
+                target.zero_()
+                target[:, :3].copy_(value)
+            else:
+                raise ValueError(f"Policy.load_backbone_weights: {name} has shape {tuple(value.shape)}, "
+                                 f"the policy's {tuple(target.shape)}")  # fmt: skip
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"kind={self.config.kind!r}, parameters={n / 1e6:.2f}M"
+
+
+__all__ = ["POLICY_KINDS", "Policy", "PolicyCache", "PolicyConfig", "clamp_straight_through"]

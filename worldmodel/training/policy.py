@@ -1,0 +1,427 @@
+"""Policy training in imagination: ``train_policy(TrainPolicyConfig) -> summary`` (``worldmodel train policy``).
+
+Methods (SPEC.md §4), all with the forward model frozen (``Imagination``: eval mode, no weight gradients):
+- ``mpur``: z ~ prior drawn once per rollout; the policy drives the model for T = 30 steps on its own
+  predictions; loss = discounted costs + uncertainty_weight * U (K dropout replicas sharing z);
+  back-propagation into the policy only. ``uncertainty_weight = 0`` is PPUU's ablation (VG / SVG);
+- ``mper``: z inferred by the posterior from the expert's true future (along the expert's actions); the policy
+  drives with those z; loss = MSE of the predicted to the true future images and states;
+- ``il``: 1-step imitation, regress the expert's action of the last context frame (MSE; Gaussian NLL for a
+  Gaussian policy).
+
+One step: a batch of train windows (context Tc, future T) in the model's units -> the method's loss ->
+backward -> clip the gradient norm (PPUU: 50) -> Adam (1e-4). A NaN guard skips non-finite updates.
+Around it: ``metrics.jsonl`` every ``log_every`` steps (named terms), a validation every ``val_every``
+steps: the model-predicted objective on fixed val windows and, when the dataset directory has its
+trajectories files, a closed-loop drive of ``val_episodes`` val cars in Replay-v0; ``best.pt`` keeps the best
+(closed-loop success, then distance; else the lowest predicted cost). ``last.pt`` (policy, optimiser, RNG,
+data position, uncertainty statistics) every ``ckpt_every`` steps: a run resumes from it.
+
+The uncertainty statistics are measured once at the start of a run (``estimate_uncertainty_stats``, expert
+actions, ``stats_windows`` train windows, seeded) and saved in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from tqdm.auto import tqdm
+
+from worldmodel.costs import CostConfig, UncertaintyStats
+from worldmodel.data.hdf5 import DataError
+from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.evaluation.fm import to_model_units
+from worldmodel.imagination import Context, Imagination, estimate_uncertainty_stats
+from worldmodel.nn.forward_model import ForwardModel
+from worldmodel.nn.policy import Policy, PolicyConfig
+from worldmodel.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+    seed_everything,
+)
+from worldmodel.training.distributed import DistContext, ResumableSampler, resolve_device
+from worldmodel.training.fm import TrainingError
+from worldmodel.training.run_dir import RunDir
+
+log = logging.getLogger(__name__)
+
+METHODS = ("mpur", "mper", "il")
+
+
+def resolve_dataset(data: str | Path) -> tuple[Path, Path | None]:
+    """``datasets/<name>`` or ``.../episodes.h5`` -> (episodes.h5, the directory if it holds trajectories-*.h5)."""
+    path = Path(data)
+    episodes = path / "episodes.h5" if path.is_dir() else path
+    if not episodes.exists():
+        raise DataError(episodes, "no such episodes file")
+    folder = episodes.parent
+    return episodes, folder if any(folder.glob("trajectories-*.h5")) else None
+
+
+@dataclass(frozen=True)
+class TrainPolicyConfig:
+    """A policy training run (saved resolved as ``<out>/config.json``)."""
+
+    data: str = "datasets/i80-sim"
+    """Dataset directory (episodes.h5 + trajectories-*.h5 for closed-loop validation) or an episodes.h5."""
+    fm: str = "runs/fm/checkpoints/last.pt"
+    """The trained forward model (frozen)."""
+    out: str = "runs/policy"
+    """Run directory: config.json, metrics.jsonl, checkpoints/last.pt and best.pt."""
+    method: str = "mpur"
+    """``"mpur"``, ``"mper"`` or ``"il"``."""
+    policy_kind: str = "deterministic"
+    """``"deterministic"`` or ``"gaussian"``."""
+    horizon: int = 30
+    """T: imagined steps per rollout (MPUR, MPER; PPUU: 30)."""
+    replicas: int = 10
+    """K: dropout replicas of the uncertainty cost."""
+    costs: CostConfig = field(default_factory=CostConfig)
+    """Cost weights, discount, uncertainty weight (0: no uncertainty cost) and hinge."""
+    steps: int = 100_000
+    """Total optimiser steps (a resumed run continues up to this)."""
+    batch_size: int = 6
+    """Windows per update (PPUU: 6)."""
+    lr: float = 1e-4
+    """Adam learning rate (PPUU: 1e-4)."""
+    grad_clip: float = 50.0
+    """Maximum gradient norm (PPUU: 50)."""
+    init_backbone: str | None = "fm"
+    """Initialise the policy's trunk: ``"fm"`` (the forward model's backbone), a ``backbone.pt`` from
+    ``train ssl``, or None (random)."""
+    stats_windows: int = 60
+    """Train windows for the uncertainty statistics (expert actions)."""
+    val_every: int = 500
+    """Steps between validations (0: never; the last step is always validated when > 0)."""
+    val_windows: int = 60
+    """Val windows of the model-predicted objective."""
+    val_episodes: int = 20
+    """Val cars driven in Replay-v0 per validation (0: no closed-loop validation)."""
+    ckpt_every: int = 100
+    """Steps between writes of ``checkpoints/last.pt``."""
+    log_every: int = 10
+    """Steps between lines of ``metrics.jsonl``."""
+    max_bad_steps: int = 10
+    """Stop after this many consecutive non-finite steps."""
+    seed: int = 0
+    """Seed of the policy's initialisation, the data order, z and dropout."""
+    device: str = "auto"
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ..."""
+    workers: int = 1
+    """DataLoader worker processes."""
+    resume: bool = True
+    """Continue from ``checkpoints/last.pt`` when it exists."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.horizon < 1 or self.replicas < 2 or self.batch_size < 1 or self.lr <= 0 or self.steps < 0:
+            raise ValueError("TrainPolicyConfig: horizon >= 1, replicas >= 2, batch_size >= 1, lr > 0, steps >= 0")
+        if min(self.log_every, self.ckpt_every, self.max_bad_steps, self.stats_windows) < 1 or self.val_every < 0:
+            raise ValueError("TrainPolicyConfig: log_every, ckpt_every, max_bad_steps, stats_windows >= 1")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__) | {"costs": self.costs.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainPolicyConfig:
+        return cls(**(dict(d) | {"costs": CostConfig(**d["costs"])}))
+
+
+def policy_loss(
+    method: str,
+    policy: Policy,
+    imagination: Imagination,
+    batch: Mapping[str, torch.Tensor],
+    horizon: int,
+    replicas: int,
+    generator: torch.Generator | None = None,
+    uncertainty_weight: float | None = None,
+) -> dict[str, torch.Tensor]:
+    """The named loss terms of one method on a batch in model units; ``loss`` is what is minimised."""
+    context = Context.from_batch(batch)
+    model = imagination.model
+    if method == "il":
+        out = policy(policy.init_cache(context.images, context.states, context.ego_mask))
+        target = batch["actions"][:, 0]
+        mse = (out["action"] - target).pow(2).mean()
+        if policy.config.kind == "gaussian":
+            var = (2 * out["log_std"]).exp()
+            nll = (0.5 * (out["mean"] - target).pow(2) / var + out["log_std"]).mean()
+            return {"action_mse": mse.detach(), "nll": nll, "loss": nll}
+        return {"action_mse": mse, "loss": mse}
+    if method == "mper":
+        z = None
+        if model.config.stochastic:
+            with torch.no_grad():
+                z = model.infer_z(context.images, context.states, batch["actions"][:, :horizon],
+                                  batch["future_images"][:, :horizon])  # fmt: skip
+        rollout = imagination.unroll(context, horizon, policy=policy, z=z)
+        image_mse = (rollout["images"] - batch["future_images"][:, :horizon]).pow(2).mean()
+        state_mse = (rollout["states"] - batch["future_states"][:, :horizon]).pow(2).mean()
+        with torch.no_grad():
+            action_mse = (rollout["actions"] - batch["actions"][:, :horizon]).pow(2).mean()
+        return {"image_mse": image_mse, "state_mse": state_mse, "action_mse": action_mse, "loss": image_mse + state_mse}
+    # mpur
+    z = imagination.sample_z(context.batch_size, horizon, generator)
+    rollout = imagination.unroll(context, horizon, policy=policy, z=z)
+    terms = imagination.objective(context, rollout, z, replicas, uncertainty_weight)
+    terms["action_norm"] = rollout["actions"].detach().norm(dim=-1).mean()
+    return terms
+
+
+class PolicyTrainer:
+    """The state of one training run; ``run()`` trains up to ``config.steps``."""
+
+    def __init__(self, config: TrainPolicyConfig) -> None:
+        self.config = c = config
+        self.device = resolve_device(c.device)
+        self.run_dir = RunDir(c.out)
+        self.episodes_path, self.trajectories_dir = resolve_dataset(c.data)
+        seed_everything(c.seed)
+        fm = ForwardModel.from_checkpoint(load_checkpoint(c.fm)).to(self.device)
+        self.imagination = Imagination(fm, c.costs)
+        tc = fm.config.backbone.context_frames
+        horizon = c.horizon if c.method != "il" else 1
+        windows = WindowConfig(tc, horizon, ego_relative=True, split="train")
+        self.train_set = WindowDataset(self.episodes_path, windows)
+        self.val_set = WindowDataset(self.episodes_path, replace(windows, split="val"))
+        if len(self.train_set) < c.batch_size:
+            raise DataError(self.episodes_path, f"{len(self.train_set)} train windows of {tc} + {horizon} frames, "
+                            f"fewer than one batch of {c.batch_size}")  # fmt: skip
+        self.policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind))
+        self.policy.set_normalisation({name: getattr(fm, name) for name in
+                                       ("state_mean", "state_std", "action_mean", "action_std")})  # fmt: skip
+        self.resuming = c.resume and self.run_dir.last.exists()
+        if not self.resuming and c.init_backbone:
+            self._init_backbone(c.init_backbone, fm)
+        self.policy.to(self.device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
+        self.sampler = ResumableSampler(self.train_set, DistContext(0, 1, 0, self.device, False), seed=c.seed)
+        self.step = self.epoch = self.batch_in_epoch = self.bad_steps = self.skipped = 0
+        self.best: tuple | None = None
+        self.resumed_from: int | None = None
+        seed_everything(c.seed + 7919)
+        if self.resuming:
+            self._load(self.run_dir.last)
+        else:
+            self.imagination.stats = self._measure_stats() if c.method == "mpur" else None
+
+    # ------------------------------------------------------------------ setup
+    def _init_backbone(self, source: str, fm: ForwardModel) -> None:
+        if source == "fm":
+            state = fm.backbone.state_dict()
+        else:
+            from worldmodel.ssl.train import load_backbone
+
+            state = load_backbone(source, replace(self.policy.config.backbone, in_channels=3)).state_dict()
+        self.policy.load_backbone_weights(state)
+        log.info("policy trunk initialised from %s", source)
+
+    def _batches(self, dataset: WindowDataset, n: int, seed: int):
+        chosen = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(np.int64))
+        loader = DataLoader(Subset(dataset, chosen.tolist()), batch_size=self.config.batch_size,
+                            num_workers=min(self.config.workers, 2))  # fmt: skip
+        for batch in loader:
+            yield to_model_units(batch, dataset, self.imagination.model)
+
+    def _measure_stats(self) -> UncertaintyStats:
+        c = self.config
+        stats = estimate_uncertainty_stats(self.imagination, self._batches(self.train_set, c.stats_windows, c.seed),
+                                           c.horizon, c.replicas, c.seed)  # fmt: skip
+        log.info("uncertainty statistics measured on %d train windows", min(c.stats_windows, len(self.train_set)))
+        return stats
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, **extra) -> dict:
+        stats = self.imagination.stats
+        return self.policy.checkpoint_dict(
+            self.step,
+            fm=str(self.config.fm),
+            method=self.config.method,
+            uncertainty_stats=None if stats is None else stats.to_dict(),
+            train_config=self.config.to_dict(),
+            **extra,
+        )
+
+    def save_last(self) -> None:
+        data = {"epoch": self.epoch, "batch": self.batch_in_epoch, "batch_size": self.config.batch_size}
+        ckpt = self.checkpoint(optimizer=self.optimizer.state_dict(), rng=capture_rng_state(), data=data,
+                               best=list(self.best) if self.best else None, skipped=self.skipped)  # fmt: skip
+        save_checkpoint(ckpt, self.run_dir.last)
+
+    def _load(self, path: Path) -> None:
+        ckpt = load_checkpoint(path)
+        if PolicyConfig.from_dict(ckpt["config"]) != self.policy.config:
+            raise ValueError(f"{path}: the checkpoint's policy config differs from this run's; use another --out "
+                             "or --no-resume")  # fmt: skip
+        self.policy.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        stats = ckpt.get("uncertainty_stats")
+        self.imagination.stats = None if stats is None else UncertaintyStats.from_dict(stats)
+        self.step, self.skipped = ckpt["step"], ckpt.get("skipped", 0)
+        self.best = tuple(ckpt["best"]) if ckpt.get("best") else None
+        self.epoch, self.batch_in_epoch = ckpt["data"]["epoch"], ckpt["data"]["batch"]
+        if ckpt["data"]["batch_size"] == self.config.batch_size:
+            restore_rng_state(ckpt["rng"])
+        else:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            seed_everything(self.config.seed + 7919 + self.step)
+        self.resumed_from = self.step
+        log.info("resumed from %s at step %d", path, self.step)
+
+    # ------------------------------------------------------------------ steps
+    def train_step(self, batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
+        c = self.config
+        self.policy.train()
+        batch = to_model_units(batch, self.train_set, self.imagination.model)
+        terms = policy_loss(c.method, self.policy, self.imagination, batch, c.horizon, c.replicas)
+        terms["loss"].backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
+        out = {k: float(v.detach()) for k, v in terms.items()} | {"grad_norm": float(grad_norm)}
+        updated = math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"])
+        if updated:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return out, updated
+
+    def validate(self) -> dict:
+        """The model-predicted objective (MPUR's, whatever the method) on fixed val windows, and a closed-loop
+        drive of val cars when the trajectories are there."""
+        c = self.config
+        self.policy.eval()
+        result: dict = {}
+        if len(self.val_set) and c.method != "il":
+            sums: dict[str, float] = {}
+            n = 0
+            generator = torch.Generator(self.device).manual_seed(c.seed)
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                torch.manual_seed(c.seed)
+                for batch in self._batches(self.val_set, c.val_windows, c.seed):
+                    weight = None if self.imagination.stats is not None else 0.0
+                    terms = policy_loss("mpur", self.policy, self.imagination, batch, c.horizon, c.replicas,
+                                        generator, uncertainty_weight=weight)  # fmt: skip
+                    b = batch["actions"].shape[0]
+                    for k, v in terms.items():
+                        sums[k] = sums.get(k, 0.0) + float(v) * b
+                    n += b
+            result |= {f"predicted_{k}": v / max(n, 1) for k, v in sums.items()}
+        if c.val_episodes > 0 and self.trajectories_dir is not None:
+            result |= self._closed_loop()
+        self.policy.train()
+        return result
+
+    def _closed_loop(self) -> dict:
+        from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
+
+        c = self.config
+        path = self.run_dir.root / "checkpoints" / "val.pt"
+        save_checkpoint(self.checkpoint(), path)
+        out = self.run_dir.root / "val" / f"step-{self.step}.json"
+        report = evaluate_driving(EvalPolicyConfig(driver=str(path), data=str(self.trajectories_dir), split="val",
+                                                   episodes=c.val_episodes, workers=1, seed=c.seed, out=str(out),
+                                                   device=str(self.device), progress=False))  # fmt: skip
+        return {"success_rate": report["success_rate"], "mean_distance_m": report["mean_distance_m"],
+                "collision_rate": report["collision_rate"]}  # fmt: skip
+
+    def _score(self, val: Mapping) -> tuple:
+        if "success_rate" in val:
+            return (val["success_rate"], val["mean_distance_m"])
+        return (-val.get("predicted_cost", math.inf), 0.0)
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict:
+        c = self.config
+        self.run_dir.make()
+        self.run_dir.write_config(c.to_dict())
+        if self.resumed_from is not None:
+            self.run_dir.truncate_metrics(self.step)
+        loader = DataLoader(self.train_set, batch_size=c.batch_size, sampler=self.sampler, num_workers=c.workers,
+                            drop_last=True, persistent_workers=c.workers > 0,
+                            generator=torch.Generator().manual_seed(c.seed))  # fmt: skip
+        bar = tqdm(
+            total=c.steps, initial=self.step, unit="step", disable=not c.progress, desc=f"train policy ({c.method})"
+        )
+        sums: dict[str, float] = {}
+        n_ok = n_interval = 0
+        last_train = last_val = None
+        tick = time.perf_counter()
+        batches = None
+        while self.step < c.steps:
+            if batches is None:
+                self.sampler.set_position(self.epoch, self.batch_in_epoch * c.batch_size)
+                batches = iter(loader)
+            try:
+                batch = next(batches)
+            except StopIteration:
+                if self.batch_in_epoch == 0:
+                    raise TrainingError(f"{self.episodes_path}: an epoch yields no batch of {c.batch_size}") from None
+                self.epoch, self.batch_in_epoch, batches = self.epoch + 1, 0, None
+                continue
+            self.batch_in_epoch += 1
+            self.step += 1
+            terms, updated = self.train_step(batch)
+            n_interval += 1
+            if updated:
+                self.bad_steps, n_ok = 0, n_ok + 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v
+            else:
+                self.bad_steps, self.skipped = self.bad_steps + 1, self.skipped + 1
+                log.warning("step %d: non-finite loss or gradient: update skipped", self.step)
+                if self.bad_steps >= c.max_bad_steps:
+                    raise TrainingError(f"{self.bad_steps} steps in a row with a non-finite loss or gradient")
+            bar.update(1)
+            final = self.step == c.steps
+            if self.step % c.log_every == 0 or final:
+                elapsed = time.perf_counter() - tick
+                last_train = {"step": self.step, "split": "train", **{k: v / max(n_ok, 1) for k, v in sums.items()},
+                              "skipped": n_interval - n_ok, "updates_per_s": n_interval / max(elapsed, 1e-9)}  # fmt: skip
+                self.run_dir.log_metrics(last_train)
+                bar.set_postfix(loss=f"{last_train.get('loss', math.nan):.4g}")
+                sums, n_ok, n_interval, tick = {}, 0, 0, time.perf_counter()
+            if c.val_every > 0 and (self.step % c.val_every == 0 or final):
+                val = self.validate()
+                if val:
+                    last_val = {"step": self.step, "split": "val", **val}
+                    self.run_dir.log_metrics(last_val)
+                    score = self._score(val)
+                    if self.best is None or score > tuple(self.best):
+                        self.best = score
+                        save_checkpoint(self.checkpoint(val=val), self.run_dir.best)
+                tick = time.perf_counter()
+            if self.step % c.ckpt_every == 0 or final:
+                self.save_last()
+                tick = time.perf_counter()
+        bar.close()
+        return {
+            "out": str(self.run_dir.root),
+            "method": c.method,
+            "step": self.step,
+            "resumed_from": self.resumed_from,
+            "skipped_steps": self.skipped,
+            "train": last_train,
+            "val": last_val,
+            "checkpoint": str(self.run_dir.last),
+            "best_checkpoint": str(self.run_dir.best) if self.run_dir.best.exists() else None,
+        }
+
+
+def train_policy(config: TrainPolicyConfig) -> dict:
+    """Train (or resume) a policy through a frozen forward model. Returns a summary."""
+    return PolicyTrainer(config).run()
+
+
+__all__ = ["METHODS", "PolicyTrainer", "TrainPolicyConfig", "policy_loss", "resolve_dataset", "train_policy"]
