@@ -115,7 +115,8 @@ def reference_update_fn(c: BackboneConfig, batch: dict[str, Tensor]):
 
     def costs(pred_images: Tensor, pred_states: Tensor) -> Tensor:
         speed = torch.hypot(pred_states[..., 2], pred_states[..., 3])
-        return total_cost(pixel_costs(pred_images, speed, size[:, :1], size[:, 1:]))
+        car = size.repeat_interleave(pred_images.shape[0] // size.shape[0], 0)
+        return total_cost(pixel_costs(pred_images, speed.detach(), car[:, :1], car[:, 1:]))
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)

@@ -8,7 +8,7 @@ import shutil
 import imageio.v2 as imageio
 import numpy as np
 import pytest
-from driving_helpers import make_driving_dataset, write_braking_leader
+from driving_helpers import write_braking_leader
 
 from worldmodel.cli import main
 from worldmodel.data.extract import ExtractConfig
@@ -24,12 +24,6 @@ from worldmodel.evaluation.driving import (
     wilson_interval,
 )
 from worldmodel.evaluation.rollout_video import compose_frame, render_rollout
-
-
-@pytest.fixture(scope="session")
-def driving_data(tmp_path_factory):
-    """Two 30 s recordings of the tiny scenario + their episodes.h5 (see ``driving_helpers``)."""
-    return make_driving_dataset(tmp_path_factory.mktemp("driving") / "micro")
 
 
 def run(data, driver="no-action", **kw):

@@ -41,6 +41,7 @@ from worldmodel.nn.backbone import (
     conv_stack,
     mlp,
 )
+from worldmodel.nn.normalisation import NormalisedIO
 
 MODES = ("deterministic", "vae", "vae-lp")
 IMAGE_UPDATES = ("logit", "pixel")
@@ -174,7 +175,7 @@ def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) 
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
 
 
-class ForwardModel(nn.Module):
+class ForwardModel(NormalisedIO, nn.Module):
     """Stochastic (or deterministic) autoregressive forward model over ego-view frames and ego states.
 
     ``backbone``: an existing ``Backbone`` to use (and share, e.g. one pretrained by SSL); its config must
@@ -198,34 +199,9 @@ class ForwardModel(nn.Module):
             self.prior_net = LatentHead(c, config.n_z, config.latent_channels, posterior=False)
         if config.zero_init:
             self.decoder.zero_last()
-        self.register_buffer("state_mean", torch.zeros(c.state_dim))
-        self.register_buffer("state_std", torch.ones(c.state_dim))
-        self.register_buffer("action_mean", torch.zeros(2))
-        self.register_buffer("action_std", torch.ones(2))
+        self.register_normalisation(c.state_dim)
 
-    # ---------------------------------------------------------------- normalisation and dropout
-    def set_normalisation(self, stats: Mapping) -> None:
-        """Store ``state_mean``, ``state_std`` [S] and ``action_mean``, ``action_std`` [2] (arrays or tensors)."""
-        for name in ("state_mean", "state_std", "action_mean", "action_std"):
-            buf = getattr(self, name)
-            buf.copy_(torch.as_tensor(stats[name], dtype=buf.dtype).reshape(buf.shape))
-
-    def normalise_states(self, states: Tensor) -> Tensor:
-        """states: [..., S] in SI units -> normalised."""
-        return (states - self.state_mean) / self.state_std
-
-    def unnormalise_states(self, states: Tensor) -> Tensor:
-        """states: [..., S] normalised -> SI units (m, m/s)."""
-        return states * self.state_std + self.state_mean
-
-    def normalise_actions(self, actions: Tensor) -> Tensor:
-        """actions: [..., 2] (m/s^2, 1/m) -> normalised."""
-        return (actions - self.action_mean) / self.action_std
-
-    def unnormalise_actions(self, actions: Tensor) -> Tensor:
-        """actions: [..., 2] normalised -> (m/s^2, 1/m)."""
-        return actions * self.action_std + self.action_mean
-
+    # ---------------------------------------------------------------- dropout
     def set_dropout(self, active: bool) -> ForwardModel:
         """Switch every dropout layer on or off, whatever train()/eval() says (``model.train()`` resets it).
 

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.nn.backbone import Backbone, BackboneConfig, mlp
+from worldmodel.nn.normalisation import NormalisedIO
 
 POLICY_KINDS = ("deterministic", "gaussian")
 CHECKPOINT_KIND = "policy"
@@ -104,7 +105,7 @@ def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
     return x + (x.clamp(-bound, bound) - x).detach()
 
 
-class Policy(nn.Module):
+class Policy(NormalisedIO, nn.Module):
     """A driving policy on a ``Backbone`` (4 channels), with an MLP head. ``backbone``: an existing one to
     share (its config must equal ``config.backbone``)."""
 
@@ -118,24 +119,7 @@ class Policy(nn.Module):
         n_out = 2 if config.kind == "deterministic" else 4
         sizes = [c.map_numel] + [config.hidden] * config.layers + [n_out]
         self.head = mlp(sizes, c.dropout, c.negative_slope)
-        self.register_buffer("state_mean", torch.zeros(c.state_dim))
-        self.register_buffer("state_std", torch.ones(c.state_dim))
-        self.register_buffer("action_mean", torch.zeros(2))
-        self.register_buffer("action_std", torch.ones(2))
-
-    # ------------------------------------------------------------------ normalisation
-    def set_normalisation(self, stats: Mapping) -> None:
-        """Store ``state_mean``, ``state_std`` [S] and ``action_mean``, ``action_std`` [2]."""
-        for name in ("state_mean", "state_std", "action_mean", "action_std"):
-            buf = getattr(self, name)
-            buf.copy_(torch.as_tensor(stats[name], dtype=buf.dtype).reshape(buf.shape))
-
-    def normalise_states(self, states: Tensor) -> Tensor:
-        return (states - self.state_mean) / self.state_std
-
-    def unnormalise_actions(self, actions: Tensor) -> Tensor:
-        """Normalised actions [..., 2] -> (m/s^2, 1/m)."""
-        return actions * self.action_std + self.action_mean
+        self.register_normalisation(c.state_dim)
 
     # ------------------------------------------------------------------ the window
     def _frames(self, images: Tensor, ego_mask: Tensor) -> Tensor:

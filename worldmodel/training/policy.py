@@ -202,8 +202,7 @@ class PolicyTrainer:
             raise DataError(self.episodes_path, f"{len(self.train_set)} train windows of {tc} + {horizon} frames, "
                             f"fewer than one batch of {c.batch_size}")  # fmt: skip
         self.policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind))
-        self.policy.set_normalisation({name: getattr(fm, name) for name in
-                                       ("state_mean", "state_std", "action_mean", "action_std")})  # fmt: skip
+        self.policy.set_normalisation(fm.normalisation())
         self.resuming = c.resume and self.run_dir.last.exists()
         if not self.resuming and c.init_backbone:
             self._init_backbone(c.init_backbone, fm)

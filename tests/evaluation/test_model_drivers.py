@@ -1,0 +1,89 @@
+"""Model-based drivers (a policy checkpoint, the planners) in the closed-loop harness, and the trainer's
+closed-loop validation."""
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.evaluation.drivers import make_driver, open_replay_env
+from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
+from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
+from worldmodel.nn.policy import Policy, PolicyConfig
+from worldmodel.training.policy import TrainPolicyConfig, train_policy
+
+
+@pytest.fixture(scope="module")
+def models(driving_data, tmp_path_factory):
+    """An (untrained) tiny forward model and policy with the dataset's statistics, as checkpoints."""
+    folder = tmp_path_factory.mktemp("models")
+    stats = WindowDataset(driving_data / "episodes.h5", WindowConfig(4, 5)).stats
+    torch.manual_seed(0)
+    fm = ForwardModel(ForwardModelConfig.tiny("vae"))
+    fm.set_normalisation(stats)
+    torch.save(fm.checkpoint_dict(0), folder / "fm.pt")
+    policy = Policy(PolicyConfig.tiny())
+    policy.set_normalisation(stats)
+    torch.save(policy.checkpoint_dict(0, uncertainty_stats=None), folder / "policy.pt")
+    return folder / "fm.pt", folder / "policy.pt"
+
+
+def drive(driving_data, driver, **kw):
+    config = EvalPolicyConfig(driver=str(driver), data=str(driving_data), split="train", out=None, progress=False, **kw)
+    return evaluate_driving(config)
+
+
+def test_policy_checkpoint_drives_deterministically(driving_data, models):
+    _, policy = models
+    a = drive(driving_data, policy, episodes=3, max_steps=30)
+    b = drive(driving_data, policy, episodes=3, max_steps=30)
+    assert a["episodes"] == 3 and 0.0 <= a["success_rate"] <= 1.0
+    assert [e["distance_m"] for e in a["per_episode"]] == [e["distance_m"] for e in b["per_episode"]]
+
+
+@pytest.mark.parametrize("planner", ["plan:grad", "plan:cem"])
+def test_planner_drivers_act_within_bounds(driving_data, models, planner):
+    fm, _ = models
+    options = {"horizon": 3, "samples": 1, "iterations": 1} if planner == "plan:grad" else \
+        {"horizon": 3, "population": 4, "elites": 2, "iterations": 1}  # fmt: skip
+    driver = make_driver(planner, fm=str(fm), **options)
+    env = open_replay_env(sorted(driving_data.glob("trajectories-*.h5"))[0])
+    obs, info = env.reset(seed=0)
+    driver.reset(env, obs, info)
+    for _ in range(3):
+        action = driver.act(obs, info)
+        assert action.shape == (2,) and np.isfinite(action).all()
+        obs, _, terminated, truncated, info = env.step(action)
+        if terminated or truncated:
+            break
+    normalised = driver.imagination.model.normalise_actions(torch.as_tensor(action, dtype=torch.float32))
+    assert normalised.abs().max() <= 3.0 + 1e-5  # plans stay within 3 sigma
+    assert "planned_cost" in driver.diagnostics()
+    with pytest.raises(ValueError, match="unknown option"):
+        make_driver(planner, fm=str(fm), nonsense=1)
+    with pytest.raises(ValueError, match="needs a forward model"):
+        make_driver(planner)
+
+
+def test_policy_driver_reports_uncertainty_with_a_model(driving_data, models, tmp_path):
+    fm, policy = models
+    ckpt = torch.load(policy, weights_only=True)
+    ckpt["uncertainty_stats"] = {"terms": ["images", "states", "cost"], "mean": [[0.0]] * 3, "std": [[1e-9]] * 3}
+    torch.save(ckpt, tmp_path / "p.pt")
+    driver = make_driver(str(tmp_path / "p.pt"), fm=str(fm), uncertainty_horizon=2, replicas=3)
+    env = open_replay_env(sorted(driving_data.glob("trajectories-*.h5"))[0])
+    obs, info = env.reset(seed=1)
+    driver.reset(env, obs, info)
+    driver.act(obs, info)
+    assert driver.diagnostics()["uncertainty"] >= 0.0
+
+
+def test_training_validates_in_closed_loop_and_keeps_the_best(driving_data, models, tmp_path):
+    fm, _ = models
+    summary = train_policy(TrainPolicyConfig(
+        data=str(driving_data), fm=str(fm), out=str(tmp_path / "run"), method="il", horizon=3, steps=2,
+        batch_size=4, val_every=2, val_episodes=2, ckpt_every=2, log_every=1, workers=0, device="cpu",
+        progress=False,
+    ))  # fmt: skip
+    assert {"success_rate", "mean_distance_m", "collision_rate"} <= set(summary["val"])
+    assert summary["best_checkpoint"] is not None
