@@ -60,3 +60,8 @@ def test_discounted_mean():
     costs = torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, 0.0]])
     expected = (1 + 0.5 + 0.25 + 2 * 0.5) / 6
     assert discounted_mean(costs, 0.5).item() == pytest.approx(expected)
+
+
+def test_discounted_mean_per_window():
+    costs = torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, 0.0]])
+    assert discounted_mean(costs, 0.5, per_window=True).tolist() == pytest.approx([1.75 / 3, 1.0 / 3])

@@ -284,8 +284,10 @@ def uncertainty_cost(
     return out
 
 
-def discounted_mean(costs: Tensor, discount: float) -> Tensor:
-    """``sum_t discount^t costs[..., t] / (B T)``: costs ``[B, T]`` -> scalar (the policy objective's form)."""
+def discounted_mean(costs: Tensor, discount: float, per_window: bool = False) -> Tensor:
+    """``sum_t discount^t costs[..., t] / (B T)``: costs ``[B, T]`` -> scalar (the policy objective's form);
+    with ``per_window``, ``[B]``: each window's ``sum_t discount^t costs[b, t] / T`` (the planners' form)."""
     t = costs.shape[-1]
     weights = discount ** torch.arange(t, dtype=costs.dtype, device=costs.device)
-    return (costs * weights).sum() / costs.numel()
+    weighted = costs * weights
+    return weighted.sum(-1) / t if per_window else weighted.sum() / costs.numel()

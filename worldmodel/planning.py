@@ -21,7 +21,7 @@ import torch
 from einops import repeat
 from torch import Tensor
 
-from worldmodel.costs import uncertainty_cost
+from worldmodel.costs import discounted_mean, uncertainty_cost
 from worldmodel.imagination import Context, Imagination
 
 
@@ -101,9 +101,7 @@ def plan_cost(
     weight = cfg.uncertainty_weight if uncertainty_weight is None else uncertainty_weight
     rollout = imagination.unroll(context, actions.shape[1], actions=actions, z=z)
     costs = imagination.costs(rollout["images"], rollout["states"], context.car_size)["total"]  # [N, T]
-    t = costs.shape[1]
-    discount = cfg.discount ** torch.arange(t, dtype=costs.dtype, device=costs.device)
-    total = (costs * discount).sum(1) / t  # [N]
+    total = discounted_mean(costs, cfg.discount, per_window=True)  # [N]
     if weight > 0:
         if imagination.stats is None:
             raise ValueError("plan_cost: the uncertainty cost needs UncertaintyStats (or uncertainty_weight=0)")

@@ -120,11 +120,10 @@ class PolicyDriver:
     def act(self, obs: dict, info: dict) -> np.ndarray:
         if self.steps > 0:
             self.window.push(obs)
-            self.cache = self.policy.push(
-                self.cache, self.window.latest_image(), self.window.normalised_states()[:, -1]
-            )
-        tc = self.policy.config.context_frames
-        self.cache = self.cache._replace(states=self.window.normalised_states()[:, -tc:])
+        states = self.window.normalised_states()[:, -self.policy.config.context_frames :]  # re-anchored each step
+        if self.steps > 0:
+            self.cache = self.policy.push(self.cache, self.window.latest_image(), states[:, -1])
+        self.cache = self.cache._replace(states=states)
         action = self.policy(self.cache)["action"]
         self.steps += 1
         if self.imagination is not None:
