@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fm_helpers import trained_micro_run, write_micro_episodes
 
 from worldmodel.data.record import RecordConfig, record
 from worldmodel.data.trajectories import TrajectoryWriter
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import RoadConfig
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)  # `pytest -n 2` on 2 cores: one thread per worker, not two workers x all cores
 
 
 def record_simulation(path: Path, scenario: str = "tiny", warmup_s: float = 20.0, seconds: float = 25.0,

@@ -122,7 +122,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if args.train_command != "fm":
         raise UserError(f"unknown train command {args.train_command}")
-    overrides = {name: getattr(args, name) for name in ("beta", "dropout", "z_dropout", "free_bits", "image_update")}
+    overrides = {
+        name: getattr(args, name)
+        for name in ("beta", "prior_beta", "dropout", "z_dropout", "free_bits", "kl_anneal_steps", "image_update")
+    }
     overrides = {name: value for name, value in overrides.items() if value is not None}
     preset = {"tiny": ForwardModelConfig.tiny, "ppuu": ForwardModelConfig.ppuu}[args.preset]
     model = preset(args.mode, **overrides)
@@ -296,6 +299,10 @@ def _add_train_parser(sub) -> None:
     p.add_argument("--dropout", type=float, default=None, help="dropout (default: the preset's, 0.1)")
     p.add_argument("--z-dropout", type=float, default=None, help="z-dropout (default: the preset's, 0.5)")
     p.add_argument("--free-bits", type=float, default=None, help="free bits per latent unit [nats] (default 0)")
+    p.add_argument("--kl-anneal", dest="kl_anneal_steps", type=int, default=None,
+                   help="linear warm-up of beta over this many steps (default 0: none)")  # fmt: skip
+    p.add_argument("--prior-beta", type=float, default=None,
+                   help="vae-lp: weight of the prior's fit KL(sg(q) || p) (default 1)")  # fmt: skip
     p.add_argument("--image-update", choices=["logit", "pixel"], default=None,
                    help="image update: logit (sigmoid(delta + logit(last))) or pixel (last + delta, clamped); "
                    "default: the preset's")  # fmt: skip

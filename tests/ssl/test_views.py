@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from worldmodel.ssl.views import ViewConfig, erase, make_views, random_boxes, temporal_pair, translate
+from worldmodel.ssl.views import (
+    ROAD_CHANNELS,
+    VEHICLES_CHANNEL,
+    ViewConfig,
+    drop_channel,
+    erase,
+    make_views,
+    random_boxes,
+    temporal_pair,
+    translate,
+)
 
 
 def test_translate_fills_road_channels_by_repetition_and_vehicles_with_zero():
@@ -73,3 +83,16 @@ def test_drop_states_zeroes_whole_views():
     dropped = (sa == 0).flatten(1).all(1)
     assert 10 < int(dropped.sum()) < 54
     assert ((sa != 0).flatten(1).all(1) | dropped).all()
+
+
+def test_drop_vehicles_blanks_the_vehicles_channel_of_whole_views_and_keeps_the_road():
+    images, states = torch.rand(64, 5, 3, 117, 24) + 0.01, torch.randn(64, 5, 4)
+    config = ViewConfig(max_offset=1, max_shift_rows=0, erase_prob=0.0, drop_vehicles=0.5)
+    (ia, _), (ib, _) = make_views(images, states, 4, torch.zeros(4), torch.ones(4), config, torch.Generator())
+    for view in (ia, ib):
+        blank = (view[:, :, VEHICLES_CHANNEL] == 0).flatten(1).all(1)
+        assert 10 < int(blank.sum()) < 54  # about half of the views, each blanked in every frame
+        assert (view[:, :, VEHICLES_CHANNEL].flatten(1) > 0).all(1).eq(~blank).all()
+        assert (view[:, :, list(ROAD_CHANNELS)] > 0).all()  # lanes and off-road untouched
+    dropped = drop_channel(images, torch.tensor([True] + [False] * 63))
+    assert torch.equal(dropped[1:], images[1:]) and dropped[0, :, VEHICLES_CHANNEL].abs().sum() == 0

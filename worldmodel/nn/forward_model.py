@@ -67,6 +67,13 @@ class ForwardModelConfig:
     """Probability, per step and per sample in training, of using a prior sample instead of the posterior."""
     dropout: float = 0.1
     """Dropout of every hidden layer, backbone included (epistemic uncertainty by MC dropout)."""
+    prior_beta: float = 1.0
+    """Weight of the learned prior's fit, ``KL(sg(q) || p)`` (``"vae-lp"``). Its gradient reaches the prior
+    network only: the posterior and the features the prior reads are detached, and so are the prior samples
+    that z-dropout feeds to the decoder. The posterior keeps its own ``beta * KL(q || sg(p))``. With PPUU's
+    single ``beta * KL(q || p)`` the prior's fit is weighted 1e-6 while z-dropout's reconstruction gradient
+    pulls the prior to a point (sigma_p -> 0): samples from it no longer differ, which is how a learned prior
+    loses to the fixed one on best-of-K."""
     free_bits: float = 0.0
     """Free bits [nats] per latent unit: the KL of a unit (mean over batch and steps) is clamped below at this."""
     kl_anneal_steps: int = 0
@@ -399,7 +406,8 @@ class ForwardModel(NormalisedIO, nn.Module):
         batch: ``context_images`` [B, Tc, C, H, W], ``context_states`` [B, Tc, S], ``actions`` [B, Tp, 2],
         ``future_images`` [B, Tp, C, H, W], ``future_states`` [B, Tp, S]; ``step`` drives the KL annealing.
         Returns ``image_mse``, ``state_mse``, ``kl`` (nats per step, summed over units), ``active_units``
-        (no grad), ``beta`` (after annealing) and ``loss = image_mse + state_mse + beta * KL`` (free bits).
+        (no grad), ``beta`` (after annealing) and ``loss = image_mse + state_mse + beta * KL`` (free bits);
+        ``"vae-lp"`` adds ``prior_kl`` and ``prior_beta * prior_kl`` to the loss (see ``prior_beta``).
         """
         cfg = self.config
         tc = cfg.backbone.context_frames
@@ -415,14 +423,19 @@ class ForwardModel(NormalisedIO, nn.Module):
             targets = self.posterior_net.encode_targets(target_features).unbind(1)
         cache = RolloutCache(features.unbind(1), ctx_states, ctx_images[:, -1])
         action_embeddings = self.action_embedding(actions.flatten(0, 1)).unflatten(0, (b, tp)).unbind(1)
-        images, states, kls = [], [], []
+        images, states, kls, prior_kls = [], [], [], []
         for t in range(tp):
             # 2. fuse the window, 3. infer z (z-dropout: a prior sample instead), 4. predict, 5. feed back
             h = self.backbone.fuse(cache.features, cache.states)
             z = None
             if cfg.stochastic:
                 mu_q, logvar_q = self.posterior(h, targets[t])
-                mu_p, logvar_p = self.prior(h)
+                # the learned prior reads the features detached: it is fit to the posterior (``prior_beta``),
+                # and neither shapes the features nor learns from reconstruction
+                mu_p, logvar_p = self.prior(h.detach())
+                if cfg.mode == "vae-lp":
+                    prior_kls.append(gaussian_kl(mu_q.detach(), logvar_q.detach(), mu_p, logvar_p))
+                    mu_p, logvar_p = mu_p.detach(), logvar_p.detach()
                 kls.append(gaussian_kl(mu_q, logvar_q, mu_p, logvar_p))
                 noise = torch.randn(mu_q.shape, generator=generator, device=h.device, dtype=h.dtype)
                 z = mu_q + (0.5 * logvar_q).exp() * noise
@@ -449,7 +462,7 @@ class ForwardModel(NormalisedIO, nn.Module):
             active = (kl_units.detach() > cfg.active_unit_threshold).sum().to(image_mse.dtype)
         else:
             kl = kl_loss = active = torch.zeros((), device=image_mse.device, dtype=image_mse.dtype)
-        return {
+        terms = {
             "image_mse": image_mse,
             "state_mse": state_mse,
             "kl": kl,
@@ -457,6 +470,10 @@ class ForwardModel(NormalisedIO, nn.Module):
             "beta": torch.tensor(beta, device=image_mse.device),
             "loss": image_mse + state_mse + beta * kl_loss,
         }
+        if prior_kls:  # nats per step, summed over units; its value equals ``kl`` (the gradients differ)
+            terms["prior_kl"] = torch.stack(prior_kls, 1).mean((0, 1)).sum()
+            terms["loss"] = terms["loss"] + cfg.prior_beta * terms["prior_kl"]
+        return terms
 
     # ---------------------------------------------------------------- checkpoints
     def checkpoint_dict(self, step: int, **extra) -> dict:

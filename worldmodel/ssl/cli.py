@@ -25,9 +25,12 @@ def add_train_parser(tsub) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1e-3)")
     p.add_argument("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.2)")
     p.add_argument("--pool", choices=["flatten", "mean"], default=None, help="map -> vector (default flatten)")
+    p.add_argument("--min-offset", type=int, default=None, help="smallest time offset between views [frames]")
     p.add_argument("--max-offset", type=int, default=None, help="largest time offset between views [frames]")
     p.add_argument("--max-shift-rows", type=int, default=None, help="largest shift along the heading [px]")
     p.add_argument("--erase-prob", type=float, default=None, help="probability of an erased rectangle per view")
+    p.add_argument("--drop-vehicles", type=float, default=None,
+                   help="probability of a view without the vehicles channel (default 0)")  # fmt: skip
     p.add_argument("--drop-states", type=float, default=None, help="probability of zeroed states per view")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
@@ -52,8 +55,9 @@ def train_config(args: argparse.Namespace):
     else:
         config = TrainSSLConfig(ssl=SSLConfig(method=args.method), backbone=BackboneConfig.ppuu())
     ssl = {k: v for k, v in (("temperature", args.temperature), ("pool", args.pool)) if v is not None}
-    views = {k: v for k, v in (("max_offset", args.max_offset), ("max_shift_rows", args.max_shift_rows),
-                                ("erase_prob", args.erase_prob), ("drop_states", args.drop_states)) if v is not None}  # fmt: skip
+    views = {k: v for k, v in (("min_offset", args.min_offset), ("max_offset", args.max_offset), ("max_shift_rows", args.max_shift_rows),
+                                ("erase_prob", args.erase_prob), ("drop_states", args.drop_states),
+                                ("drop_vehicles", args.drop_vehicles)) if v is not None}  # fmt: skip
     run = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                               ("ckpt_every", args.ckpt_every)) if v is not None}  # fmt: skip
     return replace(config, data=args.data, out=args.out, ssl=replace(config.ssl, **ssl),

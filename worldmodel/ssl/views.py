@@ -16,7 +16,12 @@ made from three transformations, all drawn from an explicit ``torch.Generator``:
    centred) ego, so it blurs headway (rows) and lateral offset (columns) by 0.617 m per px: keep it small;
 3. **random erasing**: with probability ``erase_prob``, one rectangle (area ``erase_area`` of the image,
    aspect ratio in [1/3, 3]) set to 0 in every channel and frame of the view ("nothing there");
-4. optionally, **state dropout** (``drop_states``): a view's states replaced by zeros.
+4. optionally, **vehicle dropout** (``drop_vehicles``): the vehicles channel of a view blanked in every
+   frame, leaving the road alone. The other cars make every window unique, so without it the objectives can
+   match the two views on the cars only and let the road go; a view without cars can only be matched to its
+   partner through what both still share: where the ego is on the road (its offset in the lane, the lanes
+   and off-road around it) and its states;
+5. optionally, **state dropout** (``drop_states``): a view's states replaced by zeros.
 
 Shapes: B batch, T time (Tc per view), C channels, H, W; S state.
 """
@@ -33,6 +38,8 @@ from torch import Tensor
 
 ROAD_CHANNELS = (0, 2)
 """Channels that repeat their edge pixel when a view is shifted (lanes, off-road); the others fill with 0."""
+VEHICLES_CHANNEL = 1
+"""The other vehicles' channel (blanked by ``drop_vehicles``)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,8 @@ class ViewConfig:
     """Probability that a view gets one erased rectangle."""
     erase_area: tuple[float, float] = (0.02, 0.12)
     """Range of the erased rectangle's area, as a fraction of H * W."""
+    drop_vehicles: float = 0.0
+    """Probability that a view's vehicles channel (``VEHICLES_CHANNEL``) is set to 0 in every frame."""
     drop_states: float = 0.0
     """Probability that a view's states are replaced by zeros (the normalised mean). The two views of one
     car share its speed and recent path, which the state alone tells; dropping it closes that shortcut and
@@ -63,8 +72,8 @@ class ViewConfig:
             raise ValueError(f"ViewConfig: need 0 <= min_offset <= max_offset, max_offset >= 1; got {self}")
         if min(self.max_shift_rows, self.max_shift_cols) < 0 or not 0.0 <= self.erase_prob <= 1.0:
             raise ValueError(f"ViewConfig: max_shift_rows, max_shift_cols >= 0 and erase_prob in [0, 1]; got {self}")
-        if not 0.0 <= self.drop_states <= 1.0:
-            raise ValueError(f"ViewConfig.drop_states must be in [0, 1], got {self.drop_states}")
+        if not (0.0 <= self.drop_states <= 1.0 and 0.0 <= self.drop_vehicles <= 1.0):
+            raise ValueError(f"ViewConfig: drop_states and drop_vehicles must be in [0, 1]; got {self}")
         if not 0.0 < self.erase_area[0] <= self.erase_area[1] < 1.0:
             raise ValueError(f"ViewConfig.erase_area must satisfy 0 < lo <= hi < 1, got {self.erase_area}")
 
@@ -146,6 +155,14 @@ def erase(images: Tensor, boxes: Tensor) -> Tensor:
     return images * ~mask[:, None, None]
 
 
+def drop_channel(images: Tensor, dropped: Tensor, channel: int = VEHICLES_CHANNEL) -> Tensor:
+    """``channel`` set to 0 in every frame of the samples where ``dropped`` [B] bool is set.
+    images: [B, T, C, H, W] -> a new tensor of the same shape."""
+    keep = torch.ones(images.shape[0], images.shape[2], dtype=images.dtype, device=images.device)  # B C
+    keep[dropped.to(images.device), channel] = 0.0
+    return images * keep[:, None, :, None, None]
+
+
 def random_boxes(n: int, height: int, width: int, config: ViewConfig, generator: torch.Generator) -> Tensor:
     """[n, 4] (top, left, height, width) of random-erasing rectangles; height 0 where none is drawn."""
     u = torch.rand(n, 4, generator=generator, dtype=torch.float64)
@@ -188,6 +205,8 @@ def make_views(
         shifts = torch.stack([_uniform_int(-sr, sr, b, generator), _uniform_int(-sc, sc, b, generator)], dim=1)
         view_images = translate(view_images, shifts)
         view_images = erase(view_images, random_boxes(b, h, w, config, generator))
+        if config.drop_vehicles > 0:
+            view_images = drop_channel(view_images, torch.rand(b, generator=generator) < config.drop_vehicles)
         if config.drop_states > 0:
             keep = torch.rand(b, generator=generator) >= config.drop_states
             view_states = view_states * keep.to(view_states.device)[:, None, None]
@@ -195,4 +214,14 @@ def make_views(
     return out[0], out[1]
 
 
-__all__ = ["ROAD_CHANNELS", "ViewConfig", "erase", "make_views", "random_boxes", "temporal_pair", "translate"]
+__all__ = [
+    "ROAD_CHANNELS",
+    "VEHICLES_CHANNEL",
+    "ViewConfig",
+    "drop_channel",
+    "erase",
+    "make_views",
+    "random_boxes",
+    "temporal_pair",
+    "translate",
+]
