@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
-# SSL on the tiny dataset: every method on the tiny backbone (a few CPU minutes each), then the probes
-# against a random backbone, and the throughput benchmark at the ppuu preset. Results in runs/ssl-tiny/.
+# SSL on the tiny dataset: every method on the tiny backbone (a few CPU minutes each, one thread, two
+# methods at a time), then the probes against a random backbone, and the throughput benchmark at the ppuu
+# preset. Results in runs/ssl-tiny/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WM=${WM:-.venv/bin/worldmodel}
 DATA=datasets/tiny/episodes.h5
-STEPS=${STEPS:-250}
+STEPS=${STEPS:-300}
 METHODS=${METHODS:-"vicreg barlow simclr byol simsiam"}
 [ -f "$DATA" ] || "$WM" data build datasets/tiny.toml
+mkdir -p runs/ssl-tiny
 
-for m in $METHODS; do
-  OMP_NUM_THREADS=1 "$WM" train ssl --method "$m" --preset tiny --data "$DATA" --out "runs/ssl-tiny/$m" \
-    --steps "$STEPS" --log-every 10 --ckpt-every 50 --no-progress > "runs/ssl-tiny-$m-train.json"
-  OMP_NUM_THREADS=1 "$WM" eval ssl --checkpoint "runs/ssl-tiny/$m/checkpoints/last.pt" --data "$DATA" \
-    --out "runs/ssl-tiny/$m/eval.json" > /dev/null
+run() {  # method
+  OMP_NUM_THREADS=1 "$WM" train ssl --method "$1" --preset tiny --data "$DATA" --out "runs/ssl-tiny/$1" \
+    --steps "$STEPS" --log-every 10 --ckpt-every 50 --no-progress > "runs/ssl-tiny/$1-train.json"
+  OMP_NUM_THREADS=1 "$WM" eval ssl --checkpoint "runs/ssl-tiny/$1/checkpoints/last.pt" --data "$DATA" \
+    --out "runs/ssl-tiny/$1/eval.json" > /dev/null
+}
+set -- $METHODS
+while [ $# -gt 0 ]; do
+  run "$1" &
+  [ $# -gt 1 ] && run "$2"
+  wait
+  shift $(( $# > 1 ? 2 : 1 ))
 done
 
 # the table: method x ridge R^2 (ssl / random) x effective rank

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from worldmodel.cli import main
@@ -20,6 +21,7 @@ def test_train_and_eval_commands(micro_data, tmp_path, capsys):
     assert summary["steps"] == 2 and (run / "backbone.pt").exists()
     config = json.loads((run / "config.json").read_text())
     assert config["ssl"]["method"] == "simclr" and config["batch_size"] == 4
+    assert config["backbone"]["dropout"] == 0.0  # pretraining without dropout by default (SSL_DROPOUT)
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
     out = tmp_path / "eval.json"
@@ -46,3 +48,13 @@ def test_bench_reports_every_method():
     result = bench_ssl(quick=True, batch_size=4, backbone=BackboneConfig.tiny())
     assert set(result["images_per_s"]) == set(METHODS) and all(v > 0 for v in result["images_per_s"].values())
     assert "cores" in result["machine"]
+
+
+def test_view_and_dropout_flags_reach_the_config():
+    parser = ssl_cli.add_train_parser(argparse.ArgumentParser().add_subparsers())
+    args = parser.parse_args(["--data", "d.h5", "--preset", "tiny", "--dropout", "0.2", "--min-offset", "0",
+                              "--max-offset", "5", "--drop-vehicles", "0.3"])  # fmt: skip
+    config = ssl_cli.train_config(args)
+    assert config.backbone.dropout == 0.2
+    assert (config.views.min_offset, config.views.max_offset, config.views.drop_vehicles) == (0, 5, 0.3)
+    assert ssl_cli.train_config(parser.parse_args(["--data", "d.h5"])).backbone.dropout == 0.0  # ppuu preset

@@ -16,12 +16,13 @@ import torch
 from worldmodel.bench import machine
 from worldmodel.nn.backbone import Backbone, BackboneConfig
 from worldmodel.ssl.objectives import METHODS, SSLConfig, build_objective
+from worldmodel.ssl.train import SSL_DROPOUT
 from worldmodel.ssl.views import ViewConfig, make_views
 
 
 def bench_ssl(quick: bool = False, batch_size: int = 32, seed: int = 0, backbone: BackboneConfig | None = None) -> dict:
     """{"images_per_s": {method: ...}, "step_s": {method: ...}, "views_per_s", "batch_size", "machine", ...}."""
-    config = backbone or BackboneConfig.ppuu()
+    config = backbone or BackboneConfig.ppuu(dropout=SSL_DROPOUT)
     tc, b = config.context_frames, batch_size
     g = torch.Generator().manual_seed(seed)
     view_config = ViewConfig()

@@ -24,6 +24,7 @@ def add_train_parser(tsub) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=None, help="global batch in windows (default: the preset's)")
     p.add_argument("--lr", type=float, default=None, help="AdamW peak learning rate (default 1e-3)")
     p.add_argument("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.2)")
+    p.add_argument("--dropout", type=float, default=None, help="backbone dropout while pretraining (default 0)")
     p.add_argument("--pool", choices=["flatten", "mean"], default=None, help="map -> vector (default flatten)")
     p.add_argument("--min-offset", type=int, default=None, help="smallest time offset between views [frames]")
     p.add_argument("--max-offset", type=int, default=None, help="largest time offset between views [frames]")
@@ -45,7 +46,6 @@ def add_train_parser(tsub) -> argparse.ArgumentParser:
 
 def train_config(args: argparse.Namespace):
     """The ``TrainSSLConfig`` of parsed ``train ssl`` arguments."""
-    from worldmodel.nn.backbone import BackboneConfig
     from worldmodel.ssl.objectives import SSLConfig
     from worldmodel.ssl.train import TrainSSLConfig
     from worldmodel.ssl.views import ViewConfig
@@ -53,13 +53,15 @@ def train_config(args: argparse.Namespace):
     if args.preset == "tiny":
         config = TrainSSLConfig.tiny(args.method)
     else:
-        config = TrainSSLConfig(ssl=SSLConfig(method=args.method), backbone=BackboneConfig.ppuu())
+        config = TrainSSLConfig(ssl=SSLConfig(method=args.method))
     ssl = {k: v for k, v in (("temperature", args.temperature), ("pool", args.pool)) if v is not None}
     views = {k: v for k, v in (("min_offset", args.min_offset), ("max_offset", args.max_offset), ("max_shift_rows", args.max_shift_rows),
                                 ("erase_prob", args.erase_prob), ("drop_states", args.drop_states),
                                 ("drop_vehicles", args.drop_vehicles)) if v is not None}  # fmt: skip
     run = {k: v for k, v in (("steps", args.steps), ("batch_size", args.batch_size), ("lr", args.lr),
                               ("ckpt_every", args.ckpt_every)) if v is not None}  # fmt: skip
+    if args.dropout is not None:
+        config = replace(config, backbone=replace(config.backbone, dropout=args.dropout))
     return replace(config, data=args.data, out=args.out, ssl=replace(config.ssl, **ssl),
                    views=ViewConfig(**(config.views.__dict__ | views)), stop_at=args.stop_at, seed=args.seed,
                    device=args.device, workers=args.workers, log_every=args.log_every, resume=args.resume,
@@ -76,7 +78,7 @@ def add_eval_parser(esub) -> argparse.ArgumentParser:
     p = esub.add_parser("ssl", help="probe R^2 and health of an SSL encoder vs a random backbone (JSON)")
     p.add_argument("--checkpoint", required=True, help="SSL run checkpoint (checkpoints/last.pt)")
     p.add_argument("--data", required=True, help="episodes.h5 (probes: fit on train, lambda / k on val, R^2 on test)")
-    p.add_argument("--samples", type=int, default=1500, help="windows per split (default 1500)")
+    p.add_argument("--samples", type=int, default=None, help="windows per split (default 4000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random baseline backbone")
     p.add_argument("--device", default="auto")
     p.add_argument("--out", default=None, help="also write the JSON here")
@@ -90,8 +92,8 @@ def run_eval(args: argparse.Namespace) -> dict:
     from worldmodel.ssl.evaluate import evaluate_ssl
     from worldmodel.ssl.probes import ProbeConfig
 
-    result = evaluate_ssl(args.checkpoint, args.data, ProbeConfig(samples_per_split=args.samples), seed=args.seed,
-                          device=args.device)  # fmt: skip
+    probes = ProbeConfig() if args.samples is None else ProbeConfig(samples_per_split=args.samples)
+    result = evaluate_ssl(args.checkpoint, args.data, probes, seed=args.seed, device=args.device)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -27,7 +27,7 @@ def evaluate_ssl(
     """Probe R^2 (ridge, kNN) and representation health of the SSL run's encoder and of a random one.
 
     Returns ``{"method", "step", "samples", "ssl": {"probes", "health"}, "random": {...},
-    "beats_random": {target: ridge R^2 of ssl > random}}``.
+    "beats_random": {target: ridge R^2 of ssl > random}, "beats_random_knn": {target: same for kNN}}``.
     """
     config = config or ProbeConfig()
     dev = resolve_device(device)
@@ -50,6 +50,7 @@ def evaluate_ssl(
         "ssl": trained,
         "random": random,
         "beats_random": {t: trained["probes"][t]["ridge_r2"] > random["probes"][t]["ridge_r2"] for t in TARGETS},
+        "beats_random_knn": {t: trained["probes"][t]["knn_r2"] > random["probes"][t]["knn_r2"] for t in TARGETS},
     }
 
 

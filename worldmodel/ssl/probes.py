@@ -38,8 +38,11 @@ TARGETS = ("speed_mps", "headway_m", "lateral_offset_m", "neighbours")
 class ProbeConfig:
     """Sample counts and hyper-parameter grids of the probes."""
 
-    samples_per_split: int = 1500
-    """Anchors drawn (evenly spaced) from each split's episodes."""
+    samples_per_split: int = 4000
+    """Anchors drawn (evenly spaced) from each split's episodes (all of them when a split has fewer). The
+    lateral offset varies only while a car changes lanes (~7 % of the anchors on ``tiny``, whose bots hold
+    the lane centre), so fewer anchors starve its probe: with 1500, ridge R^2 on ``tiny`` read 0.34 (VICReg)
+    / 0.43 (random backbone), with 4000 0.58 / 0.59."""
     ridge_lambdas: tuple[float, ...] = tuple(10.0**k for k in np.arange(-3.0, 4.01, 0.5))
     """Ridge penalties tried (times the number of training samples); the best on val is kept."""
     knn_k: tuple[int, ...] = (5, 10, 20, 40)

@@ -59,6 +59,12 @@ from worldmodel.training.run_dir import RunDir
 log = logging.getLogger(__name__)
 
 GATHERED = ("z_a", "z_b", "p_a", "p_b", "t_a", "t_b")
+SSL_DROPOUT = 0.0
+"""Backbone dropout while pretraining (as SimCLR, BYOL, VICReg, which use none). The two views get
+independent Dropout2d masks, which blank whole channels of the fused map in one view and not the other;
+the objectives then learn to do without any single channel, and the fine features carried by few channels
+go first: on ``tiny`` (Barlow / VICReg, 300 steps) the lateral-offset probe R^2 rose from 0.18 / 0.28 with
+dropout 0.1 to 0.30 / 0.34 without it, the other probes unchanged or better."""
 
 
 @dataclass(frozen=True)
@@ -71,8 +77,9 @@ class TrainSSLConfig:
     """Run directory: config.json, metrics.jsonl, checkpoints/last.pt, backbone.pt."""
     ssl: SSLConfig = field(default_factory=SSLConfig)
     """The objective (method, heads, loss constants)."""
-    backbone: BackboneConfig = field(default_factory=BackboneConfig.ppuu)
-    """The shared backbone (its ``context_frames`` is the frames per view)."""
+    backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig.ppuu(dropout=SSL_DROPOUT))
+    """The shared backbone (its ``context_frames`` is the frames per view). Trained without dropout by
+    default (``SSL_DROPOUT``); the dropout of a model that loads the exported backbone is its own."""
     views: ViewConfig = field(default_factory=ViewConfig)
     """How the two views are drawn."""
     steps: int = 10_000
@@ -117,7 +124,7 @@ class TrainSSLConfig:
         """The CPU-minutes preset: ``BackboneConfig.tiny()`` (4 frames), heads 256-256, batch 128."""
         kwargs = dict(
             ssl=SSLConfig(method=method, projector=(256, 256), predictor_hidden=64),
-            backbone=BackboneConfig.tiny(),
+            backbone=BackboneConfig.tiny(dropout=SSL_DROPOUT),
             steps=300,
             batch_size=128,
             warmup_steps=30,
