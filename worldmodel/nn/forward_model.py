@@ -41,6 +41,7 @@ from worldmodel.nn.backbone import (
     conv_stack,
     mlp,
 )
+from worldmodel.nn.checkpointing import SelfContainedCheckpoint
 from worldmodel.nn.normalisation import NormalisedIO
 
 MODES = ("deterministic", "vae", "vae-lp")
@@ -182,12 +183,15 @@ def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) 
     return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
 
 
-class ForwardModel(NormalisedIO, nn.Module):
+class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
     """Stochastic (or deterministic) autoregressive forward model over ego-view frames and ego states.
 
     ``backbone``: an existing ``Backbone`` to use (and share, e.g. one pretrained by SSL); its config must
     equal ``config.backbone``. Without it the model builds its own.
     """
+
+    checkpoint_kind = CHECKPOINT_KIND
+    config_class = ForwardModelConfig
 
     def __init__(self, config: ForwardModelConfig, backbone: Backbone | None = None):
         super().__init__()
@@ -476,30 +480,6 @@ class ForwardModel(NormalisedIO, nn.Module):
         return terms
 
     # ---------------------------------------------------------------- checkpoints
-    def checkpoint_dict(self, step: int, **extra) -> dict:
-        """``{"format": 1, "kind", "config", "state_dict", "step", **extra}``, loadable with weights_only=True."""
-        return {
-            "format": 1,
-            "kind": CHECKPOINT_KIND,
-            "config": self.config.to_dict(),
-            "state_dict": self.state_dict(),
-            "step": step,
-            **extra,
-        }
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path | Mapping, map_location: str | torch.device = "cpu") -> ForwardModel:
-        """Rebuild a model from a checkpoint file (or an already loaded checkpoint dict)."""
-        ckpt = path if isinstance(path, Mapping) else torch.load(path, map_location=map_location, weights_only=True)
-        if ckpt.get("format") != 1 or ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(
-                f"ForwardModel.from_checkpoint: expected format 1, kind {CHECKPOINT_KIND!r}; "
-                f"got format {ckpt.get('format')!r}, kind {ckpt.get('kind')!r}"
-            )
-        model = cls(ForwardModelConfig.from_dict(ckpt["config"]))
-        model.load_state_dict(ckpt["state_dict"])
-        return model
-
     def load_deterministic(self, state_dict: Mapping | str | Path) -> dict[str, list[str]]:
         """Warm start from a (deterministic) model's state dict, checkpoint dict or checkpoint file: copy every
         weight whose name and shape match, and zero the z expander so the model starts as that model.

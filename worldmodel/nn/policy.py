@@ -21,13 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from worldmodel.nn.backbone import Backbone, BackboneConfig, mlp
+from worldmodel.nn.checkpointing import SelfContainedCheckpoint
 from worldmodel.nn.normalisation import NormalisedIO
 
 POLICY_KINDS = ("deterministic", "gaussian")
@@ -105,9 +105,12 @@ def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
     return x + (x.clamp(-bound, bound) - x).detach()
 
 
-class Policy(NormalisedIO, nn.Module):
+class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
     """A driving policy on a ``Backbone`` (4 channels), with an MLP head. ``backbone``: an existing one to
     share (its config must equal ``config.backbone``)."""
+
+    checkpoint_kind = CHECKPOINT_KIND
+    config_class = PolicyConfig
 
     def __init__(self, config: PolicyConfig, backbone: Backbone | None = None):
         super().__init__()
@@ -174,27 +177,6 @@ class Policy(NormalisedIO, nn.Module):
         return self(self.init_cache(images, states, ego_mask), sample=sample)["action"]
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint_dict(self, step: int, **extra) -> dict:
-        """``{"format": 1, "kind": "policy", "config", "state_dict", "step", **extra}`` (weights_only-safe)."""
-        return {
-            "format": 1,
-            "kind": CHECKPOINT_KIND,
-            "config": self.config.to_dict(),
-            "state_dict": self.state_dict(),
-            "step": step,
-            **extra,
-        }
-
-    @classmethod
-    def from_checkpoint(cls, path: str | Path | Mapping, map_location: str | torch.device = "cpu") -> Policy:
-        ckpt = path if isinstance(path, Mapping) else torch.load(path, map_location=map_location, weights_only=True)
-        if ckpt.get("format") != 1 or ckpt.get("kind") != CHECKPOINT_KIND:
-            raise ValueError(f"Policy.from_checkpoint: expected format 1, kind {CHECKPOINT_KIND!r}; got format "
-                             f"{ckpt.get('format')!r}, kind {ckpt.get('kind')!r}")  # fmt: skip
-        policy = cls(PolicyConfig.from_dict(ckpt["config"]))
-        policy.load_state_dict(ckpt["state_dict"])
-        return policy
-
     def load_backbone_weights(self, state_dict: Mapping[str, Tensor]) -> None:
         """Initialise the trunk from a 3-channel backbone's weights (SSL or forward model): every matching
         tensor is copied; the first conv's weights for the 4th (ego-mask) channel start at zero."""
