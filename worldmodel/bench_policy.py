@@ -7,7 +7,9 @@ Adam step) at the ``ppuu`` preset, batch 6, 20 context frames. Side by side in t
 ``ppuu_reference``: PPUU's compute pattern for the same update (``_ReferenceMPUR``): the model and the policy
 re-encode the 20 stacked frames (60 / 80 channels) at every step, the replicas re-encode them too, and the
 backward also fills the gradients of the model's parameters. Also ``mpur_updates_per_s_tiny`` (tiny preset,
-same protocol) and ``eval_episodes_per_s`` (closed-loop episodes in Replay-v0 on a recording made in the run).
+same protocol) and ``eval_episodes_per_s`` (closed-loop episodes of a ``ppuu``-preset policy in Replay-v0 on a
+recording made in the run, 2 workers, episodes in lockstep batches), against ``..._one_at_a_time`` (the same
+episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``.
 """
 
 from __future__ import annotations
@@ -181,7 +183,13 @@ def _bench_eval(quick: bool) -> dict:
         policy = Policy(PolicyConfig.ppuu())
         torch.save(policy.checkpoint_dict(0), folder / "policy.pt")
         t0 = time.perf_counter()
-        result = bench_eval_episodes(folder, driver=str(folder / "policy.pt"), episodes=10 if quick else 30, workers=2)
+        episodes, batch = (32, 8) if quick else (64, 16)  # two groups of lockstep episodes: both workers busy
+        kw = {"driver": str(folder / "policy.pt"), "episodes": episodes, "workers": 2, "split": "train"}
+        result = bench_eval_episodes(folder, batch=batch, **kw)
+        alone = bench_eval_episodes(folder, batch=1, **kw)  # the baseline: one episode at a time per worker
+        result["eval_batch"] = batch
+        result["eval_episodes_per_s_one_at_a_time"] = alone["eval_episodes_per_s"]
+        result["eval_lockstep_speedup"] = round(result["eval_steps_per_s"] / alone["eval_steps_per_s"], 2)
         result["eval_bench_wall_s"] = time.perf_counter() - t0
     return result
 

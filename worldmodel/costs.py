@@ -117,14 +117,21 @@ def proximity_mask(
     flank). The mask is differentiable w.r.t. speed; ``pixel_costs`` detaches the speed before calling it.
     """
     length, width, speed = _as_tensors(length_m, width_m, speed_mps)
-    forward, lateral = _pixel_centres(spec, length)  # [H], [W]
+    along, across = proximity_profiles(*_pixel_centres(spec, length), length, width, speed, config)
+    return along[..., :, None] * across[..., None, :]  # [..., H, W]
+
+
+def proximity_profiles(forward, lateral, length, width, speed, config: CostConfig = CostConfig()):
+    """The two factors of ``proximity_mask``: ``along`` [..., H] and ``across`` [..., W], from the pixel
+    centres ``forward`` [H] and ``lateral`` [W] [m] and per-car ``length``, ``width``, ``speed`` [...].
+    Written once for torch tensors and numpy arrays alike (``pixel_costs`` and ``pixel_costs_numpy``)."""
     tol = config.overlap_tolerance_m
-    safe = config.safe_time_s * speed.abs() + config.safe_margin_m  # [...]
-    half_length = (length - tol).clamp(min=0) / 2  # [...]
-    half_width = (width - tol).clamp(min=0) / 2  # [...]
-    along = ((half_length + safe)[..., None] - forward.abs()) / safe[..., None]  # [..., H]
-    across = (width[..., None] - lateral.abs()) / (width - half_width).clamp(min=1e-6)[..., None]  # [..., W]
-    return along.clamp(0, 1)[..., :, None] * across.clamp(0, 1)[..., None, :]  # [..., H, W]
+    safe = config.safe_time_s * abs(speed) + config.safe_margin_m  # [...]
+    half_length = (length - tol).clip(min=0) / 2  # [...]
+    half_width = (width - tol).clip(min=0) / 2  # [...]
+    along = ((half_length + safe)[..., None] - abs(forward)) / safe[..., None]  # [..., H]
+    across = (width[..., None] - abs(lateral)) / (width - half_width).clip(min=1e-6)[..., None]  # [..., W]
+    return along.clip(0, 1), across.clip(0, 1)
 
 
 def lane_mask(
@@ -140,10 +147,16 @@ def lane_mask(
     As in PPUU the lateral ramp ignores the ego width; ``width_m`` only takes part in the batch shape.
     """
     length, _ = _as_tensors(length_m, width_m)
-    forward, lateral = _pixel_centres(spec, length)  # [H], [W]
-    along = (forward.abs() <= length[..., None] / 2).to(length.dtype)  # [..., H]
-    across = (1 - lateral.abs() / (config.lane_width_m / 2)).clamp(min=0)  # [W]
-    return along[..., :, None] * across  # [..., H, W]
+    along, across = lane_profiles(*_pixel_centres(spec, length), length, config)
+    return along.to(length.dtype)[..., :, None] * across  # [..., H, W]
+
+
+def lane_profiles(forward, lateral, length, config: CostConfig = CostConfig()):
+    """The two factors of ``lane_mask``: ``along`` [..., H] (boolean) and ``across`` [W] (torch or numpy,
+    as ``proximity_profiles``)."""
+    along = abs(forward) <= length[..., None] / 2  # [..., H]
+    across = (1 - abs(lateral) / (config.lane_width_m / 2)).clip(min=0)  # [W]
+    return along, across
 
 
 def pixel_costs(
@@ -199,24 +212,31 @@ def pixel_costs_numpy(
 ) -> np.ndarray:
     """``pixel_costs`` for the simulator: uint8 views ``[N, 3, H, W]``, per-car ``[N]`` speeds and sizes.
 
-    Returns float32 ``[N, 3]``, columns ``COST_NAMES`` (proximity, lane, off-road). All N cars in one call.
+    Returns float32 ``[N, 3]``, columns ``COST_NAMES`` (proximity, lane, off-road). All N cars in one call;
+    numpy on the same mask profiles as ``pixel_costs`` (4x faster than torch for one car, as the simulator
+    calls it every step), ``chunk`` cars at a time (keeps the float copies in cache for N ~ 10^4).
     """
     images_uint8 = np.asarray(images_uint8)
     if images_uint8.dtype != np.uint8 or images_uint8.ndim != 4:
         raise ValueError(
             f"pixel_costs_numpy: images must be uint8 [N, 3, H, W], got {images_uint8.dtype} {images_uint8.shape}"
         )
+    spec = ViewSpec() if spec is None else spec
     n = len(images_uint8)
-    params = [np.array(np.broadcast_to(np.asarray(v, dtype=np.float32), (n,))) for v in (speed_mps, length_m, width_m)]
+    speed, length, width = (np.broadcast_to(np.asarray(v, dtype=np.float32), (n,)) for v in (speed_mps, length_m, width_m))
+    forward, lateral = (x.numpy() for x in _pixel_centres(spec, torch.empty(0)))
     out = np.empty((n, len(COST_NAMES)), dtype=np.float32)
-    with torch.no_grad():
-        for a in range(0, n, chunk):  # chunks keep the float copies in cache (10x faster for N ~ 10^4)
-            b = min(a + chunk, n)
-            images = torch.from_numpy(np.ascontiguousarray(images_uint8[a:b])).to(torch.float32).mul_(1 / 255)
-            costs = pixel_costs(images, *(torch.from_numpy(np.ascontiguousarray(p[a:b])) for p in params), spec=spec,
-                                config=config)  # fmt: skip
-            out[a:b] = torch.stack([costs[name] for name in COST_NAMES], dim=-1).numpy()
-    return out  # [N, 3]
+    for a in range(0, n, chunk):
+        b = min(a + chunk, n)
+        images = images_uint8[a:b].astype(np.float32)  # scaled by 1/255 at the end: max commutes with it
+        near_along, near_across = proximity_profiles(forward, lateral, length[a:b], width[a:b], speed[a:b], config)
+        lane_along, lane_across = lane_profiles(forward, lateral, length[a:b], config)
+        lane = lane_along[:, :, None] * lane_across  # [n, H, W]
+        near = near_along[:, :, None] * near_across[:, None, :]
+        out[a:b, 0] = (near * images[:, VEHICLES]).max(axis=(1, 2))
+        out[a:b, 1] = (lane * images[:, LANES]).max(axis=(1, 2))
+        out[a:b, 2] = (lane * images[:, OFFROAD]).max(axis=(1, 2))
+    return out / np.float32(255)  # [N, 3]
 
 
 # ------------------------------------------------------------------------------------- uncertainty

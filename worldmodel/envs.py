@@ -262,9 +262,13 @@ class ReplayEnv(EgoEnv):
     behind the controlled one), "offroad" (terminated), "arrived", "end_of_data", "timeout" (truncated).
     ``info`` adds ``ghost`` (the recorded position ``{"x", "y"}`` [m] of the car at this frame, None once its
     recording has ended), ``vehicle`` (the recorded id), ``frame``, and at reset ``context`` (optional).
+    ``trajectories``: a file, or a ``ReplaySimulation`` whose loaded recording this environment shares.
     """
 
-    def __init__(self, trajectories: str | Path, config: ReplayEnvConfig | None = None, render_mode: str | None = None):
+    def __init__(
+        self, trajectories: str | Path | ReplaySimulation, config: ReplayEnvConfig | None = None,
+        render_mode: str | None = None,
+    ):  # fmt: skip
         self.config = config or ReplayEnvConfig()
         super().__init__(self.config.view, self.config.costs, render_mode)
         self.sim = ReplaySimulation(trajectories, context_frames=self.config.context_frames)

@@ -94,8 +94,11 @@ def test_extracted_view_equals_the_rasteriser_on_that_frame(recorded):
         road = Road.from_dict(r.road)
         cars["lane"] = road.lane_at(cars["x"], cars["y"])
         me = int(np.nonzero(frame["vehicle"] == ep["vehicle"])[0][0])
-        view = EgoRasterizer(road).render(cars, np.array([me]))[0]
-        np.testing.assert_array_equal(view, ep["images"][5])
+        view = EgoRasterizer(road).render(cars, np.array([me]))[0].astype(np.int64)
+        # one car's canvas is smaller than a whole frame's; OpenCV's warp computes its sampling positions in
+        # float32 from the canvas origin, so a few pixels may differ by one grey level
+        extracted = ep["images"][5].astype(np.int64)
+        assert np.abs(view - extracted).max() <= 1 and (view != extracted).mean() < 1e-3
 
 
 def test_two_workers_write_the_same_file(recorded, tmp_path):

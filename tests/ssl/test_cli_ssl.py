@@ -53,8 +53,8 @@ def test_bench_reports_every_method():
 def test_view_and_dropout_flags_reach_the_config():
     parser = ssl_cli.add_train_parser(argparse.ArgumentParser().add_subparsers())
     args = parser.parse_args(["--data", "d.h5", "--preset", "tiny", "--dropout", "0.2", "--min-offset", "0",
-                              "--max-offset", "5", "--drop-vehicles", "0.3"])  # fmt: skip
+                              "--max-offset", "5", "--drop-vehicles", "0.3", "--projector", "1024,512"])  # fmt: skip
     config = ssl_cli.train_config(args)
-    assert config.backbone.dropout == 0.2
+    assert config.backbone.dropout == 0.2 and config.ssl.projector == (1024, 512)
     assert (config.views.min_offset, config.views.max_offset, config.views.drop_vehicles) == (0, 5, 0.3)
     assert ssl_cli.train_config(parser.parse_args(["--data", "d.h5"])).backbone.dropout == 0.0  # ppuu preset

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -97,3 +99,26 @@ def test_controlled_car_moves_only_by_its_actions(empty_road):
     i = sim.index_of(ego)
     assert sim.v[i] == pytest.approx(11.0) and sim.x[i] == pytest.approx(100.0 + 10.0 + 0.45)
     assert sim.controlled[i]
+
+
+def lateral_offsets(scenario, steps: int = 600) -> np.ndarray:
+    """Offsets [m] of settled bots (not changing lanes) from their lane centres, over the last half of a run."""
+    sim = TrafficSimulation(scenario, seed=0)
+    offsets = []
+    for step in range(steps):
+        sim.step()
+        if step >= steps // 2:
+            keeping = sim.lane == sim._d[9, : sim.n]  # ORIGIN == LANE: not mid-change
+            on_main = keeping & (sim.lane < sim.road.lanes)
+            offsets.append((sim.y - sim.road.lane_center_y(sim.lane))[on_main])
+    return np.concatenate(offsets)
+
+
+def test_bots_wander_around_the_lane_centre_within_their_lane():
+    scenario = resolve_scenario("tiny")
+    wander = lateral_offsets(scenario)
+    assert 0.15 < wander.std() < 0.35  # the Ornstein-Uhlenbeck std is 0.25 m, bounded and tracked with a lag
+    assert np.abs(wander).max() < 0.5 * scenario.road.lane_width_m - 0.5  # a car's side never reaches the marking
+    centred = lateral_offsets(replace(scenario, noise=replace(scenario.noise, lateral_std_m=0.0)))
+    # without wander, bots hold the centre line (but for the last 0.15 m of a lane change, closed in a few steps)
+    assert np.median(np.abs(centred)) < 1e-6 and centred.std() < 0.03 < 0.15 < wander.std()

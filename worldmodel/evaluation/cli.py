@@ -49,6 +49,8 @@ def add_eval_policy_parser(esub) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=list(SPLITS), default="test")
     p.add_argument("--episodes", type=int, default=None, help="evaluate a seeded choice of N cars (default: all)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--batch", type=int, default=16,
+                   help="episodes a worker drives in lockstep, one batched policy forward per step (default 16)")
     p.add_argument("--out", default="runs/eval.json", help="output JSON; a CSV of the episodes goes beside it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval_policy)
@@ -59,8 +61,8 @@ def run_eval_policy(args: argparse.Namespace) -> int:
     from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
 
     config = EvalPolicyConfig(driver=args.driver, data=args.data, split=args.split, episodes=args.episodes,
-                              workers=args.workers, seed=args.seed, out=args.out, fm=args.fm, device=args.device,
-                              context_frames=args.context_frames, max_steps=args.max_steps,
+                              workers=args.workers, batch=args.batch, seed=args.seed, out=args.out, fm=args.fm,
+                              device=args.device, context_frames=args.context_frames, max_steps=args.max_steps,
                               driver_options=parse_options(args.option), progress=not args.no_progress)  # fmt: skip
     result = evaluate_driving(config)
     keys = ("selection", "episodes", "success_rate", "success_rate_ci95", "mean_distance_m", "collision_rate",

@@ -18,6 +18,9 @@ Any other spec (a checkpoint path, ``plan:grad``, ``plan:cem``) goes to
 A driver may set ``needs_context = False``: the harness then asks the environment for no context
 observations (``ReplayEnvConfig.return_context``), which saves ``context_frames - 1`` renders per episode.
 Drivers without the attribute get the context.
+
+A driver may also drive several episodes in lockstep (``LockstepDriver``: one batched network forward per
+step for all of them); the harness wraps any other driver with ``OneSlot``.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from worldmodel.data.trajectories import TrajectoryReader
 from worldmodel.envs import ACTION_HIGH, ACTION_LOW, ReplayEnv, ReplayEnvConfig
 from worldmodel.traffic import drivers as bots
 from worldmodel.traffic import kinematics
-from worldmodel.traffic.replay import recorded_headings
+from worldmodel.traffic.replay import ReplaySimulation, recorded_headings
 
 #: Driver specs served by this module (anything else is a model driver).
 SIMPLE_DRIVERS = ("no-action", "expert", "bot")
@@ -59,12 +62,60 @@ class Driver(Protocol):
         ...
 
 
+class LockstepDriver(Protocol):
+    """Drives several episodes at once, each in its own environment; slot ``s`` holds one episode at a time.
+    ``max_slots``: how many slots it can drive (None: any number)."""
+
+    name: str
+    max_slots: int | None
+
+    def reset_slot(self, slot: int, env: ReplayEnv, obs: dict, info: dict) -> None:
+        """A new episode in ``slot`` (as ``Driver.reset``)."""
+        ...
+
+    def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
+        """Actions ``[len(slots), 2]`` (SI) for the current observations of those slots, in that order."""
+        ...
+
+    def slot_diagnostics(self, slot: int) -> dict[str, float]:
+        """``Driver.diagnostics`` of the slot's last action."""
+        ...
+
+
+class OneSlot:
+    """A per-episode ``Driver`` as a ``LockstepDriver`` of one slot."""
+
+    max_slots = 1
+
+    def __init__(self, driver: Driver) -> None:
+        self.driver, self.name = driver, driver.name
+        self.needs_context = bool(getattr(driver, "needs_context", True))
+
+    def reset_slot(self, slot: int, env: ReplayEnv, obs: dict, info: dict) -> None:
+        self.driver.reset(env, obs, info)
+
+    def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
+        return np.asarray(self.driver.act(observations[0], infos[0]), dtype=np.float64)[None]
+
+    def slot_diagnostics(self, slot: int) -> dict[str, float]:
+        return self.driver.diagnostics()
+
+
+def as_lockstep(driver: Driver | LockstepDriver) -> LockstepDriver:
+    """``driver`` itself if it drives in lockstep (has ``act_slots``), else ``OneSlot(driver)``."""
+    return driver if hasattr(driver, "act_slots") else OneSlot(driver)
+
+
 def open_replay_env(
-    trajectories: str | os.PathLike, config: ReplayEnvConfig | None = None, render_mode: str | None = None
+    trajectories: str | os.PathLike,
+    config: ReplayEnvConfig | None = None,
+    render_mode: str | None = None,
+    recording: ReplaySimulation | None = None,
 ) -> ReplayEnv:
     """A ``ReplayEnv`` on a trajectories file that remembers the file (``env.trajectories_path``), which the
-    expert driver reads its recorded actions from."""
-    env = ReplayEnv(trajectories, config, render_mode=render_mode)
+    expert driver reads its recorded actions from. ``recording``: a simulation of that file already loaded,
+    whose recording the environment shares instead of reading the file again."""
+    env = ReplayEnv(trajectories if recording is None else recording, config, render_mode=render_mode)
     env.trajectories_path = Path(trajectories)
     return env
 

@@ -9,11 +9,13 @@
    (recorded past the context, short of the end of the evaluated zone at the hand-over) and its recording
    reaches the end of the evaluated zone (last recorded x >= ``evaluated_m[1]``: success = arriving only
    makes sense then). The JSON says how many cars were excluded, and why.
-2. Episodes run in worker processes (``multiprocessing``, "forkserver" or "spawn"); each builds the driver
-   once, opens one environment per trajectories file it meets, and runs torch on one thread. Episode ``vehicle`` is seeded
-   with ``SeedSequence([seed, vehicle])`` (the environment's ``reset(seed=...)`` and torch's global
-   generator): results do not depend on the number of workers (a test checks it), as long as a driver
-   draws its per-episode randomness from those two (a driver serves many episodes, in any split of them).
+2. Episodes run in groups (``episode_groups``) in worker processes (``multiprocessing``, "forkserver" or
+   "spawn"); each builds the driver once, loads each trajectories file once, and runs torch on one thread.
+   Within a group, ``batch`` episodes run in lockstep, each in its own environment, and a policy acts for
+   all of them in one batched forward pass per step (~``batch``x fewer network calls). Episode ``vehicle``
+   is seeded with ``SeedSequence([seed, vehicle])`` (the environment's ``reset(seed=...)`` and torch's
+   global generator): results do not depend on the number of workers (a test checks it), as long as a
+   driver draws its per-episode randomness from those two (a driver serves many episodes, in any split).
 3. Per episode: event, success (= "arrived"), distance, steps, collisions ahead / behind, off-road, mean
    costs over the controlled steps, means of the driver's ``diagnostics()``. Summary: success rate with its
    95 % Wilson interval, mean distance, collision and off-road rates, mean costs, events histogram, speed.
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 Z_95 = 1.959964
 #: Why a car of the split gets no episode.
 EXCLUSIONS = ("too_short", "past_zone_at_handover", "recording_ends_before_zone_end")
+#: A unit of work (``episode_groups``) holds this many batches of episodes.
+GROUP_BATCHES = 2
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,10 @@ class EvalPolicyConfig:
     vehicle id; None: all."""
     workers: int = 1
     """Worker processes (1: in this process)."""
+    batch: int = 16
+    """Episodes one process drives in lockstep (a policy acts for all of them in one forward pass; drivers
+    that cannot, the planners and the simple ones, drive one at a time). Results depend on it (batched
+    arithmetic), never on ``workers``."""
     seed: int = 0
     """Seeds the episode choice, the driver (``make_driver``) and every episode (with its vehicle id)."""
     out: str | None = "runs/eval.json"
@@ -195,57 +203,21 @@ def episode_seed(seed: int, vehicle: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(vehicle)]).generate_state(1)[0])
 
 
-class EpisodeRunner:
-    """Runs episodes in one process: builds the driver once (on first use) and one ``ReplayEnv`` per
-    trajectories file."""
+class _Live:
+    """An episode in progress in one slot of an ``EpisodeRunner``."""
 
-    def __init__(self, config: EvalPolicyConfig, files: list[Path], driver=None) -> None:
-        self.config, self.files = config, [Path(f) for f in files]
-        self.driver = driver
-        self._envs: dict[int, object] = {}
+    def __init__(self, episode: Episode, env, obs: dict, info: dict) -> None:
+        self.episode, self.env, self.obs, self.info = episode, env, obs, info
+        self.costs = np.zeros(len(COST_NAMES))
+        self.diagnostics: dict[str, float] = {}
+        self.steps = 0
 
-    def _env(self, k: int):
-        env = self._envs.get(k)
-        if env is None:
-            from worldmodel.evaluation.drivers import open_replay_env
-
-            needs_context = bool(getattr(self.driver, "needs_context", True))
-            env_config = ReplayEnvConfig(context_frames=self.config.context_frames, return_context=needs_context,
-                                         max_steps=self.config.max_steps)  # fmt: skip
-            env = self._envs[k] = open_replay_env(self.files[k], env_config)
-        return env
-
-    def run(self, episode: Episode) -> dict:
-        """One episode: its record (see ``evaluate_driving``)."""
-        import torch
-
-        from worldmodel.evaluation.drivers import make_driver
-
-        c = self.config
-        if self.driver is None:
-            self.driver = make_driver(c.driver, fm=c.fm, device=c.device, seed=c.seed, **c.driver_options)
-        driver, env = self.driver, self._env(episode.file)
-        seed = episode_seed(c.seed, episode.vehicle)
-        torch.manual_seed(seed)
-        obs, info = env.reset(seed=seed, options={"vehicle": episode.recorded_id})
-        driver.reset(env, obs, info)
-        costs = np.zeros(len(COST_NAMES))
-        diagnostics: dict[str, float] = {}
-        steps = 0
-        while True:
-            action = driver.act(obs, info)
-            for name, value in driver.diagnostics().items():
-                diagnostics[name] = diagnostics.get(name, 0.0) + float(value)
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            costs += [info["costs"][name] for name in COST_NAMES]
-            if terminated or truncated:
-                break
-        event = info["event"]
+    def record(self, trajectories: str) -> dict:
+        info, steps, event = self.info, self.steps, self.info["event"]
         record = {
-            "vehicle": episode.vehicle,
-            "trajectories": self.files[episode.file].name,
-            "recorded_id": episode.recorded_id,
+            "vehicle": self.episode.vehicle,
+            "trajectories": trajectories,
+            "recorded_id": self.episode.recorded_id,
             "event": event,
             "success": event == "arrived",
             "distance_m": round(float(info["distance_m"]), 4),
@@ -255,15 +227,88 @@ class EpisodeRunner:
             "collision_behind": event == "collision_behind",
             "offroad": event == "offroad",
         }
-        record.update({f"cost_{name}": float(value / steps) for name, value in zip(COST_NAMES, costs, strict=True)})
-        for name, total in diagnostics.items():
+        record.update({f"cost_{name}": float(value / steps) for name, value in zip(COST_NAMES, self.costs, strict=True)})
+        for name, total in self.diagnostics.items():
             record[name if name not in record else f"diag_{name}"] = total / steps
         return record
+
+
+class EpisodeRunner:
+    """Runs episodes in one process: builds the driver once (on first use), loads each trajectories file once
+    and gives every slot its own ``ReplayEnv`` on it. ``run_group`` drives a group of episodes in lockstep,
+    ``config.batch`` at a time (a ``LockstepDriver`` acts for all of them at once; other drivers get one
+    slot): a slot that finishes takes the group's next episode."""
+
+    def __init__(self, config: EvalPolicyConfig, files: list[Path], driver=None) -> None:
+        self.config, self.files = config, [Path(f) for f in files]
+        self.driver = driver
+        self._recordings: dict[int, ReplaySimulation] = {}
+        self._envs: dict[tuple[int, int], object] = {}
+
+    def _env(self, slot: int, k: int):
+        env = self._envs.get((slot, k))
+        if env is None:
+            from worldmodel.evaluation.drivers import open_replay_env
+
+            needs_context = bool(getattr(self.driver, "needs_context", True))
+            env_config = ReplayEnvConfig(context_frames=self.config.context_frames, return_context=needs_context,
+                                         max_steps=self.config.max_steps)  # fmt: skip
+            recording = self._recordings.get(k)
+            env = self._envs[slot, k] = open_replay_env(self.files[k], env_config, recording=recording)
+            self._recordings.setdefault(k, env.sim)
+        return env
+
+    def _driver(self):
+        from worldmodel.evaluation.drivers import as_lockstep, make_driver
+
+        c = self.config
+        if self.driver is None:
+            self.driver = make_driver(c.driver, fm=c.fm, device=c.device, seed=c.seed, **c.driver_options)
+        self.driver = as_lockstep(self.driver)
+        return self.driver
+
+    def _start(self, slot: int, episode: Episode) -> _Live:
+        import torch
+
+        env = self._env(slot, episode.file)
+        seed = episode_seed(self.config.seed, episode.vehicle)
+        torch.manual_seed(seed)
+        obs, info = env.reset(seed=seed, options={"vehicle": episode.recorded_id})
+        self.driver.reset_slot(slot, env, obs, info)
+        return _Live(episode, env, obs, info)
+
+    def run_group(self, episodes: list[Episode]) -> list[dict]:
+        """Records of ``episodes`` (see ``evaluate_driving``), in their order."""
+        driver = self._driver()
+        slots = max(1, min(self.config.batch, driver.max_slots or self.config.batch, len(episodes)))
+        queue, live, records = list(reversed(episodes)), {}, {}
+        while queue or live:
+            for slot in range(slots):
+                if slot not in live and queue:
+                    live[slot] = self._start(slot, queue.pop())
+            order = sorted(live)
+            actions = driver.act_slots(order, [live[s].obs for s in order], [live[s].info for s in order])
+            for slot, action in zip(order, actions, strict=True):
+                episode = live[slot]
+                for name, value in driver.slot_diagnostics(slot).items():
+                    episode.diagnostics[name] = episode.diagnostics.get(name, 0.0) + float(value)
+                episode.obs, _, terminated, truncated, episode.info = episode.env.step(action)
+                episode.steps += 1
+                episode.costs += [episode.info["costs"][name] for name in COST_NAMES]
+                if terminated or truncated:
+                    records[episode.episode.vehicle] = episode.record(self.files[episode.episode.file].name)
+                    del live[slot]
+        return [records[e.vehicle] for e in episodes]
+
+    def run(self, episode: Episode) -> dict:
+        """One episode: its record."""
+        return self.run_group([episode])[0]
 
     def close(self) -> None:
         for env in self._envs.values():
             env.close()
         self._envs.clear()
+        self._recordings.clear()
 
 
 _RUNNER: EpisodeRunner | None = None  # the worker process's runner (set by _init_worker)
@@ -277,8 +322,8 @@ def _init_worker(config: EvalPolicyConfig, files: list[Path]) -> None:
     _RUNNER = EpisodeRunner(config, files)
 
 
-def _run_in_worker(episode: Episode) -> dict:
-    return _RUNNER.run(episode)
+def _run_in_worker(group: list[Episode]) -> list[dict]:
+    return _RUNNER.run_group(group)
 
 
 def _pool_context(driver: str):
@@ -296,12 +341,20 @@ def _pool_context(driver: str):
     return mp.get_context("spawn")
 
 
+def episode_groups(chosen: list[Episode], batch: int) -> list[list[Episode]]:
+    """The units of work: consecutive runs of ``GROUP_BATCHES * batch`` episodes. A group is driven in
+    lockstep by one process whichever worker gets it, so results do not depend on the number of workers."""
+    size = max(1, GROUP_BATCHES * batch)
+    return [chosen[i : i + size] for i in range(0, len(chosen), size)]
+
+
 def _run_all(config: EvalPolicyConfig, files: list[Path], chosen: list[Episode], driver) -> list[dict]:
     """Records of all episodes, in the order of ``chosen`` (``driver``: used when running in this process;
     each worker builds its own)."""
     bar = tqdm(total=len(chosen), desc=f"eval {config.driver}", unit="episode", disable=not config.progress)
+    groups = episode_groups(chosen, config.batch)
     try:
-        if config.workers <= 1 or len(chosen) <= 1:
+        if config.workers <= 1 or len(groups) <= 1:
             import torch
 
             threads = torch.get_num_threads()
@@ -309,19 +362,19 @@ def _run_all(config: EvalPolicyConfig, files: list[Path], chosen: list[Episode],
             runner = EpisodeRunner(config, files, driver)
             try:
                 records = []
-                for episode in chosen:
-                    records.append(runner.run(episode))
-                    bar.update()
+                for group in groups:
+                    records += runner.run_group(group)
+                    bar.update(len(group))
                 return records
             finally:
                 runner.close()
                 torch.set_num_threads(threads)
-        workers = min(config.workers, len(chosen))
+        workers = min(config.workers, len(groups))
         with _pool_context(config.driver).Pool(workers, initializer=_init_worker, initargs=(config, files)) as pool:
             by_vehicle = {}
-            for record in pool.imap_unordered(_run_in_worker, chosen):
-                by_vehicle[record["vehicle"]] = record
-                bar.update()
+            for group_records in pool.imap_unordered(_run_in_worker, groups):
+                by_vehicle |= {record["vehicle"]: record for record in group_records}
+                bar.update(len(group_records))
         return [by_vehicle[e.vehicle] for e in chosen]
     finally:
         bar.close()
@@ -452,12 +505,13 @@ def bench_eval_episodes(
     seed: int = 0,
     fm: str | None = None,
     device: str = "cpu",
+    batch: int = 16,
 ) -> dict:
     """Throughput of ``evaluate_driving`` (nothing written): ``{"eval_episodes_per_s", "eval_steps_per_s",
     "eval_episodes", "eval_workers", "eval_driver", "eval_success_rate"}``; the time includes starting the
     workers and loading the recordings, as a real evaluation pays them."""
     config = EvalPolicyConfig(driver=driver, data=str(data_dir), split=split, episodes=episodes, workers=workers,
-                              seed=seed, out=None, fm=fm, device=device, progress=False)  # fmt: skip
+                              seed=seed, out=None, fm=fm, device=device, batch=batch, progress=False)  # fmt: skip
     result = evaluate_driving(config)
     steps = sum(r["steps"] for r in result["per_episode"])
     return {"eval_episodes_per_s": round(result["episodes_per_s"], 3),

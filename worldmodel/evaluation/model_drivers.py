@@ -28,7 +28,7 @@ import torch
 from worldmodel.costs import UncertaintyStats, uncertainty_cost
 from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.nn.policy import Policy
+from worldmodel.nn.policy import Policy, PolicyCache
 from worldmodel.planning import PLANNERS
 from worldmodel.training.checkpoint import load_checkpoint
 
@@ -86,8 +86,24 @@ def _car_size(env) -> tuple[float, float]:
     return float(env.sim.length), float(env.sim.width)
 
 
+class _Slot:
+    """One episode driven by a ``PolicyDriver``: its observation window, policy cache and generator."""
+
+    def __init__(self, window: ObservationWindow, generator: torch.Generator) -> None:
+        self.window, self.generator = window, generator
+        self.cache = None
+        self.steps = 0
+        self.diagnostics: dict[str, float] = {}
+
+
 class PolicyDriver:
-    """A trained policy driving from its checkpoint (deterministic: the mean action)."""
+    """A trained policy driving from its checkpoint (deterministic: the mean action).
+
+    A ``LockstepDriver`` with any number of slots: ``act_slots`` encodes the newest frame of every slot and
+    runs the policy once for all of them (a batch); ``reset`` / ``act`` / ``diagnostics`` drive slot 0.
+    """
+
+    max_slots = None
 
     def __init__(self, checkpoint: str | Path, fm: str | None = None, device: str = "cpu", seed: int = 0,
                  uncertainty_horizon: int = 10, replicas: int = 10):  # fmt: skip
@@ -95,51 +111,76 @@ class PolicyDriver:
         ckpt = load_checkpoint(checkpoint)
         self.policy = Policy.from_checkpoint(ckpt).to(self.device).eval()
         self.name = f"policy:{Path(checkpoint).name}"
-        self.window = ObservationWindow(self.policy.config.context_frames, self.policy, self.device)
         self.imagination = None
         stats = ckpt.get("uncertainty_stats")
         if fm is not None and stats is not None:
             model = ForwardModel.from_checkpoint(load_checkpoint(fm)).to(self.device)
             self.imagination = Imagination(model, stats=UncertaintyStats.from_dict(stats))
-            self.window = ObservationWindow(
-                max(self.policy.config.context_frames, model.config.backbone.context_frames), model, self.device
-            )
-        self.horizon, self.replicas = uncertainty_horizon, replicas
-        self.generator = torch.Generator(self.device).manual_seed(seed)
-        self._diagnostics: dict[str, float] = {}
+        self.horizon, self.replicas, self.seed = uncertainty_horizon, replicas, seed
+        self._slots: dict[int, _Slot] = {}
 
-    @torch.no_grad()
-    def reset(self, env, obs: dict, info: dict) -> None:
-        self.generator.manual_seed(_episode_seed())
-        self.window.reset(info["context"], _car_size(env))
-        ctx = self.window.context()
-        self.cache = self.policy.init_cache(ctx.images, ctx.states, ctx.ego_mask)
-        self.steps = 0
-
-    @torch.no_grad()
-    def act(self, obs: dict, info: dict) -> np.ndarray:
-        if self.steps > 0:
-            self.window.push(obs)
-        states = self.window.normalised_states()[:, -self.policy.config.context_frames :]  # re-anchored each step
-        if self.steps > 0:
-            self.cache = self.policy.push(self.cache, self.window.latest_image(), states[:, -1])
-        self.cache = self.cache._replace(states=states)
-        action = self.policy(self.cache)["action"]
-        self.steps += 1
+    def _new_slot(self) -> _Slot:
+        frames, normaliser = self.policy.config.context_frames, self.policy
         if self.imagination is not None:
-            self._diagnostics = {"uncertainty": self._uncertainty()}
-        return self.policy.unnormalise_actions(action)[0].cpu().numpy().astype(np.float64)
+            model = self.imagination.model
+            frames, normaliser = max(frames, model.config.backbone.context_frames), model
+        generator = torch.Generator(self.device).manual_seed(self.seed)
+        return _Slot(ObservationWindow(frames, normaliser, self.device), generator)
 
-    def _uncertainty(self) -> float:
+    # ------------------------------------------------------------------ lockstep
+    @torch.no_grad()
+    def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
+        state = self._slots.get(slot) or self._slots.setdefault(slot, self._new_slot())
+        state.generator.manual_seed(_episode_seed())
+        state.window.reset(info["context"], _car_size(env))
+        ctx = state.window.context()
+        state.cache = self.policy.init_cache(ctx.images, ctx.states, ctx.ego_mask)
+        state.steps = 0
+
+    @torch.no_grad()
+    def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
+        tc = self.policy.config.context_frames
+        chosen = [self._slots[s] for s in slots]
+        moved = [state for state in chosen if state.steps > 0]
+        for state, obs in zip(chosen, observations, strict=True):
+            if state.steps > 0:
+                state.window.push(obs)
+        states = [state.window.normalised_states()[:, -tc:] for state in chosen]  # re-anchored each step
+        if moved:  # the newest frame of every slot that moved, encoded in one batch
+            images = torch.cat([state.window.latest_image() for state in moved])
+            masks = torch.cat([state.cache.ego_mask for state in moved])
+            features = self.policy.encode_frame(images, masks).split(1)
+            for state, feature in zip(moved, features, strict=True):
+                state.cache = state.cache._replace(features=(*state.cache.features[1:], feature))
+        for state, window_states in zip(chosen, states, strict=True):
+            state.cache = state.cache._replace(states=window_states)
+            state.steps += 1
+        actions = self.policy(PolicyCache.concat([state.cache for state in chosen]))["action"]
+        if self.imagination is not None:
+            for state in chosen:
+                state.diagnostics = {"uncertainty": self._uncertainty(state)}
+        return self.policy.unnormalise_actions(actions).cpu().numpy().astype(np.float64)
+
+    def slot_diagnostics(self, slot: int) -> dict[str, float]:
+        return dict(self._slots[slot].diagnostics)
+
+    # ------------------------------------------------------------------ one episode (slot 0)
+    def reset(self, env, obs: dict, info: dict) -> None:
+        self.reset_slot(0, env, obs, info)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        return self.act_slots([0], [obs], [info])[0]
+
+    def diagnostics(self) -> dict[str, float]:
+        return self.slot_diagnostics(0)
+
+    def _uncertainty(self, state: _Slot) -> float:
         im = self.imagination
-        context = self.window.context()
-        z = im.sample_z(1, self.horizon, self.generator)
+        context = state.window.context()
+        z = im.sample_z(1, self.horizon, state.generator)
         rollout = im.unroll(context, self.horizon, policy=self.policy, z=z)
         variances = im.variances(context, rollout["actions"], z, self.replicas)
         return float(uncertainty_cost(variances, im.stats, im.cost_config.uncertainty_hinge)["total"])
-
-    def diagnostics(self) -> dict[str, float]:
-        return dict(self._diagnostics)
 
 
 class PlannerDriver:

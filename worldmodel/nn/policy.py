@@ -19,7 +19,7 @@ Shapes: B batch, Tc context frames, C = 3 image channels, H, W, S state, F / h1 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -99,6 +99,14 @@ class PolicyCache(NamedTuple):
     ego_mask: Tensor
     """[B, 1, H, W] in [0, 1]: the constant 4th channel."""
 
+    @staticmethod
+    def concat(caches: Sequence[PolicyCache]) -> PolicyCache:
+        """Windows of several caches as one batch (along B, in order)."""
+        if len(caches) == 1:
+            return caches[0]
+        features = tuple(torch.cat(frame) for frame in zip(*(c.features for c in caches), strict=True))
+        return PolicyCache(features, torch.cat([c.states for c in caches]), torch.cat([c.ego_mask for c in caches]))
+
 
 def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
     """``clamp(x, -bound, bound)`` in value; identity gradient (so a saturated policy can still learn)."""
@@ -140,9 +148,13 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         features = self.backbone.encode_frames(self._frames(images[:, -tc:], mask))
         return PolicyCache(features.unbind(1), states[:, -tc:], mask)
 
+    def encode_frame(self, image: Tensor, ego_mask: Tensor) -> Tensor:
+        """Per-frame features [B, F, h1, w1] of one frame: image [B, 3, H, W] in [0, 1], ego_mask [B, 1, H, W]."""
+        return self.backbone.encode_frames(self._frames(image[:, None], ego_mask))[:, 0]
+
     def push(self, cache: PolicyCache, image: Tensor, state: Tensor) -> PolicyCache:
         """Slide the window by one frame: image [B, 3, H, W], state [B, S]."""
-        features = self.backbone.encode_frames(self._frames(image[:, None], cache.ego_mask))[:, 0]
+        features = self.encode_frame(image, cache.ego_mask)
         states = torch.cat([cache.states[:, 1:], state[:, None]], dim=1)
         return PolicyCache((*cache.features[1:], features), states, cache.ego_mask)
 

@@ -26,6 +26,8 @@ def add_train_parser(tsub) -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="NT-Xent temperature (default 0.2)")
     p.add_argument("--dropout", type=float, default=None, help="backbone dropout while pretraining (default 0)")
     p.add_argument("--pool", choices=["flatten", "mean"], default=None, help="map -> vector (default flatten)")
+    p.add_argument("--projector", default=None, metavar="N,N",
+                   help="projector layer widths, comma-separated (default: the preset's, tiny 256,256)")
     p.add_argument("--min-offset", type=int, default=None, help="smallest time offset between views [frames]")
     p.add_argument("--max-offset", type=int, default=None, help="largest time offset between views [frames]")
     p.add_argument("--max-shift-rows", type=int, default=None, help="largest shift along the heading [px]")
@@ -54,7 +56,9 @@ def train_config(args: argparse.Namespace):
         config = TrainSSLConfig.tiny(args.method)
     else:
         config = TrainSSLConfig(ssl=SSLConfig(method=args.method))
-    ssl = {k: v for k, v in (("temperature", args.temperature), ("pool", args.pool)) if v is not None}
+    projector = None if args.projector is None else tuple(int(n) for n in args.projector.split(","))
+    ssl = {k: v for k, v in (("temperature", args.temperature), ("pool", args.pool), ("projector", projector))
+           if v is not None}  # fmt: skip
     views = {k: v for k, v in (("min_offset", args.min_offset), ("max_offset", args.max_offset), ("max_shift_rows", args.max_shift_rows),
                                 ("erase_prob", args.erase_prob), ("drop_states", args.drop_states),
                                 ("drop_vehicles", args.drop_vehicles)) if v is not None}  # fmt: skip

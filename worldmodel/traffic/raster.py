@@ -42,6 +42,7 @@ __all__ = [
 
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices in cv2
 _ERASE_MARGIN_PX = 2.0
+_CANVAS_MARGIN_M = 2.0  # the canvas reaches this far beyond the views' footprints (drawing, interpolation)
 
 
 def single_threaded_opencv() -> None:
@@ -68,12 +69,15 @@ def ego_masks(spec: ViewSpec, length_m: np.ndarray, width_m: np.ndarray) -> np.n
 
 @dataclass
 class _Canvas:
-    """A window of the road in raster pixels: columns along x, rows along y, origin (x0, y0) [m]."""
+    """A window of the road in raster pixels: columns along x, rows along y, starting at column ``c0`` and row
+    ``r0`` of the road's pixel grid (whose origin is (x_min, y_min)); origin (x0, y0) [m]."""
 
     x0: float
     y0: float
     cols: int
     rows: int
+    c0: int
+    r0: int
 
 
 class EgoRasterizer:
@@ -93,19 +97,24 @@ class EgoRasterizer:
         self._static = self._draw_static()  # [rows, cols, 2] uint8: lanes, off-road
 
     # -------------------------------------------------------------------------------- drawing
-    def _grid(self, x0: float, x1: float) -> _Canvas:
+    def _grid(self, x0: float, x1: float, y0: float | None = None, y1: float | None = None) -> _Canvas:
+        """The window [x0, x1] x [y0, y1] (default: every row) snapped outwards to the static layers' pixels."""
         ppm = self.spec.px_per_m
         c0 = int(np.floor((x0 - self.x_min) * ppm))
         c1 = int(np.ceil((x1 - self.x_min) * ppm))
-        rows = int(np.ceil((self.y_max - self.y_min) * ppm))
-        return _Canvas(self.x_min + c0 / ppm, self.y_min, c1 - c0, rows)
+        r0 = max(int(np.floor(((self.y_min if y0 is None else y0) - self.y_min) * ppm)), 0)
+        r1 = int(np.ceil(((self.y_max if y1 is None else y1) - self.y_min) * ppm))
+        r1 = min(r1, int(np.ceil((self.y_max - self.y_min) * ppm)))
+        return _Canvas(self.x_min + c0 / ppm, self.y_min + r0 / ppm, c1 - c0, r1 - r0, c0, r0)
 
     def _to_fine(self, canvas: _Canvas, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """Metres -> fixed-point vertex coordinates of the oversampled canvas (pixel centres at integers)."""
         s = self.oversample * self.spec.px_per_m
-        u = (x - canvas.x0) * s - 0.5
-        v = (y - canvas.y0) * s - 0.5
-        return np.rint(np.stack([u, v], axis=-1) * (1 << _SHIFT)).astype(np.int32)
+        u = (x - self.x_min) * s - 0.5  # on the road's grid, then moved by whole pixels: the same fixed-point
+        v = (y - self.y_min) * s - 0.5  # vertices whatever the canvas, so the same pixels
+        fine = np.rint(np.stack([u, v], axis=-1) * (1 << _SHIFT)).astype(np.int64)
+        fine -= np.array([canvas.c0, canvas.r0]) * (self.oversample << _SHIFT)
+        return fine.astype(np.int32)
 
     def _downsample(self, fine: np.ndarray, canvas: _Canvas) -> np.ndarray:
         """Box filter down to the view's resolution: halving steps use OpenCV's fast 2x path (10x faster
@@ -177,22 +186,29 @@ class EgoRasterizer:
         ex, ey, epsi = vehicles["x"][egos], vehicles["y"][egos], vehicles["psi"][egos]
         x0 = max(float(ex.min()) - self.reach_m, self.x_min)
         x1 = min(float(ex.max()) + self.reach_m, self.x_max)
-        canvas = self._grid(x0, x1)
-        near = (vehicles["x"] > canvas.x0 - 20.0) & (vehicles["x"] < canvas.x0 + canvas.cols / ppm + 20.0)
-        near_idx = np.nonzero(near)[0]
+        near_idx = np.nonzero((vehicles["x"] > x0 - 20.0) & (vehicles["x"] < x1 + 20.0))[0]
         sub = {k: np.asarray(vehicles[k])[near_idx] for k in ("x", "y", "psi", "length", "width")}
+        # rows: the views' bounding boxes and every vehicle drawn, whole (a polygon cut by the canvas edge is
+        # rasterised differently), + a margin: about the road's width instead of the views' reach around it
+        sin_abs, cos_abs = np.abs(np.sin(epsi)), np.abs(np.cos(epsi))
+        half_y = 0.5 * (spec.length_m * sin_abs + spec.width_m * cos_abs)
+        car_half = 0.5 * np.hypot(sub["length"], sub["width"])
+        y0 = min(float((ey - half_y).min()), float((sub["y"] - car_half).min(initial=np.inf))) - _CANVAS_MARGIN_M
+        y1 = max(float((ey + half_y).max()), float((sub["y"] + car_half).max(initial=-np.inf))) + _CANVAS_MARGIN_M
+        canvas = self._grid(x0, x1, max(y0, self.y_min), min(y1, self.y_max))
         lane = np.asarray(vehicles.get("lane", np.zeros(n)))[near_idx]
         layer_of_near = self.alternating_layers(lane, sub["x"])
         layers = self._vehicle_layers(canvas, sub, layer_of_near)
-        c0 = int(round((canvas.x0 - self._static_canvas.x0) * ppm))
-        stack = np.concatenate([self._static[:, c0 : c0 + canvas.cols], layers], axis=-1)  # lanes, off, A, B
+        static = self._static[canvas.r0 : canvas.r0 + canvas.rows, canvas.c0 : canvas.c0 + canvas.cols]
+        stack = np.concatenate([static, layers], axis=-1)  # lanes, off, A, B
         stack = np.ascontiguousarray(stack)
         layer = np.zeros(n, dtype=np.int64)
         layer[near_idx] = layer_of_near
         # affine maps from view pixels (c, r) to canvas pixels (u, v), pixel centres at integers
         cos, sin = np.cos(epsi), np.sin(epsi)
-        tu = (ex - canvas.x0) * ppm - 0.5 + cos * spec.ego_row + sin * spec.ego_col
-        tv = (ey - canvas.y0) * ppm - 0.5 + sin * spec.ego_row - cos * spec.ego_col
+        # on the road's grid, then moved by whole pixels (exact): the same sampling whatever the canvas
+        tu = ((ex - self.x_min) * ppm - 0.5 + cos * spec.ego_row + sin * spec.ego_col) - canvas.c0
+        tv = ((ey - self.y_min) * ppm - 0.5 + sin * spec.ego_row - cos * spec.ego_col) - canvas.r0
         maps = np.stack([np.stack([-sin, -cos, tu], -1), np.stack([cos, -sin, tv], -1)], axis=1)  # [E, 2, 3]
         size = (spec.width_px, spec.height_px)
         flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP

@@ -104,22 +104,31 @@ class ReplaySimulation:
     """A recording (trajectories.h5) replayed frame by frame, with one invisible controlled car.
 
     The whole recording is held in memory (about 110 bytes per row; the file is closed after loading).
+    ``ReplaySimulation(other_simulation)`` shares ``other_simulation``'s loaded recording (no copy, nothing
+    read again) and runs its own episodes: episodes in lockstep need one simulation each.
     Attributes: ``road`` (``Road``), ``dt`` [s], ``kind_names``, ``vehicle_table`` (``/vehicles`` columns
     ``id, start, count, length, width, kind`` [V]), ``frame_range`` (first, stop) half-open,
     ``context_frames``. After ``start``: ``ego_id``, ``frame``, ``start_frame``, ``handover_frame``, and
     the controlled car's state ``x, y`` [m], ``psi`` [rad], ``v`` [m/s], size ``length, width`` [m].
     """
 
-    def __init__(self, trajectories: str | os.PathLike | TrajectoryReader, context_frames: int = 20):
+    def __init__(
+        self, trajectories: str | os.PathLike | TrajectoryReader | ReplaySimulation, context_frames: int = 20
+    ):
         if context_frames < 1:
             raise ValueError(f"ReplaySimulation: context_frames must be >= 1, got {context_frames}")
         self.context_frames = int(context_frames)
-        if isinstance(trajectories, TrajectoryReader):
+        if isinstance(trajectories, ReplaySimulation):  # share its loaded recording (read-only), not its episode
+            self.__dict__.update({name: getattr(trajectories, name) for name in self._LOADED})
+        elif isinstance(trajectories, TrajectoryReader):
             self._load(trajectories)
         else:
             with TrajectoryReader(trajectories) as reader:
                 self._load(reader)
         self.ego_id: int | None = None
+
+    #: What ``_load`` reads from the file: shared by simulations built from another one.
+    _LOADED = ("road", "dt", "kind_names", "frame_range", "vehicle_table", "_index", "_tracks", "_frames")
 
     def _load(self, reader: TrajectoryReader) -> None:
         self.road = Road.from_dict(reader.road)
@@ -232,10 +241,14 @@ class ReplaySimulation:
 
     # ---------------------------------------------------------------------------------- what is where
     def _others(self) -> dict[str, np.ndarray]:
-        """The recorded vehicles at the current frame, the controlled car's own recording excluded: [n]."""
-        rows = self._frames.at(self.frame)
-        keep = rows["vehicle"] != self.ego_id
-        return {name: values[keep] for name, values in rows.items()}
+        """The recorded vehicles at the current frame, the controlled car's own recording excluded: [n]
+        (computed once per frame: ``events`` and ``vehicles`` both need them)."""
+        key = (self.ego_id, self.frame)
+        if getattr(self, "_others_key", None) != key:
+            rows = self._frames.at(self.frame)
+            keep = rows["vehicle"] != self.ego_id
+            self._others_now, self._others_key = {name: values[keep] for name, values in rows.items()}, key
+        return self._others_now
 
     def events(self) -> ReplayEvents:
         """Collisions, off-road, arrival and end of data at the current frame (see the module docstring)."""

@@ -160,6 +160,11 @@ class NoiseConfig:
     """Stationary std of an Ornstein-Uhlenbeck acceleration noise added to the model's output [m/s^2]."""
     accel_time_constant_s: float = 1.0
     """Correlation time of that noise [s]."""
+    lateral_std_m: float = 0.25
+    """Stationary std of an Ornstein-Uhlenbeck wander of each bot's lateral target around its lane centre
+    [m] (bounded so that the car stays 0.3 m inside its lane); 0: bots hold the centre line exactly."""
+    lateral_time_constant_s: float = 5.0
+    """Correlation time of that wander [s]."""
 
 
 @dataclass(frozen=True)
@@ -288,6 +293,8 @@ def validate(s: Scenario) -> None:
         (0 <= s.downstream.lane_correlation <= 1, "downstream.lane_correlation", "must be in [0, 1]"),
         (s.noise.accel_std_mps2 >= 0, "noise.accel_std_mps2", "must be >= 0"),
         (s.noise.accel_time_constant_s > 0, "noise.accel_time_constant_s", "must be > 0"),
+        (s.noise.lateral_std_m >= 0, "noise.lateral_std_m", "must be >= 0"),
+        (s.noise.lateral_time_constant_s > 0, "noise.lateral_time_constant_s", "must be > 0"),
         (s.behaviour.lane_change_period_s >= s.dt_s, "behaviour.lane_change_period_s", "must be >= dt_s"),
         (s.behaviour.lateral_time_s > 0, "behaviour.lateral_time_s", "must be > 0"),
         (s.behaviour.max_lateral_speed_mps > 0, "behaviour.max_lateral_speed_mps", "must be > 0"),

@@ -30,12 +30,13 @@ from worldmodel.traffic.stats import SectionStats
 
 # Rows of the vehicle array (one column per vehicle).
 (ID, X, Y, PSI, V, LENGTH, WIDTH, KIND, LANE, ORIGIN, V0, HEADWAY, S0, AMAX, BCOMF, POLITE, THRESH,
- NOISE, COOLDOWN, CONTROLLED, ACCEL, CURV, SPAWN_FRAME, MAX_HEADING) = range(24)  # fmt: skip
-N_FIELDS = 24
+ NOISE, COOLDOWN, CONTROLLED, ACCEL, CURV, SPAWN_FRAME, MAX_HEADING, WANDER) = range(25)  # fmt: skip
+N_FIELDS = 25
 _LANE_KEY = 1.0e5  # lane * _LANE_KEY + x orders cars by lane, then position (x stays far below this)
 _NO_LANE = -10  # lane of a controlled car off the road: a key nobody queries
 _MIN_CHANGE_SPEED_MPS = 1.0  # no discretionary lane change below this speed [m/s]
 _MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]
+_WANDER_CLEARANCE_M = 0.3  # lateral wander keeps a bot's side at least this far inside its lane [m]
 _COURTESY_ZONE_M = 40.0  # mainline cars yield to ramp cars within this distance of the ramp's end [m]
 _SPAWN_EVERY = 10  # inflow is admitted every this many steps (1 s; up to 3,600 vehicles/h/lane)
 _DOWNSTREAM_EVERY = 5  # the downstream speed process is updated every this many steps
@@ -151,6 +152,7 @@ class TrafficSimulation:
         c[POLITE] = dr.politeness.sample(rng, k)
         c[THRESH] = dr.change_threshold_mps2.sample(rng, k)
         c[NOISE] = rng.standard_normal(k) * self.scenario.noise.accel_std_mps2
+        c[WANDER] = rng.standard_normal(k) * self.scenario.noise.lateral_std_m
         self._set_max_heading(c)
         return c
 
@@ -241,7 +243,7 @@ class TrafficSimulation:
         c = self._draw_vehicles(len(x))
         c[X], c[LANE], c[ORIGIN], c[V] = x, lane, lane, v
         c[Y] = self.road.lane_center_y(lane)
-        c[NOISE] = 0.0
+        c[NOISE] = c[WANDER] = 0.0
         if length is not None:
             c[LENGTH] = length
             self._set_max_heading(c)
@@ -477,8 +479,8 @@ class TrafficSimulation:
         accel = np.maximum(accel, -d[V, :n] / self.dt)
         # 3. lane changes
         self._mobil(a_own, lead, has_lead)
-        # 4. lateral control, actions, kinematics
-        y_target = self.road.lane_center_y(d[LANE, :n])
+        # 4. lateral control (toward the lane centre + the driver's wander), actions, kinematics
+        y_target = self.road.lane_center_y(d[LANE, :n]) + self._lateral_wander()
         curv = lateral_curvature(
             d[Y, :n],
             d[PSI, :n],
@@ -502,7 +504,7 @@ class TrafficSimulation:
         d[X, :n], d[Y, :n], d[PSI, :n], d[V, :n] = kinematics.step(
             d[X, :n], d[Y, :n], d[PSI, :n], d[V, :n], accel, curv, self.dt
         )
-        # lane changes end when the car is near its new lane's centre
+        # lane changes end when the car is near its target in the new lane
         done = (origin != lane) & (np.abs(d[Y, :n] - y_target) < 0.15) & (d[CONTROLLED, :n] == 0)
         if done.any():
             self.stats.record_merges(d[ORIGIN, :n][done], d[LANE, :n][done], self.road.lanes)
@@ -520,6 +522,19 @@ class TrafficSimulation:
         self.frame += 1
         self.stats.record_step(self.n, int(self.queue.sum()), len(spawned))
         return StepEvents(collisions=collisions, exited=exited, spawned=spawned)
+
+    def _lateral_wander(self) -> np.ndarray:
+        """Each bot's offset [m] from its lane centre, an Ornstein-Uhlenbeck process per driver
+        (``noise.lateral_std_m``, ``noise.lateral_time_constant_s``) advanced one step, bounded so that the
+        car's side stays ``_WANDER_CLEARANCE_M`` inside the lane: human drivers do not hold the centre line."""
+        d, n, nz = self._d, self.n, self.scenario.noise
+        if nz.lateral_std_m <= 0:
+            return np.zeros(n)
+        decay = np.exp(-self.dt / nz.lateral_time_constant_s)
+        shock = nz.lateral_std_m * np.sqrt(1 - decay**2) * self.rng.standard_normal(n)
+        d[WANDER, :n] = decay * d[WANDER, :n] + shock
+        bound = np.maximum(0.5 * (self.road.lane_width_m - d[WIDTH, :n]) - _WANDER_CLEARANCE_M, 0.0)
+        return clip(d[WANDER, :n], -bound, bound)
 
     def _collisions(self) -> np.ndarray:
         d, n = self._d, self.n
