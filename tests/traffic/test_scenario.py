@@ -69,3 +69,11 @@ def test_distribution_respects_bounds_and_is_seeded():
     b = d.sample(np.random.default_rng(3), 1000)
     assert a.min() >= 0.5 and a.max() <= 1.5 and np.array_equal(a, b)
     assert np.all(Distribution(2.0).sample(np.random.default_rng(0), 3) == 2.0)
+
+
+def test_a_directory_named_like_a_scenario_does_not_hide_it(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()  # e.g. a run folder called like the scenario
+    assert resolve_scenario("tiny").road.lanes >= 1
+    with pytest.raises(ScenarioError, match="a directory"):
+        load_scenario(tmp_path / "tiny")

@@ -28,7 +28,7 @@ import torch
 from worldmodel.costs import UncertaintyStats, uncertainty_cost
 from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.nn.policy import Policy, PolicyCache
+from worldmodel.nn.policy import Policy
 from worldmodel.planning import PLANNERS
 from worldmodel.training.checkpoint import load_checkpoint
 
@@ -155,7 +155,7 @@ class PolicyDriver:
         for state, window_states in zip(chosen, states, strict=True):
             state.cache = state.cache._replace(states=window_states)
             state.steps += 1
-        actions = self.policy(PolicyCache.concat([state.cache for state in chosen]))["action"]
+        actions = self.policy([state.cache for state in chosen])["action"]  # one batch after per-window mixing
         if self.imagination is not None:
             for state in chosen:
                 state.diagnostics = {"uncertainty": self._uncertainty(state)}

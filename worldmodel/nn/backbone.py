@@ -245,20 +245,29 @@ class Backbone(nn.Module):
         features: [B, Tc, F, h1, w1] from ``encode_frames``, or a sequence of Tc tensors [B, F, h1, w1];
         states: [B, Tc, S] normalised. Returns the map [B, D, h, w].
         """
+        if states.shape[1] != self.config.context_frames:
+            raise ValueError(f"Backbone.fuse: expected {self.config.context_frames} frames and states, got states "
+                             f"{tuple(states.shape)}")  # fmt: skip
+        return self.fuse_mixed(self.mix_window(features), states)
+
+    def mix_window(self, features: Tensor | Sequence[Tensor]) -> Tensor:
+        """The first half of ``fuse``: the window's per-frame features mixed over time -> [B, M F, h1, w1]
+        (``fused_channels``). Cheap per window, but it reads all Tc frames: several windows are best mixed one
+        by one (in cache) and only then batched through ``fuse_mixed``."""
         c = self.config
         frames = features.unbind(1) if isinstance(features, Tensor) else tuple(features)
-        if len(frames) != c.context_frames or states.shape[1] != c.context_frames:
-            raise ValueError(
-                f"Backbone.fuse: expected {c.context_frames} frames and states, "
-                f"got {len(frames)} and {tuple(states.shape)}"
-            )
+        if len(frames) != c.context_frames:
+            raise ValueError(f"Backbone.fuse: expected {c.context_frames} context frames, got {len(frames)}")
         if self.mix is not None:
-            x = self.mix(torch.cat(frames, dim=1))  # B (Tc F) h1 w1 -> B (M F) h1 w1
-        else:
-            stacked = torch.stack(frames, dim=0)  # Tc B F h1 w1
-            mixed = self.temporal_basis @ stacked.flatten(1)  # M (B F h1 w1): one pass over the window
-            x = rearrange(mixed.view(-1, *stacked.shape[1:]), "m b f h w -> b (m f) h w")
-        return self.trunk(x) + self.state_embedding(rearrange(states, "b t s -> b (t s)"))
+            return self.mix(torch.cat(frames, dim=1))  # B (Tc F) h1 w1 -> B (M F) h1 w1
+        stacked = torch.stack(frames, dim=0)  # Tc B F h1 w1
+        mixed = self.temporal_basis @ stacked.flatten(1)  # M (B F h1 w1): one pass over the window
+        return rearrange(mixed.view(-1, *stacked.shape[1:]), "m b f h w -> b (m f) h w")
+
+    def fuse_mixed(self, mixed: Tensor, states: Tensor) -> Tensor:
+        """The second half of ``fuse``: mixed [B, M F, h1, w1] (``mix_window``) and states [B, Tc, S] -> the map
+        [B, D, h, w]."""
+        return self.trunk(mixed) + self.state_embedding(rearrange(states, "b t s -> b (t s)"))
 
     def forward(self, images: Tensor, states: Tensor) -> Tensor:
         """images: [B, Tc, C, H, W] in [0, 1], states: [B, Tc, S] normalised -> [B, D, h, w]."""

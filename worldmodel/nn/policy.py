@@ -99,13 +99,6 @@ class PolicyCache(NamedTuple):
     ego_mask: Tensor
     """[B, 1, H, W] in [0, 1]: the constant 4th channel."""
 
-    @staticmethod
-    def concat(caches: Sequence[PolicyCache]) -> PolicyCache:
-        """Windows of several caches as one batch (along B, in order)."""
-        if len(caches) == 1:
-            return caches[0]
-        features = tuple(torch.cat(frame) for frame in zip(*(c.features for c in caches), strict=True))
-        return PolicyCache(features, torch.cat([c.states for c in caches]), torch.cat([c.ego_mask for c in caches]))
 
 
 def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
@@ -166,11 +159,26 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         xy = si[..., :2] - si[:, -1:, :2]
         return torch.cat([xy, si[..., 2:]], dim=-1).sub(self.state_mean).div(self.state_std)
 
-    def forward(self, cache: PolicyCache, sample: bool = False, generator: torch.Generator | None = None) -> dict:
+    def forward(
+        self,
+        cache: PolicyCache | Sequence[PolicyCache],
+        sample: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> dict:
         """The action of the window's last frame: ``action`` [B, 2] normalised and clamped; ``mean`` [B, 2]
         (before clamping); ``log_std`` [B, 2] (Gaussian policies only). The window's states are re-anchored at
-        its last frame (``reanchor``), so the same window gives the same action wherever the anchor was."""
-        h = self.backbone.fuse(cache.features, self.reanchor(cache.states))
+        its last frame (``reanchor``), so the same window gives the same action wherever the anchor was.
+
+        ``cache`` may be a sequence of caches (e.g. of episodes driven in lockstep): each window is mixed over
+        time on its own, then all of them go through the rest of the network as one batch, in order."""
+        caches = [cache] if isinstance(cache, PolicyCache) else list(cache)
+        # each window mixed on its own (it reads all Tc frames: from cache, one window at a time), then one batch:
+        # for 16 windows 1.3x (tiny) / 1.2x (ppuu) faster than concatenating the frames first
+        mixed = [self.backbone.mix_window(c.features) for c in caches]
+        states = [self.reanchor(c.states) for c in caches]
+        if len(caches) > 1:
+            mixed, states = [torch.cat(mixed)], [torch.cat(states)]
+        h = self.backbone.fuse_mixed(mixed[0], states[0])
         out = self.head(h.flatten(1))
         if self.config.kind == "deterministic":
             return {"action": clamp_straight_through(out, self.config.action_clamp), "mean": out}

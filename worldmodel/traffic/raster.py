@@ -171,11 +171,13 @@ class EgoRasterizer:
         return layer
 
     # --------------------------------------------------------------------------------- views
-    def render(self, vehicles: dict, egos: np.ndarray | None = None) -> np.ndarray:
+    def render(self, vehicles: dict, egos: np.ndarray | None = None, all_rows: bool = False) -> np.ndarray:
         """Ego views of the cars at indices ``egos`` (default: all) among ``vehicles``.
 
         vehicles: dict of arrays ``[N]``: x, y, psi [rad], length, width [m], lane (for layering; -1 allowed).
-        Returns uint8 ``[E, 3, H, W]`` (lanes, vehicles, off-road); each ego is left out of its own view.
+        all_rows: draw on every row of the road's grid (± the views' reach), not only those the cars and views
+        occupy (the plain way, for references). Returns uint8 ``[E, 3, H, W]`` (lanes, vehicles, off-road); each
+        ego is left out of its own view.
         """
         spec, ppm = self.spec, self.spec.px_per_m
         n = len(vehicles["x"])
@@ -195,7 +197,7 @@ class EgoRasterizer:
         car_half = 0.5 * np.hypot(sub["length"], sub["width"])
         y0 = min(float((ey - half_y).min()), float((sub["y"] - car_half).min(initial=np.inf))) - _CANVAS_MARGIN_M
         y1 = max(float((ey + half_y).max()), float((sub["y"] + car_half).max(initial=-np.inf))) + _CANVAS_MARGIN_M
-        canvas = self._grid(x0, x1, max(y0, self.y_min), min(y1, self.y_max))
+        canvas = self._grid(x0, x1) if all_rows else self._grid(x0, x1, max(y0, self.y_min), min(y1, self.y_max))
         lane = np.asarray(vehicles.get("lane", np.zeros(n)))[near_idx]
         layer_of_near = self.alternating_layers(lane, sub["x"])
         layers = self._vehicle_layers(canvas, sub, layer_of_near)
@@ -234,8 +236,8 @@ class EgoRasterizer:
 
 
 def reference_views(rasterizer: EgoRasterizer, vehicles: dict, egos: np.ndarray) -> np.ndarray:
-    """The plain way, as a reference for tests and benchmarks: for each ego, draw every other car afresh
-    (the ego shrunk to nothing) and warp. Equals ``EgoRasterizer.render`` wherever no two cars of the same
+    """The plain way, as a reference for tests and benchmarks: for each ego, draw every other car afresh on
+    the whole canvas (every row, the ego shrunk to nothing) and warp. Equals ``EgoRasterizer.render`` wherever no two cars of the same
     layer come within 2 px of each other."""
     out = []
     n = len(vehicles["x"])
@@ -247,7 +249,7 @@ def reference_views(rasterizer: EgoRasterizer, vehicles: dict, egos: np.ndarray)
         sub["width"] = sub["width"].copy()
         sub["length"][0] = sub["width"][0] = 1e-3  # the ego drawn as (almost) nothing
         sub["lane"] = np.arange(len(sub["x"])) % 2  # any layering: the ego has no pixels to erase
-        out.append(rasterizer.render(sub, np.array([0]))[0])
+        out.append(rasterizer.render(sub, np.array([0]), all_rows=True)[0])
     return np.stack(out)
 
 

@@ -347,6 +347,8 @@ def load_scenario(path: str | Path) -> Scenario:
             data = tomllib.load(f)
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
+    except IsADirectoryError:
+        raise ScenarioError(f"{path}: a directory, not a scenario file") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML ({e})") from None
     return scenario_from_dict(data, str(path))
@@ -362,6 +364,6 @@ def resolve_scenario(scenario: str | Path | Scenario) -> Scenario:
     if isinstance(scenario, Scenario):
         return scenario
     path = Path(scenario)
-    if not path.exists() and path.suffix == "" and (scenarios_dir() / f"{path}.toml").exists():
+    if not path.is_file() and path.suffix == "" and (scenarios_dir() / f"{path}.toml").exists():
         path = scenarios_dir() / f"{path}.toml"
     return load_scenario(path)
