@@ -28,7 +28,7 @@ import torch
 from worldmodel.costs import UncertaintyStats, uncertainty_cost
 from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.nn.policy import Policy
+from worldmodel.nn.policy import Policy, PolicyCache
 from worldmodel.planning import PLANNERS
 from worldmodel.training.checkpoint import load_checkpoint
 
@@ -133,14 +133,14 @@ class PolicyDriver:
         state = self._slots.get(slot) or self._slots.setdefault(slot, self._new_slot())
         state.generator.manual_seed(_episode_seed())
         state.window.reset(info["context"], _car_size(env))
-        ctx = state.window.context()
-        state.cache = self.policy.init_cache(ctx.images, ctx.states, ctx.ego_mask)
+        state.cache = None  # the context is encoded at the slot's first act, with the other new slots'
         state.steps = 0
 
     @torch.no_grad()
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
         tc = self.policy.config.context_frames
         chosen = [self._slots[s] for s in slots]
+        self._encode_contexts([state for state in chosen if state.cache is None])
         moved = [state for state in chosen if state.steps > 0]
         for state, obs in zip(chosen, observations, strict=True):
             if state.steps > 0:
@@ -163,6 +163,18 @@ class PolicyDriver:
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return dict(self._slots[slot].diagnostics)
+
+    def _encode_contexts(self, fresh: list[_Slot]) -> None:
+        """The policy caches of new episodes: their context frames encoded in one batch."""
+        if not fresh:
+            return
+        contexts = [state.window.context() for state in fresh]
+        images, states, masks = (torch.cat([getattr(c, name) for c in contexts]) for name in ("images", "states", "ego_mask"))
+        tc = self.policy.config.context_frames
+        cache = self.policy.init_cache(images[:, -tc:], states[:, -tc:], masks)
+        for i, state in enumerate(fresh):
+            state.cache = PolicyCache(tuple(f[i : i + 1] for f in cache.features), cache.states[i : i + 1],
+                                      cache.ego_mask[i : i + 1])  # fmt: skip
 
     # ------------------------------------------------------------------ one episode (slot 0)
     def reset(self, env, obs: dict, info: dict) -> None:
