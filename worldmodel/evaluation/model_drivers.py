@@ -130,7 +130,9 @@ class PolicyDriver:
     # ------------------------------------------------------------------ lockstep
     @torch.no_grad()
     def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
-        state = self._slots.get(slot) or self._slots.setdefault(slot, self._new_slot())
+        if slot not in self._slots:
+            self._slots[slot] = self._new_slot()
+        state = self._slots[slot]
         state.generator.manual_seed(_episode_seed())
         state.window.reset(info["context"], _car_size(env))
         state.cache = None  # the context is encoded at the slot's first act, with the other new slots'
@@ -170,8 +172,7 @@ class PolicyDriver:
             return
         contexts = [state.window.context() for state in fresh]
         images, states, masks = (torch.cat([getattr(c, name) for c in contexts]) for name in ("images", "states", "ego_mask"))
-        tc = self.policy.config.context_frames
-        cache = self.policy.init_cache(images[:, -tc:], states[:, -tc:], masks)
+        cache = self.policy.init_cache(images, states, masks)  # uses the last Tc frames
         for i, state in enumerate(fresh):
             state.cache = PolicyCache(tuple(f[i : i + 1] for f in cache.features), cache.states[i : i + 1],
                                       cache.ego_mask[i : i + 1])  # fmt: skip

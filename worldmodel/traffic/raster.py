@@ -132,7 +132,6 @@ class EgoRasterizer:
 
     def _draw_static(self) -> np.ndarray:
         canvas = self._grid(self.x_min, self.x_max)
-        self._static_canvas = canvas
         offroad = self._fine_canvas(canvas)
         offroad[:] = 255
         h = 0.5 * self._fill_inset_m

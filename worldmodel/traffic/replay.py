@@ -126,6 +126,7 @@ class ReplaySimulation:
             with TrajectoryReader(trajectories) as reader:
                 self._load(reader)
         self.ego_id: int | None = None
+        self._others_key: tuple | None = None  # (ego, frame) of the cached ``_others``
 
     #: What ``_load`` reads from the file: shared by simulations built from another one.
     _LOADED = ("road", "dt", "kind_names", "frame_range", "vehicle_table", "_index", "_tracks", "_frames")
@@ -244,7 +245,7 @@ class ReplaySimulation:
         """The recorded vehicles at the current frame, the controlled car's own recording excluded: [n]
         (computed once per frame: ``events`` and ``vehicles`` both need them)."""
         key = (self.ego_id, self.frame)
-        if getattr(self, "_others_key", None) != key:
+        if self._others_key != key:
             rows = self._frames.at(self.frame)
             keep = rows["vehicle"] != self.ego_id
             self._others_now, self._others_key = {name: values[keep] for name, values in rows.items()}, key
