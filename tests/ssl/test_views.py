@@ -76,13 +76,21 @@ def test_random_boxes_respect_area_and_bounds():
     assert area.min() > 0.02 and area.max() < 0.2
 
 
-def test_drop_states_zeroes_whole_views():
+@pytest.mark.parametrize("per", ["view", "pair"])
+def test_drop_states_zeroes_whole_views(per):
     images, states = torch.rand(64, 5, 3, 117, 24), torch.randn(64, 5, 4)
-    config = ViewConfig(max_offset=1, drop_states=0.5)
-    (_, sa), _ = make_views(images, states, 4, torch.full((4,), 0.5), torch.ones(4), config, torch.Generator())
-    dropped = (sa == 0).flatten(1).all(1)
-    assert 10 < int(dropped.sum()) < 54
-    assert ((sa != 0).flatten(1).all(1) | dropped).all()
+    config = ViewConfig(max_offset=1, drop_states=0.5, drop_states_per=per)
+    (_, sa), (_, sb) = make_views(images, states, 4, torch.full((4,), 0.5), torch.ones(4), config, torch.Generator())
+    dropped_a, dropped_b = ((s == 0).flatten(1).all(1) for s in (sa, sb))
+    for s, dropped in ((sa, dropped_a), (sb, dropped_b)):
+        assert 10 < int(dropped.sum()) < 54
+        assert ((s != 0).flatten(1).all(1) | dropped).all()
+    if per == "pair":  # both views of a window together
+        assert torch.equal(dropped_a, dropped_b)
+    else:  # independently: some pairs have one view with states and one without
+        assert (dropped_a != dropped_b).sum() > 5
+    with pytest.raises(ValueError, match="drop_states_per"):
+        ViewConfig(drop_states_per="batch")
 
 
 def test_drop_vehicles_blanks_the_vehicles_channel_of_whole_views_and_keeps_the_road():

@@ -21,7 +21,8 @@ made from three transformations, all drawn from an explicit ``torch.Generator``:
    match the two views on the cars only and let the road go; a view without cars can only be matched to its
    partner through what both still share: where the ego is on the road (its offset in the lane, the lanes
    and off-road around it) and its states;
-5. optionally, **state dropout** (``drop_states``): a view's states replaced by zeros.
+5. optionally, **state dropout** (``drop_states``): a view's states replaced by zeros, drawn per view or
+   for both views of a pair together (``drop_states_per``).
 
 Shapes: B batch, T time (Tc per view), C channels, H, W; S state.
 """
@@ -67,7 +68,15 @@ class ViewConfig:
     car share its speed and recent path, which the state alone tells; dropping it closes that shortcut and
     makes the images carry the invariance."""
 
+    drop_states_per: str = "view"
+    """Who draws the state dropout: ``"view"`` (each view on its own, so a pair can have one view with its
+    states and one without: the objectives then learn to ignore the states, which the speed probe reads) or
+    ``"pair"`` (both views of a window together: the images must carry the match when the states are gone,
+    and no pair teaches invariance to them)."""
+
     def __post_init__(self) -> None:
+        if self.drop_states_per not in ("view", "pair"):
+            raise ValueError(f"ViewConfig.drop_states_per must be 'view' or 'pair', got {self.drop_states_per!r}")
         if not 0 <= self.min_offset <= self.max_offset or self.max_offset < 1:
             raise ValueError(f"ViewConfig: need 0 <= min_offset <= max_offset, max_offset >= 1; got {self}")
         if min(self.max_shift_rows, self.max_shift_cols) < 0 or not 0.0 <= self.erase_prob <= 1.0:
@@ -199,6 +208,7 @@ def make_views(
         raise ValueError(f"make_views: {t} frames, need Tc + max_offset = {context_frames + config.max_offset}")
     offsets = _uniform_int(config.min_offset, config.max_offset, b, generator)
     pair = temporal_pair(images, states, offsets, context_frames, state_mean, state_std)
+    keep_pair = torch.rand(b, generator=generator) >= config.drop_states if config.drop_states_per == "pair" else None
     out = []
     for view_images, view_states in pair:
         sr, sc = config.max_shift_rows, config.max_shift_cols
@@ -208,7 +218,7 @@ def make_views(
         if config.drop_vehicles > 0:
             view_images = drop_channel(view_images, torch.rand(b, generator=generator) < config.drop_vehicles)
         if config.drop_states > 0:
-            keep = torch.rand(b, generator=generator) >= config.drop_states
+            keep = keep_pair if keep_pair is not None else torch.rand(b, generator=generator) >= config.drop_states
             view_states = view_states * keep.to(view_states.device)[:, None, None]
         out.append((view_images, view_states))
     return out[0], out[1]
