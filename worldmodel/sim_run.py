@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from worldmodel.data.hdf5 import write_json
 from worldmodel.render import write_video
 from worldmodel.traffic.raster import render_topdown
 from worldmodel.traffic.scenario import resolve_scenario
@@ -80,9 +80,6 @@ def run_simulation(config: SimRunConfig) -> dict:
     }
     summary_path = config.summary or (str(Path(config.video).with_suffix(".json")) if config.video else None)
     if summary_path:
-        Path(summary_path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(summary_path).with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(summary, indent=2))
-        tmp.replace(summary_path)
+        write_json(summary, summary_path)
         summary["summary_path"] = summary_path
     return summary

@@ -73,6 +73,19 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     atomic.commit()
 
 
+def write_json(obj: dict, path: str | os.PathLike, sort_keys: bool = False) -> Path:
+    """``obj`` as indented JSON at ``path``, atomically (``AtomicPath``); missing parent folders are made."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic = AtomicPath(path)
+    try:
+        atomic.tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
+        atomic.commit()
+    except BaseException:
+        atomic.abort()
+        raise
+    return atomic.path
+
+
 def check_road(road: dict, path: str | os.PathLike | None = None) -> dict:
     """Validate a road description and return a normalised copy (plain ints, floats, lists).
 

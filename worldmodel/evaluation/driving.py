@@ -41,7 +41,7 @@ from tqdm import tqdm
 from worldmodel.costs import COST_NAMES
 from worldmodel.data.episodes import SPLITS, EpisodeReader
 from worldmodel.data.extract import ExtractConfig
-from worldmodel.data.hdf5 import AtomicPath, DataError
+from worldmodel.data.hdf5 import AtomicPath, DataError, write_json
 from worldmodel.data.trajectories import TrajectoryReader
 from worldmodel.envs import ReplayEnvConfig
 from worldmodel.traffic.replay import ReplaySimulation
@@ -433,20 +433,6 @@ def write_csv(records: list[dict], path: str | os.PathLike) -> Path:
             writer = csv.DictWriter(f, fieldnames=columns)
             writer.writeheader()
             writer.writerows(records)
-        atomic.commit()
-    except BaseException:
-        atomic.abort()
-        raise
-    return atomic.path
-
-
-def write_json(result: dict, path: str | os.PathLike) -> Path:
-    """``result`` as indented JSON, atomically."""
-    import json
-
-    atomic = AtomicPath(path)
-    try:
-        atomic.tmp.write_text(json.dumps(result, indent=2) + "\n")
         atomic.commit()
     except BaseException:
         atomic.abort()

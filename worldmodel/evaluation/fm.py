@@ -21,7 +21,6 @@ batch is converted to the model's normalisation (its buffers) before the model s
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
@@ -34,6 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
+from worldmodel.data.hdf5 import write_json
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.evaluation.metrics import mean_pairwise, mse, psnr_from_mse, spearman, ssim
 from worldmodel.nn.forward_model import ForwardModel
@@ -314,9 +314,7 @@ def evaluate_fm(config: EvalFMConfig, out: str | Path | None = None) -> dict:
     if out is not None:
         from worldmodel.render import plot_fm_eval
 
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        out = write_json(result, out)
         plot_fm_eval(result, out.with_suffix(".png"))
     return result
 

@@ -111,9 +111,7 @@ def add_eval_parser(esub) -> argparse.ArgumentParser:
 
 
 def run_eval(args: argparse.Namespace) -> dict:
-    from pathlib import Path
-
-    from worldmodel.evaluation.driving import write_json
+    from worldmodel.data.hdf5 import write_json
     from worldmodel.ssl.evaluate import evaluate_ssl
     from worldmodel.ssl.probes import ProbeConfig
 
@@ -121,7 +119,6 @@ def run_eval(args: argparse.Namespace) -> dict:
     result = evaluate_ssl(args.checkpoint, args.data, probes, seed=args.seed, device=args.device,
                           random_seeds=args.random_seeds)  # fmt: skip
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         write_json(result, args.out)
     return result
 

@@ -31,7 +31,7 @@ def cell(probes: dict, random: dict | None) -> str:
 
 
 def table(results: dict[str, dict]) -> str:
-    """Markdown rows: method | one cell per target | representation rank | embedding rank."""
+    """Markdown rows: method | one cell per target | representation effective rank; the random mean last."""
     names = {"speed_mps": "speed", "headway_m": "headway", "lane_position": "lane position",
              "neighbours": "neighbours"}  # fmt: skip
     lines = [

@@ -208,7 +208,8 @@ def make_views(
         raise ValueError(f"make_views: {t} frames, need Tc + max_offset = {context_frames + config.max_offset}")
     offsets = _uniform_int(config.min_offset, config.max_offset, b, generator)
     pair = temporal_pair(images, states, offsets, context_frames, state_mean, state_std)
-    keep_pair = torch.rand(b, generator=generator) >= config.drop_states if config.drop_states_per == "pair" else None
+    per_pair = config.drop_states > 0 and config.drop_states_per == "pair"
+    keep_pair = torch.rand(b, generator=generator) >= config.drop_states if per_pair else None
     out = []
     for view_images, view_states in pair:
         sr, sc = config.max_shift_rows, config.max_shift_cols

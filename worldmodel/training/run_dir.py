@@ -12,6 +12,8 @@ import math
 import os
 from pathlib import Path
 
+from worldmodel.data.hdf5 import write_json
+
 
 class RunDir:
     """The files of one run under ``root``."""
@@ -41,9 +43,7 @@ class RunDir:
 
     def write_config(self, config: dict) -> None:
         """Write the resolved run configuration (atomically)."""
-        tmp = self.config.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.config)
+        write_json(config, self.config, sort_keys=True)
 
     def truncate_metrics(self, step: int) -> None:
         """Keep only the metrics lines of steps <= ``step`` (before resuming from a checkpoint at ``step``)."""
