@@ -5,7 +5,7 @@
 #   2. policies through it: MPUR (uncertainty cost, 0.05), MPUR without the uncertainty cost (PPUU's
 #      ablation), MPER, 1-step IL; MPUR with SEEDS seeds;
 #   3. evaluation of every driver on the same EPISODES test cars (seed 0): no-action, expert, bot, the
-#      policies, and the two planners (on PLAN_EPISODES cars, planning settings reduced for the CPU).
+#      policies. The planners have their own recipe: scripts/reproduce_driving_i80.sh.
 # The full-scale recipe for a GPU is scripts/train_policy_ppuu_gpu.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,7 +17,6 @@ FM_STEPS="${FM_STEPS:-1500}"
 POLICY_STEPS="${POLICY_STEPS:-500}"
 SEEDS="${SEEDS:-0 1 2}"
 EPISODES="${EPISODES:-100}"
-PLAN_EPISODES="${PLAN_EPISODES:-20}"
 OUT=runs/policy-i80
 
 [ -f "$DATA/episodes.h5" ] || "$WM" data build datasets/i80-sim.toml
@@ -47,12 +46,6 @@ for run in "$OUT"/*/checkpoints/last.pt; do
   name="$(basename "$(dirname "$(dirname "$run")")")"
   evaluate "$name" "$run" --episodes "$EPISODES"
 done
-PLAN=(--fm "$FM/checkpoints/last.pt" --episodes "$PLAN_EPISODES" --option horizon=15 --option replan_every=5)
-evaluate no-action-plan-subset no-action --episodes "$PLAN_EPISODES"
-evaluate plan-grad plan:grad "${PLAN[@]}" --option samples=2 --option iterations=3 \
-  --option stats="$OUT/mpur-s0/checkpoints/last.pt"
-evaluate plan-cem plan:cem "${PLAN[@]}" --option population=32 --option elites=4 --option iterations=2
-
 .venv/bin/python - "$OUT/eval" <<'PY'
 import json, pathlib, sys
 print("| driver | episodes | success (95 % CI) | mean distance (m) | collisions ahead / behind | off-road |")

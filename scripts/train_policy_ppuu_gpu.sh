@@ -35,5 +35,5 @@ for driver in no-action expert bot; do evaluate "$driver" "$driver"; done
 for run in "$OUT"/*/checkpoints/best.pt; do
   evaluate "$(basename "$(dirname "$(dirname "$run")")")" "$run"
 done
-evaluate plan-grad plan:grad --fm "$FM" --option stats="$OUT/mpur-s0/checkpoints/best.pt"
-evaluate plan-cem plan:cem --fm "$FM"
+evaluate plan-grad-model plan:grad --world model --fm "$FM" --option samples=4 --option replicas=2
+evaluate plan-cem-model plan:cem --world model --fm "$FM" --option samples=4 --option replicas=2

@@ -9,7 +9,9 @@ re-encode the 20 stacked frames (60 / 80 channels) at every step, the replicas r
 backward also fills the gradients of the model's parameters. Also ``mpur_updates_per_s_tiny`` (tiny preset,
 same protocol) and ``eval_episodes_per_s`` (closed-loop episodes of a ``ppuu``-preset policy in Replay-v0 on a
 recording made in the run, 2 workers, episodes in lockstep batches), against ``..._one_at_a_time`` (the same
-episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``.
+episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``. ``plan_ms_per_car_step_*``:
+the gradient planner (``plan:grad``, drive objective) in the oracle and cv worlds, against the oracle world with
+every pixel read at every step (``..._oracle_dense``) in the same run.
 """
 
 from __future__ import annotations
@@ -190,8 +192,30 @@ def _bench_eval(quick: bool) -> dict:
         result["eval_batch"] = batch
         result["eval_episodes_per_s_one_at_a_time"] = alone["eval_episodes_per_s"]
         result["eval_lockstep_speedup"] = round(result["eval_steps_per_s"] / alone["eval_steps_per_s"], 2)
+        result |= _bench_planner(folder, quick)
         result["eval_bench_wall_s"] = time.perf_counter() - t0
     return result
+
+
+def _bench_planner(folder: Path, quick: bool) -> dict:
+    """Milliseconds of planning per car-step of ``plan:grad`` (2 workers, episodes in lockstep batches of 16):
+    the oracle and cv worlds as configured by default, and the oracle world with the pose costs on every pixel
+    of a frame at every step (``frame_every=1, lane_rows_m=None``) as the baseline, on the same episodes."""
+    from worldmodel.evaluation.driving import bench_eval_episodes
+
+    episodes = 16 if quick else 32
+    runs = {"oracle": {"world": "oracle"}, "cv": {"world": "cv"},
+            "oracle_dense": {"world": "oracle", "frame_every": 1, "lane_rows_m": None}}  # fmt: skip
+    out = {}
+    for name, options in runs.items():
+        r = bench_eval_episodes(folder, driver="plan:grad", episodes=episodes, workers=2, split="train", batch=16,
+                                driver_options=options)  # fmt: skip
+        out[f"plan_ms_per_car_step_{name}"] = round(1000.0 / r["eval_steps_per_s"], 2)
+        out[f"plan_success_rate_{name}"] = r["eval_success_rate"]
+    out["plan_speedup_vs_dense"] = round(
+        out["plan_ms_per_car_step_oracle_dense"] / out["plan_ms_per_car_step_oracle"], 2
+    )
+    return out
 
 
 __all__ = ["PPUU_ANCHOR_S", "bench_policy", "mpur_update_fn", "reference_update_fn", "synthetic_context"]

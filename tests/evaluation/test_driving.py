@@ -4,6 +4,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
@@ -13,17 +14,23 @@ from driving_helpers import write_braking_leader
 from worldmodel.cli import main
 from worldmodel.data.extract import ExtractConfig
 from worldmodel.data.hdf5 import DataError
-from worldmodel.envs import ReplayEnvConfig
+from worldmodel.data.trajectories import TrajectoryWriter
+from worldmodel.envs import ACTION_LOW, ReplayEnvConfig
 from worldmodel.evaluation.drivers import make_driver, open_replay_env
 from worldmodel.evaluation.driving import (
+    EVENTS,
+    Episode,
     EpisodeRunner,
     EvalPolicyConfig,
     bench_eval_episodes,
     evaluate_driving,
     select_episodes,
+    summarise,
     wilson_interval,
 )
 from worldmodel.evaluation.rollout_video import compose_frame, render_rollout
+from worldmodel.traffic.road import Road
+from worldmodel.traffic.scenario import RoadConfig
 
 
 def run(data, driver="no-action", **kw):
@@ -212,3 +219,126 @@ def test_cli_eval_policy_end_to_end(driving_data, tmp_path, capsys):
     rc = main(["render", "rollout", "--driver", "bot", "--data", str(tmp_path / "missing"), "--vehicle", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "missing" in err
+
+
+# ------------------------------------------------------------------------------------------ stuck, not at fault
+def write_one_lane(path, cars: dict[int, tuple[float, np.ndarray]]) -> Path:
+    """A hand-written 1-lane recording (1 km road, evaluated zone 10-290 m): car ``id`` starts at ``x0`` [m]
+    and drives at ``speeds`` [m/s] (one per 0.1 s frame; cars may overlap, nobody checks)."""
+    road = Road(RoadConfig(lanes=1, lane_width_m=3.7, length_m=1000.0, section_m=(0.0, 1000.0),
+                           evaluated_m=(10.0, 290.0), speed_limit_mps=20.0, ramps=()))  # fmt: skip
+    with TrajectoryWriter(path, road.to_dict(), "test one lane", ["car"]) as w:
+        for vid, (x0, speeds) in cars.items():
+            frames = len(speeds)
+            travelled = np.concatenate([[0.0], np.cumsum(speeds[:-1] * 0.1)])
+            w.add_vehicle(vid, 4.5, 1.8, 0, {
+                "frame": np.arange(frames), "x": x0 + travelled, "y": np.full(frames, 1.85), "vx": speeds,
+                "vy": np.zeros(frames), "lane": np.zeros(frames, np.int16),
+            })  # fmt: skip
+    return path
+
+
+class BrakingDriver:
+    """Brakes as hard as the action space allows, from the hand-over on, then stands still."""
+
+    name = "brake"
+    needs_context = False
+
+    def reset(self, env, obs, info):
+        pass
+
+    def act(self, obs, info):
+        return np.array([ACTION_LOW[0], 0.0])
+
+    def diagnostics(self):
+        return {}
+
+
+def drive_one(path, driver, vehicle: int, **config) -> dict:
+    """The record of one episode of ``vehicle`` in the recording ``path``, driven by the harness."""
+    runner = EpisodeRunner(EvalPolicyConfig(**({"out": None, "progress": False} | config)), [path], driver=driver)
+    try:
+        return runner.run(Episode(vehicle, 0, vehicle))
+    finally:
+        runner.close()
+
+
+def test_a_car_standing_still_gets_stuck_at_the_cap(tmp_path):
+    # at 20 m/s from x = 200 m: the hand-over (frame 19) at 238 m, the zone end (290 m) 26 frames later
+    path = write_one_lane(tmp_path / "alone.h5", {1: (200.0, np.full(200, 20.0))})
+    record = drive_one(path, BrakingDriver(), 1)
+    assert record["recorded_steps"] == 26
+    assert record["event"] == "stuck" and record["stuck"] and record["steps"] == 52  # 2 x 26
+    assert (
+        not record["success"] and not record["success_not_at_fault"] and record["distance_m"] < 290 - 200
+    )  # short of the zone end
+    assert drive_one(path, BrakingDriver(), 1, stuck_factor=1.5)["steps"] == 39
+    record = drive_one(path, BrakingDriver(), 1, stuck_factor=None)
+    assert record["event"] == "end_of_data" and not record["stuck"] and record["steps"] == 199 - 19
+    record = drive_one(path, BrakingDriver(), 1, max_steps=30)  # the timeout still comes first when shorter
+    assert record["event"] == "timeout" and record["steps"] == 30
+    record = drive_one(path, make_driver("no-action"), 1)  # keeps the recorded 20 m/s: arrives in time
+    assert record["success"] and not record["stuck"] and record["steps"] <= 27
+
+
+@pytest.fixture(scope="module")
+def tailgated(tmp_path_factory):
+    """Car 1 at 10 m/s from x = 60 m, slowing at ``recorded_decel_mps2`` (1.0, or 0.0 in the other file)
+    from 2.5 s to 8 m/s; car 2 starts 20 m behind it at 14 m/s and drives through it: whoever drives car 1
+    gets rear-ended."""
+    t = np.arange(200) * 0.1
+    paths = {}
+    for decel in (0.0, 1.0):
+        car1 = np.clip(10.0 - decel * np.maximum(t - 2.5, 0.0), 8.0, None)
+        paths[decel] = write_one_lane(tmp_path_factory.mktemp("tailgated") / f"decel{decel:g}.h5",
+                                      {1: (60.0, car1), 2: (40.0, np.full(200, 14.0))})  # fmt: skip
+    return paths
+
+
+@pytest.mark.parametrize("recorded_decel_mps2", [0.0, 1.0])
+def test_rear_ended_at_or_above_the_recorded_speed_is_not_at_fault(tailgated, recorded_decel_mps2):
+    record = drive_one(tailgated[recorded_decel_mps2], make_driver("no-action"), 1)  # keeps 10 m/s
+    assert record["event"] == "collision_behind" and not record["success"]
+    assert record["rear_ended_not_at_fault"] and record["success_not_at_fault"]
+    record = drive_one(tailgated[recorded_decel_mps2], BrakingDriver(), 1)  # slower than its recording
+    assert record["event"] == "collision_behind"
+    assert not record["rear_ended_not_at_fault"] and not record["success_not_at_fault"]
+
+
+def test_summary_counts_not_at_fault_successes_and_stuck_episodes():
+    def record(vehicle, event, not_at_fault=False):
+        return {"vehicle": vehicle, "event": event, "success": event == "arrived",
+                "rear_ended_not_at_fault": not_at_fault, "success_not_at_fault": event == "arrived" or not_at_fault,
+                "stuck": event == "stuck", "distance_m": 100.0, "steps": 10, "recorded_steps": 8,
+                "collision_ahead": event == "collision_ahead", "collision_behind": event == "collision_behind",
+                "offroad": event == "offroad"}  # fmt: skip
+
+    events = ["arrived", "arrived", "collision_behind", "collision_behind", "stuck", "collision_ahead",
+              "end_of_data", "stuck"]  # fmt: skip
+    records = [record(i, e, not_at_fault=i == 2) for i, e in enumerate(events)]
+    s = summarise(records)
+    assert s["success_rate"] == 2 / 8 and s["success_not_at_fault_rate"] == 3 / 8
+    assert s["success_not_at_fault_rate_ci95"] == pytest.approx(list(wilson_interval(3, 8)))
+    assert s["rear_ended_not_at_fault_rate"] == 1 / 8 and s["stuck_rate"] == 2 / 8
+    assert list(s["events"])[: len(EVENTS)] == list(EVENTS) and s["events"]["stuck"] == 2
+    assert s["events"]["offroad"] == 0 and sum(s["events"].values()) == 8
+    assert s["diagnostics"] == {}  # the new record keys are not mistaken for driver diagnostics
+
+
+def test_records_and_summary_have_the_new_fields(no_action_train):
+    r = no_action_train
+    assert r["protocol"]["stuck_factor"] == 2.0 and "stuck" in r["events"]
+    assert r["success_rate"] <= r["success_not_at_fault_rate"] <= 1.0
+    lo, hi = r["success_not_at_fault_rate_ci95"]
+    assert lo <= r["success_not_at_fault_rate"] <= hi and 0.0 <= r["stuck_rate"] <= 1.0
+    for record in r["per_episode"]:
+        assert record["stuck"] == (record["event"] == "stuck") and record["recorded_steps"] >= 1
+        assert record["success_not_at_fault"] == (record["success"] or record["rear_ended_not_at_fault"])
+        assert not record["rear_ended_not_at_fault"] or record["event"] == "collision_behind"
+        if record["stuck"]:
+            assert record["steps"] == int(2.0 * record["recorded_steps"])
+
+
+def test_bad_stuck_factor_is_a_one_line_error(driving_data):
+    with pytest.raises(ValueError, match="stuck_factor"):
+        run(driving_data, stuck_factor=0.0)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.evaluation.drivers import make_driver, open_replay_env
 from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
@@ -77,10 +78,11 @@ def test_policy_driver_slots_are_independent(driving_data, models):
 
 
 @pytest.mark.parametrize("planner", ["plan:grad", "plan:cem"])
-def test_planner_drivers_act_within_bounds(driving_data, models, planner):
+def test_planner_drivers_in_the_model_world_act_within_bounds(driving_data, models, planner):
     fm, _ = models
-    options = {"horizon": 3, "samples": 1, "iterations": 1} if planner == "plan:grad" else \
-        {"horizon": 3, "population": 4, "elites": 2, "iterations": 1}  # fmt: skip
+    options = {"horizon": 4, "iterations": 2, "world": "model", "samples": 2, "replicas": 2}
+    if planner == "plan:cem":
+        options |= {"population": 4, "elites": 2}
     driver = make_driver(planner, fm=str(fm), **options)
     env = open_replay_env(sorted(driving_data.glob("trajectories-*.h5"))[0])
     obs, info = env.reset(seed=0)
@@ -88,16 +90,19 @@ def test_planner_drivers_act_within_bounds(driving_data, models, planner):
     for _ in range(3):
         action = driver.act(obs, info)
         assert action.shape == (2,) and np.isfinite(action).all()
+        assert (ACTION_LOW - 1e-6 <= action).all() and (action <= ACTION_HIGH + 1e-6).all()
         obs, _, terminated, truncated, info = env.step(action)
         if terminated or truncated:
             break
-    normalised = driver.imagination.model.normalise_actions(torch.as_tensor(action, dtype=torch.float32))
-    assert normalised.abs().max() <= 3.0 + 1e-5  # plans stay within 3 sigma
+    frames = driver.world.futures([env.sim], np.zeros((1, 2, 3)), [2, 4], torch.zeros(1, 4, 2),
+                                  [driver._slots[0].window])  # fmt: skip
+    assert frames.images.shape == (1, 4, 2, 3, 117, 24) and frames.replicas == 2  # 2 draws x 2 dropout replicas
+    assert 0 <= frames.images.min() and frames.images.max() <= 1
     assert "planned_cost" in driver.diagnostics()
     with pytest.raises(ValueError, match="unknown option"):
         make_driver(planner, fm=str(fm), nonsense=1)
     with pytest.raises(ValueError, match="needs a forward model"):
-        make_driver(planner)
+        make_driver(planner, world="model")
 
 
 def test_policy_driver_reports_uncertainty_with_a_model(driving_data, models, tmp_path):

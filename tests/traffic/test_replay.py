@@ -196,3 +196,34 @@ def test_clipped_hard_brake_drifts_as_expected(tmp_path):
     assert drift["inferred"]["error_m_at_1s"] == pytest.approx(0.81, abs=2e-3)
     assert drift["inferred"]["max_error_m_max"] > 0.81  # 1.8 m/s too fast ever after
     assert drift["recorded"]["max_error_m_max"] < 1e-3  # the exact actions are not clipped
+
+
+def test_ghost_speed_and_recorded_steps_to_the_zone_end(tiny_recording, following_pair):
+    sim = ReplaySimulation(tiny_recording)
+    reader = TrajectoryReader(tiny_recording)
+    zone_end = sim.road.config.evaluated_m[1]
+    with pytest.raises(RuntimeError, match="start"):
+        sim.recorded_steps_to_zone_end()
+    reached = 0
+    for vid in sim.eligible_vehicles():
+        track = reader.track(int(vid))
+        sim.start(int(vid))
+        while sim.in_context:
+            sim.step()
+        sim.step((-3.0, 0.0))  # the car is slower than its recording now; the ghost keeps the recorded speed
+        k = sim.frame - sim.start_frame
+        assert sim.ghost["v"] == pytest.approx(float(np.hypot(track["vx"][k], track["vy"][k])))
+        steps = sim.recorded_steps_to_zone_end()
+        past = np.nonzero(track["x"][sim.context_frames - 1 :] >= zone_end)[0]
+        if steps is None:
+            assert len(past) == 0
+        else:
+            reached += 1
+            assert steps == past[0] >= 1  # eligible: short of the zone end at the hand-over
+            assert (
+                track["x"][sim.context_frames - 1 + steps - 1] < zone_end <= track["x"][sim.context_frames - 1 + steps]
+            )
+    assert reached >= 5
+    pair = ReplaySimulation(following_pair)
+    pair.start(1)
+    assert pair.recorded_steps_to_zone_end() is None  # the recording ends at x = 189 m, short of 290 m

@@ -14,6 +14,8 @@ import json
 from worldmodel.data.episodes import SPLITS
 
 DRIVER_HELP = 'driver: "no-action", "expert", "bot", a policy checkpoint (.pt), "plan:grad" or "plan:cem"'
+#: Planner options with a flag of their own (``--world``, ``--objective``); the rest go by ``--option``.
+PLANNER_FLAGS = ("world", "objective")
 
 
 def parse_options(items: list[str] | None) -> dict:
@@ -39,8 +41,26 @@ def _add_driver_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--context-frames", type=int, default=20, help="frames following the recording (default 20)")
     p.add_argument("--max-steps", type=int, default=None, help="truncate after this many steps (default: none)")
+    p.add_argument("--world", choices=["oracle", "cv", "model"], default=None,
+                   help="planners: the world they plan in: the recorded future (privileged), constant velocity, "
+                        "or the forward model --fm (default cv)")  # fmt: skip
+    p.add_argument("--objective", choices=["drive", "ppuu"], default=None,
+                   help="planners: the objective preset (default drive; ppuu: PPUU's costs only)")
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="driver option (repeatable), e.g. --option lane_changes=true for the bot")  # fmt: skip
+                   help="driver option (repeatable), e.g. --option lane_changes=true for the bot, --option "
+                        "horizon=20 for a planner")  # fmt: skip
+
+
+def driver_options(args: argparse.Namespace) -> dict:
+    """The driver options of the command line: ``--option`` items, ``--world`` and ``--objective``."""
+    options = parse_options(args.option)
+    for name in PLANNER_FLAGS:
+        value = getattr(args, name)
+        if value is not None:
+            if not args.driver.startswith("plan:"):
+                raise ValueError(f"--{name} is for the planners (plan:grad, plan:cem), not {args.driver!r}")
+            options[name] = value
+    return options
 
 
 def add_eval_policy_parser(esub) -> argparse.ArgumentParser:
@@ -63,10 +83,11 @@ def run_eval_policy(args: argparse.Namespace) -> int:
     config = EvalPolicyConfig(driver=args.driver, data=args.data, split=args.split, episodes=args.episodes,
                               workers=args.workers, batch=args.batch, seed=args.seed, out=args.out, fm=args.fm,
                               device=args.device, context_frames=args.context_frames, max_steps=args.max_steps,
-                              driver_options=parse_options(args.option), progress=not args.no_progress)  # fmt: skip
+                              driver_options=driver_options(args), progress=not args.no_progress)  # fmt: skip
     result = evaluate_driving(config)
-    keys = ("selection", "episodes", "success_rate", "success_rate_ci95", "mean_distance_m", "collision_rate",
-            "collision_ahead_rate", "collision_behind_rate", "offroad_rate", "mean_costs", "events", "diagnostics",
+    keys = ("selection", "episodes", "success_rate", "success_rate_ci95", "success_not_at_fault_rate",
+            "success_not_at_fault_rate_ci95", "mean_distance_m", "collision_rate", "collision_ahead_rate",
+            "collision_behind_rate", "offroad_rate", "stuck_rate", "mean_costs", "events", "diagnostics",
             "episodes_per_s", "wall_s", "csv")  # fmt: skip
     print(json.dumps({"out": args.out, "driver": args.driver, **{k: result[k] for k in keys}}, indent=2))
     return 0
@@ -87,6 +108,6 @@ def run_render_rollout(args: argparse.Namespace) -> int:
 
     result = render_rollout(args.driver, args.data, args.vehicle, args.out, fm=args.fm, device=args.device,
                             seed=args.seed, context_frames=args.context_frames, max_steps=args.max_steps,
-                            fps=args.fps, driver_options=parse_options(args.option))  # fmt: skip
+                            fps=args.fps, driver_options=driver_options(args))  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0

@@ -16,10 +16,20 @@
    is seeded with ``SeedSequence([seed, vehicle])`` (the environment's ``reset(seed=...)`` and torch's
    global generator): results do not depend on the number of workers (a test checks it), as long as a
    driver draws its per-episode randomness from those two (a driver serves many episodes, in any split).
-3. Per episode: event, success (= "arrived"), distance, steps, collisions ahead / behind, off-road, mean
-   costs over the controlled steps, means of the driver's ``diagnostics()``. Summary: success rate with its
-   95 % Wilson interval, mean distance, collision and off-road rates, mean costs, events histogram, speed.
-   Written atomically to ``out`` (JSON) and ``<out stem>.csv`` (one row per episode).
+3. Stuck cap. With ``stuck_factor`` = k, an episode that has not ended after floor(k x ``recorded_steps``)
+   controlled steps is truncated with event "stuck" (it would take more than k times as long as the recorded
+   car, which took ``recorded_steps`` from the hand-over to the end of the evaluated zone); ``max_steps``
+   ("timeout") still applies.
+4. Not at fault. Being rear-ended ("collision_behind") while driving at or above the speed of the car's own
+   recording at that frame (``ReplaySimulation.ghost["v"]``) is not the driver's fault:
+   ``rear_ended_not_at_fault``; ``success_not_at_fault`` = arrived or rear-ended not at fault. PPUU's
+   success (= arrived) stays the headline ``success_rate``.
+5. Per episode: event, success (= "arrived"), success not at fault, stuck, distance, steps, the recorded car's
+   steps, collisions ahead / behind, off-road, mean costs over the controlled steps, means of the driver's
+   ``diagnostics()``. Summary: success rate and not-at-fault success rate, each with its 95 % Wilson interval,
+   mean distance, collision, off-road and stuck rates, mean costs, events histogram (every event of
+   ``EVENTS``, in that order), speed. Written atomically to ``out`` (JSON) and ``<out stem>.csv`` (one row
+   per episode). ``worldmodel.evaluation.table`` compares several such files in a markdown table.
 """
 
 from __future__ import annotations
@@ -54,6 +64,12 @@ Z_95 = 1.959964
 EXCLUSIONS = ("too_short", "past_zone_at_handover", "recording_ends_before_zone_end")
 #: A unit of work (``episode_groups``) holds this many batches of episodes.
 GROUP_BATCHES = 2
+#: The events that end an episode, in the order of the summary's histogram.
+EVENTS = ("arrived", "collision_ahead", "collision_behind", "offroad", "stuck", "timeout", "end_of_data")
+#: The keys of an episode record that ``summarise`` does not treat as driver diagnostics.
+RECORD_KEYS = ("vehicle", "trajectories", "recorded_id", "event", "success", "rear_ended_not_at_fault",
+               "success_not_at_fault", "stuck", "distance_m", "steps", "recorded_steps", "time_s",
+               "collision_ahead", "collision_behind", "offroad")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,9 @@ class EvalPolicyConfig:
     """Frames the car follows its recording before the driver takes over."""
     max_steps: int | None = None
     """Truncate episodes after this many controlled steps ("timeout"); None: only at the end of the data."""
+    stuck_factor: float | None = 2.0
+    """Truncate an episode ("stuck") after floor(stuck_factor x the steps its recorded car took from the
+    hand-over to the end of the evaluated zone) controlled steps; None: no such cap."""
     driver_options: dict = field(default_factory=dict)
     """Extra keyword options of ``make_driver``."""
     progress: bool = True
@@ -203,14 +222,43 @@ def episode_seed(seed: int, vehicle: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(vehicle)]).generate_state(1)[0])
 
 
+def stuck_steps(recorded_steps: int | None, stuck_factor: float | None) -> int | None:
+    """The "stuck" cap of an episode: floor(``stuck_factor`` x ``recorded_steps``) controlled steps (at least
+    1); None without a factor or when the recording never reaches the end of the evaluated zone."""
+    if stuck_factor is None or recorded_steps is None:
+        return None
+    return max(1, math.floor(stuck_factor * recorded_steps))
+
+
+def at_or_above_recorded_speed(sim: ReplaySimulation) -> bool:
+    """The controlled car drives at least as fast as its recording at the current frame (False once the
+    recording has ended: nothing to compare with)."""
+    ghost = sim.ghost
+    return ghost is not None and sim.v >= ghost["v"]
+
+
 class _Live:
     """An episode in progress in one slot of an ``EpisodeRunner``."""
 
-    def __init__(self, episode: Episode, env, obs: dict, info: dict) -> None:
+    def __init__(self, episode: Episode, env, obs: dict, info: dict, stuck_factor: float | None) -> None:
         self.episode, self.env, self.obs, self.info = episode, env, obs, info
         self.costs = np.zeros(len(COST_NAMES))
         self.diagnostics: dict[str, float] = {}
         self.steps = 0
+        self.recorded_steps = env.sim.recorded_steps_to_zone_end()
+        self.stuck_steps = stuck_steps(self.recorded_steps, stuck_factor)
+        self.not_at_fault = False
+
+    def step(self, action) -> bool:
+        """Drive one step with ``action``; True when the episode is over (its event in ``info``)."""
+        self.obs, _, terminated, truncated, self.info = self.env.step(action)
+        self.steps += 1
+        self.costs += [self.info["costs"][name] for name in COST_NAMES]
+        over = terminated or truncated
+        if not over and self.stuck_steps is not None and self.steps >= self.stuck_steps:
+            self.info, over = {**self.info, "event": "stuck"}, True
+        self.not_at_fault = self.info["event"] == "collision_behind" and at_or_above_recorded_speed(self.env.sim)
+        return over
 
     def record(self, trajectories: str) -> dict:
         info, steps, event = self.info, self.steps, self.info["event"]
@@ -220,14 +268,20 @@ class _Live:
             "recorded_id": self.episode.recorded_id,
             "event": event,
             "success": event == "arrived",
+            "rear_ended_not_at_fault": self.not_at_fault,
+            "success_not_at_fault": event == "arrived" or self.not_at_fault,
+            "stuck": event == "stuck",
             "distance_m": round(float(info["distance_m"]), 4),
             "steps": steps,
+            "recorded_steps": self.recorded_steps,
             "time_s": round(float(info["time_s"]), 4),
             "collision_ahead": event == "collision_ahead",
             "collision_behind": event == "collision_behind",
             "offroad": event == "offroad",
         }
-        record.update({f"cost_{name}": float(value / steps) for name, value in zip(COST_NAMES, self.costs, strict=True)})
+        record.update(
+            {f"cost_{name}": float(value / steps) for name, value in zip(COST_NAMES, self.costs, strict=True)}
+        )
         for name, total in self.diagnostics.items():
             record[name if name not in record else f"diag_{name}"] = total / steps
         return record
@@ -275,7 +329,7 @@ class EpisodeRunner:
         torch.manual_seed(seed)
         obs, info = env.reset(seed=seed, options={"vehicle": episode.recorded_id})
         self.driver.reset_slot(slot, env, obs, info)
-        return _Live(episode, env, obs, info)
+        return _Live(episode, env, obs, info, self.config.stuck_factor)
 
     def run_group(self, episodes: list[Episode]) -> list[dict]:
         """Records of ``episodes`` (see ``evaluate_driving``), in their order."""
@@ -292,10 +346,7 @@ class EpisodeRunner:
                 episode = live[slot]
                 for name, value in driver.slot_diagnostics(slot).items():
                     episode.diagnostics[name] = episode.diagnostics.get(name, 0.0) + float(value)
-                episode.obs, _, terminated, truncated, episode.info = episode.env.step(action)
-                episode.steps += 1
-                episode.costs += [episode.info["costs"][name] for name in COST_NAMES]
-                if terminated or truncated:
+                if episode.step(action):
                     records[episode.episode.vehicle] = episode.record(self.files[episode.episode.file].name)
                     del live[slot]
         return [records[e.vehicle] for e in episodes]
@@ -404,21 +455,27 @@ def summarise(records: list[dict]) -> dict:
         values = [r[key] for r in records if key in r]
         return float(np.mean(values)) if values else None
 
-    successes = sum(bool(r["success"]) for r in records)
-    standard = {"vehicle", "trajectories", "recorded_id", "event", "success", "distance_m", "steps", "time_s",
-                "collision_ahead", "collision_behind", "offroad"} | {f"cost_{c}" for c in COST_NAMES}  # fmt: skip
+    def ci95(key: str) -> list[float]:
+        return list(wilson_interval(sum(bool(r[key]) for r in records), n))
+
+    standard = set(RECORD_KEYS) | {f"cost_{c}" for c in COST_NAMES}
     extra = sorted({k for r in records for k in r} - standard)
+    events = Counter(r["event"] for r in records)
     return {
         "episodes": n,
         "success_rate": rate("success"),
-        "success_rate_ci95": list(wilson_interval(successes, n)),
+        "success_rate_ci95": ci95("success"),
+        "success_not_at_fault_rate": rate("success_not_at_fault"),
+        "success_not_at_fault_rate_ci95": ci95("success_not_at_fault"),
+        "rear_ended_not_at_fault_rate": rate("rear_ended_not_at_fault"),
         "mean_distance_m": mean("distance_m"),
         "collision_rate": (rate("collision_ahead") + rate("collision_behind")) if n else None,
         "collision_ahead_rate": rate("collision_ahead"),
         "collision_behind_rate": rate("collision_behind"),
         "offroad_rate": rate("offroad"),
+        "stuck_rate": rate("stuck"),
         "mean_costs": {name: mean(f"cost_{name}") for name in COST_NAMES},
-        "events": dict(sorted(Counter(r["event"] for r in records).items())),
+        "events": {name: events.pop(name, 0) for name in EVENTS} | dict(sorted(events.items())),
         "mean_steps": mean("steps"),
         "diagnostics": {name: mean(name) for name in extra},
     }
@@ -446,17 +503,22 @@ def evaluate_driving(config: EvalPolicyConfig) -> dict:
 
     Returns (and writes to ``config.out``) ``{"protocol", "selection", <summary>, "per_episode",
     "episodes_per_s", "wall_s", "csv"}``; the summary keys are those of ``summarise``: ``success_rate``,
-    ``success_rate_ci95`` [lo, hi], ``mean_distance_m``, ``collision_rate`` (= ahead + behind),
-    ``collision_ahead_rate``, ``collision_behind_rate``, ``offroad_rate``, ``mean_costs``, ``events``,
-    ``diagnostics``. A per-episode record: ``vehicle``, ``trajectories``, ``recorded_id``, ``event``,
-    ``success``, ``distance_m``, ``steps``, ``time_s``, ``collision_ahead``, ``collision_behind``,
-    ``offroad`` (from the event that ended the episode), ``cost_proximity``, ``cost_lane``,
-    ``cost_offroad`` (means over the controlled steps) and the means of the driver's diagnostics.
-    Raises ``DataError`` / ``ValueError`` (one line) on bad input.
+    ``success_rate_ci95`` [lo, hi], ``success_not_at_fault_rate``, ``success_not_at_fault_rate_ci95`` [lo, hi],
+    ``rear_ended_not_at_fault_rate``, ``mean_distance_m``, ``collision_rate`` (= ahead + behind),
+    ``collision_ahead_rate``, ``collision_behind_rate``, ``offroad_rate``, ``stuck_rate``, ``mean_costs``,
+    ``events`` (count per event, ``EVENTS`` first), ``diagnostics``. A per-episode record: ``vehicle``,
+    ``trajectories``, ``recorded_id``, ``event``, ``success`` (arrived), ``rear_ended_not_at_fault``,
+    ``success_not_at_fault`` (arrived or rear-ended not at fault), ``stuck``, ``distance_m``, ``steps``,
+    ``recorded_steps`` (the recorded car's, from the hand-over to the end of the evaluated zone), ``time_s``,
+    ``collision_ahead``, ``collision_behind``, ``offroad`` (from the event that ended the episode),
+    ``cost_proximity``, ``cost_lane``, ``cost_offroad`` (means over the controlled steps) and the means of the
+    driver's diagnostics. Raises ``DataError`` / ``ValueError`` (one line) on bad input.
     """
     t0 = time.perf_counter()
     if config.workers < 1:
         raise ValueError(f"workers must be >= 1, got {config.workers}")
+    if config.stuck_factor is not None and not config.stuck_factor > 0:
+        raise ValueError(f"stuck_factor must be > 0 (or None), got {config.stuck_factor}")
     from worldmodel.evaluation.drivers import make_driver
 
     # built here first, also when workers build their own: a bad spec or option fails before any work
@@ -492,12 +554,14 @@ def bench_eval_episodes(
     fm: str | None = None,
     device: str = "cpu",
     batch: int = 16,
+    driver_options: dict | None = None,
 ) -> dict:
     """Throughput of ``evaluate_driving`` (nothing written): ``{"eval_episodes_per_s", "eval_steps_per_s",
     "eval_episodes", "eval_workers", "eval_driver", "eval_success_rate"}``; the time includes starting the
     workers and loading the recordings, as a real evaluation pays them."""
     config = EvalPolicyConfig(driver=driver, data=str(data_dir), split=split, episodes=episodes, workers=workers,
-                              seed=seed, out=None, fm=fm, device=device, batch=batch, progress=False)  # fmt: skip
+                              seed=seed, out=None, fm=fm, device=device, batch=batch, progress=False,
+                              driver_options=driver_options or {})  # fmt: skip
     result = evaluate_driving(config)
     steps = sum(r["steps"] for r in result["per_episode"])
     return {"eval_episodes_per_s": round(result["episodes_per_s"], 3),

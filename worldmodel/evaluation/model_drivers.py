@@ -7,17 +7,14 @@ They follow the ``worldmodel.evaluation.drivers.Driver`` protocol (``reset(env, 
   observations (views + ego mask, states with positions relative to the current frame); with ``fm``, its
   ``diagnostics()`` add the model's epistemic uncertainty of the policy's next ``uncertainty_horizon`` steps
   (normalised, hinged, as in training; for videos, not for evaluation: it costs K rollouts per step);
-- ``plan:grad`` / ``plan:cem``: ``worldmodel.planning`` planners through the forward model ``fm``; options
-  are the planner config's fields (``horizon=15``, ``samples=4``, ...) plus ``replan_every`` (steps executed
-  from one plan before planning again) and ``stats`` (a policy checkpoint whose uncertainty statistics
-  to use; without it the planner runs with the uncertainty weight at 0).
+- ``plan:grad`` / ``plan:cem``: ``worldmodel.driving.planner_driver`` (planners over a world provider:
+  ``world=oracle|cv|model``, the model world with the forward model ``fm``).
 
 The ``ObservationWindow`` turns environment observations into the models' units.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 from pathlib import Path
@@ -29,7 +26,6 @@ from worldmodel.costs import UncertaintyStats, uncertainty_cost
 from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.policy import Policy, PolicyCache
-from worldmodel.planning import PLANNERS
 from worldmodel.training.checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -196,70 +192,13 @@ class PolicyDriver:
         return float(uncertainty_cost(variances, im.stats, im.cost_config.uncertainty_hinge)["total"])
 
 
-class PlannerDriver:
-    """A planner (``GradientMPC`` or ``CEM``) through a forward model, replanning every ``replan_every`` steps."""
-
-    def __init__(self, kind: str, fm: str, device: str = "cpu", seed: int = 0, replan_every: int = 1,
-                 stats: str | None = None, **planner_options):  # fmt: skip
-        if kind not in PLANNERS:
-            raise ValueError(f"unknown planner {kind!r}: expected one of {sorted(PLANNERS)}")
-        self.device = torch.device(device)
-        model = ForwardModel.from_checkpoint(load_checkpoint(fm)).to(self.device)
-        uncertainty = None
-        if stats is not None:
-            uncertainty = UncertaintyStats.from_dict(load_checkpoint(stats)["uncertainty_stats"])
-        planner_cls, config_cls = PLANNERS[kind]
-        options = _typed_options(config_cls, planner_options)
-        if uncertainty is None:
-            options["uncertainty_weight"] = 0.0
-        self.imagination = Imagination(model, stats=uncertainty)
-        self.planner = planner_cls(self.imagination, config_cls(**options), seed=seed)
-        self.replan_every = max(1, int(replan_every))
-        self.window = ObservationWindow(model.config.backbone.context_frames, model, self.device)
-        self.name = f"plan:{kind}"
-
-    def reset(self, env, obs: dict, info: dict) -> None:
-        self.planner.generator.manual_seed(_episode_seed())
-        self.window.reset(info["context"], _car_size(env))
-        self.planner.reset()
-        self.steps, self.plan = 0, None
-
-    def act(self, obs: dict, info: dict) -> np.ndarray:
-        if self.steps > 0:
-            self.window.push(obs)
-        k = self.steps % self.replan_every
-        if k == 0 or self.plan is None:
-            self.plan = self.planner.plan(self.window.context())
-        action = self.plan[:, min(k, self.plan.shape[1] - 1)]
-        self.steps += 1
-        with torch.no_grad():
-            return self.imagination.model.unnormalise_actions(action)[0].cpu().numpy().astype(np.float64)
-
-    def diagnostics(self) -> dict[str, float]:
-        cost = self.planner.last_cost
-        return {} if cost is None else {"planned_cost": float(cost[0])}
-
-
-def _typed_options(config_cls, options: dict) -> dict:
-    """Options (strings from the command line, or values) converted to the types of ``config_cls``'s fields."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    out = {}
-    for name, value in options.items():
-        if name not in fields:
-            raise ValueError(f"unknown option {name!r} for {config_cls.__name__}: expected one of {sorted(fields)}")
-        if isinstance(value, str):
-            kind = fields[name].type
-            value = None if value.lower() == "none" else (int(value) if "int" in str(kind) else float(value))
-        out[name] = value
-    return out
-
-
 def make_model_driver(spec: str, *, fm: str | None = None, device: str = "cpu", seed: int = 0, **options):
-    """A driver for ``spec``: a policy checkpoint path, ``plan:grad`` or ``plan:cem`` (these need ``fm``)."""
+    """A driver for ``spec``: a policy checkpoint path, ``plan:grad`` or ``plan:cem`` (options: ``world``,
+    ``objective`` and the fields of the planner, objective and model-world configs)."""
     if spec.startswith("plan:"):
-        if fm is None:
-            raise ValueError(f"driver {spec} needs a forward model: pass --fm CHECKPOINT")
-        return PlannerDriver(spec.split(":", 1)[1], fm, device=device, seed=seed, **options)
+        from worldmodel.driving.planner_driver import make_planner_driver
+
+        return make_planner_driver(spec.split(":", 1)[1], fm=fm, device=device, seed=seed, **options)
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(f"{spec}: no such policy checkpoint (drivers: a checkpoint, no-action, expert, bot, "
@@ -267,4 +206,4 @@ def make_model_driver(spec: str, *, fm: str | None = None, device: str = "cpu", 
     return PolicyDriver(path, fm=fm, device=device, seed=seed, **options)
 
 
-__all__ = ["ObservationWindow", "PlannerDriver", "PolicyDriver", "make_model_driver"]
+__all__ = ["ObservationWindow", "PolicyDriver", "make_model_driver"]

@@ -112,9 +112,7 @@ class ReplaySimulation:
     the controlled car's state ``x, y`` [m], ``psi`` [rad], ``v`` [m/s], size ``length, width`` [m].
     """
 
-    def __init__(
-        self, trajectories: str | os.PathLike | TrajectoryReader | ReplaySimulation, context_frames: int = 20
-    ):
+    def __init__(self, trajectories: str | os.PathLike | TrajectoryReader | ReplaySimulation, context_frames: int = 20):
         if context_frames < 1:
             raise ValueError(f"ReplaySimulation: context_frames must be >= 1, got {context_frames}")
         self.context_frames = int(context_frames)
@@ -289,14 +287,25 @@ class ReplaySimulation:
 
     @property
     def ghost(self) -> dict[str, float] | None:
-        """Where the controlled car's recording is at the current frame (``x, y, psi, length, width``), or
-        None once the recording has ended."""
+        """Where the controlled car's recording is at the current frame (``x, y`` [m], ``psi`` [rad], ``v``
+        [m/s], ``length, width`` [m]), or None once the recording has ended."""
         k = self.frame - self.start_frame
         if self.ego_id is None or not 0 <= k < self._count:
             return None
         r = self._row0 + k
         return {"x": float(self._tracks["x"][r]), "y": float(self._tracks["y"][r]),
-                "psi": float(self._tracks["psi"][r]), "length": self.length, "width": self.width}  # fmt: skip
+                "psi": float(self._tracks["psi"][r]), "v": float(self._tracks["v"][r]), "length": self.length,
+                "width": self.width}  # fmt: skip
+
+    def recorded_steps_to_zone_end(self) -> int | None:
+        """Steps the controlled car's recording took from the hand-over frame to its first frame at or past the
+        end of the evaluated zone (x >= ``evaluated_m[1]``; 0 if already there), or None when it never gets
+        there. Needs ``start``."""
+        if self.ego_id is None:
+            raise RuntimeError("ReplaySimulation: call start(vehicle_id) before recorded_steps_to_zone_end()")
+        x = self._tracks["x"][self._row0 + self.context_frames - 1 : self._row0 + self._count]  # from the hand-over
+        there = np.nonzero(x >= self.road.config.evaluated_m[1])[0]
+        return int(there[0]) if len(there) else None
 
 
 # ------------------------------------------------------------------------------------------- drift

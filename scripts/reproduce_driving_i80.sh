@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Driving on i80-sim (the README's driving table): every car of the test split (seed 0) in Replay-v0, driven by
+# the expert, the bot, no-action, and the planners (gradient MPC, CEM) over three worlds: the recorded future
+# (oracle, privileged), constant velocity (cv) and the forward model (model); plan:grad with PPUU's objective in
+# the oracle world reproduces its failure. CPU recipe (2 cores): the forward model takes ~25 min, each planner
+# row ~10-25 min. Stages whose JSON exists are skipped; the table is printed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+WM="${WM:-.venv/bin/worldmodel}"
+DATA=datasets/i80-sim
+FM=runs/fm-i80-tiny
+OUT="${OUT:-runs/driving-i80}"
+WORKERS="${WORKERS:-2}"
+EPISODES="${EPISODES:-}"  # empty: every eligible test car
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-cv grad-model cem-oracle cem-cv cem-model}"
+
+[ -f "$DATA/episodes.h5" ] || "$WM" data build datasets/i80-sim.toml
+[ -f "$FM/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM" --preset tiny \
+  --context-frames 20 --mode vae --image-update pixel --steps 1500 --batch-size 16 --predict-frames 20 --lr 1e-3 \
+  --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
+
+evaluate() {  # name, driver, extra arguments...
+  local name="$1" driver="$2"; shift 2
+  [ -f "$OUT/$name.json" ] && return 0
+  "$WM" eval policy --driver "$driver" --data "$DATA" --split test --seed 0 --workers "$WORKERS" --no-progress \
+    ${EPISODES:+--episodes "$EPISODES"} --out "$OUT/$name.json" "$@" > /dev/null
+}
+names=()
+for row in $ROWS; do
+  case "$row" in
+    expert|bot|no-action) evaluate "$row" "$row" ;;
+    grad-ppuu-oracle) evaluate "$row" plan:grad --world oracle --objective ppuu ;;
+    grad-model|cem-model) evaluate "$row" "plan:${row%%-*}" --world model --fm "$FM/checkpoints/last.pt" ;;
+    grad-*|cem-*) evaluate "$row" "plan:${row%%-*}" --world "${row#*-}" ;;
+    *) echo "unknown row $row" >&2; exit 2 ;;
+  esac
+  names+=("$OUT/$row.json")
+done
+.venv/bin/python -m worldmodel.evaluation.table "${names[@]}" --reference "$OUT/bot.json"

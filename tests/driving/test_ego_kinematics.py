@@ -1,0 +1,69 @@
+"""The torch kinematics equal the simulator's numpy definition, and are differentiable."""
+
+import numpy as np
+import pytest
+import torch
+
+from worldmodel.data.record import RecordConfig, record
+from worldmodel.data.trajectories import TrajectoryReader
+from worldmodel.driving import kinematics
+from worldmodel.traffic import kinematics as simulator_kinematics
+from worldmodel.traffic.replay import recorded_headings
+
+DT = 0.1
+
+
+def numpy_rollout(state: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """T calls of the simulator's ``step``: state [N, 4], actions [N, T, 2] -> [N, T, 4]."""
+    columns, out = list(state.T), []
+    for t in range(actions.shape[1]):
+        columns = simulator_kinematics.step(*columns, actions[:, t, 0], actions[:, t, 1], DT)
+        out.append(np.stack(columns, -1))
+    return np.stack(out, 1)
+
+
+def test_rollout_equals_the_simulators_steps_on_random_actions():
+    rng = np.random.default_rng(0)
+    state = np.stack(
+        [rng.uniform(0, 100, 64), rng.uniform(0, 20, 64), rng.normal(0, 0.2, 64), rng.uniform(0, 15, 64)], 1
+    )
+    actions = np.stack([rng.normal(0, 4, (64, 40)), rng.normal(0, 0.03, (64, 40))], -1)
+    expected = numpy_rollout(state, actions)
+    assert (expected[..., 3] == 0).any()  # the clamp at standstill is exercised
+    ours = kinematics.rollout(torch.from_numpy(state), torch.from_numpy(actions), DT).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-10)
+    one = kinematics.step(torch.from_numpy(state), torch.from_numpy(actions[:, 0]), DT).numpy()
+    np.testing.assert_allclose(one, expected[:, 0], atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def recorded_car(tmp_path_factory):
+    """The exact actions and states of one bot of a short recording of the tiny scenario."""
+    path = tmp_path_factory.mktemp("kin") / "t.h5"
+    record(RecordConfig(scenario="tiny", minutes=0.25, warmup_s=10.0, seed=3, progress=False), path)
+    with TrajectoryReader(path) as reader:
+        table = reader.vehicles
+        k = int(np.argmax(table["count"]))
+        rows = reader.read_rows(int(table["start"][k]), int(table["start"][k] + table["count"][k]),
+                                ("x", "y", "vx", "vy", "heading", "accel", "curvature"))  # fmt: skip
+    return {name: values.astype(np.float64) for name, values in rows.items()}
+
+
+def test_replaying_a_recorded_cars_actions_reproduces_its_track(recorded_car):
+    c = recorded_car
+    psi = recorded_headings(c["vx"], c["vy"], np.array([len(c["x"])]), c["heading"])
+    state = torch.tensor([[c["x"][0], c["y"][0], psi[0], np.hypot(c["vx"][0], c["vy"][0])]], dtype=torch.float64)
+    actions = torch.from_numpy(np.stack([c["accel"], c["curvature"]], -1)[None, :-1])
+    states = kinematics.rollout(state, actions, DT)[0].numpy()
+    assert len(states) > 100
+    np.testing.assert_allclose(states[:, 0], c["x"][1:], atol=2e-3)  # float32 storage of the recording
+    np.testing.assert_allclose(states[:, 1], c["y"][1:], atol=2e-3)
+
+
+def test_rollout_is_differentiable_and_relative_pose_inverts_the_frame():
+    state = torch.tensor([[1.0, 2.0, 0.1, 5.0]], dtype=torch.float64)
+    actions = torch.tensor([[[0.5, 0.01], [-1.0, -0.02], [2.0, 0.0]]], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: kinematics.rollout(state, a, DT), (actions,))
+    reference = torch.tensor([3.0, 1.0, np.pi / 2], dtype=torch.float64)  # heading +y: forward is +y, right is -x
+    pose = torch.tensor([2.0, 4.0, np.pi / 2 + 0.1], dtype=torch.float64)
+    np.testing.assert_allclose(kinematics.relative_pose(pose, reference).numpy(), [3.0, 1.0, 0.1], atol=1e-12)

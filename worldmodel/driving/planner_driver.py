@@ -1,0 +1,151 @@
+"""The planners as drivers of ``Replay-v0``: ``plan:grad`` / ``plan:cem`` with a world ``oracle|cv|model``.
+
+``PlannerDriver`` is a ``LockstepDriver``: at each step it takes every live episode's exact state from its
+simulation (position, heading, speed: what the car's own sensors give), rolls the previous plan (shifted by
+one step) out through the kinematics as the reference, asks the world provider for the futures along it in
+one call for all episodes, and optimises all plans in one batch; it executes each plan's first action.
+The speed target is observed (``objective.target_speed``: traffic ahead in the ego's lane, else the
+road's limit). Diagnostics per step: the planned cost and its named terms.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+import torch
+
+from worldmodel.driving.objective import PRESETS, ObjectiveConfig, target_speed
+from worldmodel.driving.planners import PlanInputs, Planner, PlannerConfig, shift
+from worldmodel.driving.worlds import WORLDS, RenderedWorld, WorldProvider
+from worldmodel.traffic.view import ViewSpec
+
+
+@dataclass
+class _Slot:
+    sim: object
+    plan: torch.Tensor
+    previous_action: torch.Tensor
+    window: object = None
+    diagnostics: dict = field(default_factory=dict)
+
+
+class PlannerDriver:
+    """A planner over a world provider, driving any number of episodes in lockstep."""
+
+    max_slots = None
+
+    def __init__(self, planner: PlannerConfig, objective: ObjectiveConfig, world: WorldProvider,
+                 spec: ViewSpec | None = None, seed: int = 0, objective_name: str = "drive"):  # fmt: skip
+        self.planner_config, self.objective, self.world, self.seed = planner, objective, world, seed
+        self.spec = spec or ViewSpec()
+        self.needs_context = world.name == "model"
+        self.name = f"plan:{planner.method}[{world.name},{objective_name}]"
+        self._planner: Planner | None = None
+        self._slots: dict[int, _Slot] = {}
+
+    def _get_planner(self, dt: float) -> Planner:
+        if self._planner is None:
+            self._planner = Planner(self.planner_config, self.objective, dt, self.spec, seed=self.seed)
+        return self._planner
+
+    # ------------------------------------------------------------------ lockstep
+    def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
+        horizon = self.planner_config.horizon
+        window = self.world.new_window(env, info) if hasattr(self.world, "new_window") else None
+        self._slots[slot] = _Slot(env.sim, torch.zeros(1, horizon, 2), torch.zeros(1, 2), window)
+
+    def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
+        chosen = [self._slots[s] for s in slots]
+        sims = [state.sim for state in chosen]
+        planner = self._get_planner(float(sims[0].dt))
+        for state, obs in zip(chosen, observations, strict=True):
+            if state.window is not None:
+                state.window.observe(obs)
+        ego = torch.tensor([[s.x, s.y, s.psi, s.v] for s in sims], dtype=torch.float32)  # [B, 4]
+        warm = torch.cat([state.plan for state in chosen])  # [B, T, 2]
+        with torch.no_grad():
+            reference = planner.reference(ego, warm)
+        frames = self.world.futures(sims, reference.numpy(), planner.frame_steps, warm, [s.window for s in chosen])
+        targets = torch.tensor([target_speed(s.vehicles(), s.road) for s in sims], dtype=torch.float32)
+        sizes = torch.tensor([[s.length, s.width] for s in sims], dtype=torch.float32)
+        previous = torch.cat([state.previous_action for state in chosen])
+        inputs = PlanInputs(ego, frames, previous, targets, sizes)
+        plan, cost, terms = planner.plan(inputs, warm)
+        for i, state in enumerate(chosen):
+            state.plan = shift(plan[i : i + 1])
+            state.previous_action = plan[i : i + 1, 0]
+            state.diagnostics = {"planned_cost": float(cost[i]), "target_speed": float(targets[i])}
+            state.diagnostics |= {f"term_{name}": float(value[i]) for name, value in terms.items() if name != "total"}
+        return plan[:, 0].numpy().astype(np.float64)
+
+    def slot_diagnostics(self, slot: int) -> dict[str, float]:
+        return dict(self._slots[slot].diagnostics)
+
+    # ------------------------------------------------------------------ one episode (slot 0)
+    def reset(self, env, obs: dict, info: dict) -> None:
+        self.reset_slot(0, env, obs, info)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        return self.act_slots([0], [obs], [info])[0]
+
+    def diagnostics(self) -> dict[str, float]:
+        return self.slot_diagnostics(0)
+
+
+def make_planner_driver(method: str, *, world: str = "cv", objective: str = "drive", fm: str | None = None,
+                        device: str = "cpu", seed: int = 0, **options) -> PlannerDriver:  # fmt: skip
+    """``plan:<method>`` over ``world`` with the ``objective`` preset; ``options``: fields of
+    ``PlannerConfig`` and of ``ObjectiveConfig`` (strings from the command line are converted), and for the
+    model world those of ``model_world.ModelWorldConfig``. Raises ValueError (one line) on a bad option."""
+    if world not in WORLDS:
+        raise ValueError(f"unknown world {world!r}: expected one of {list(WORLDS)}")
+    if objective not in PRESETS:
+        raise ValueError(f"unknown objective {objective!r}: expected one of {list(PRESETS)}")
+    planner_options, objective_options, world_options = {}, {}, {}
+    planner_fields = {f.name: f for f in fields(PlannerConfig)}
+    objective_fields = {f.name: f for f in fields(ObjectiveConfig) if f.name != "costs"}
+    world_fields = {}
+    if world == "model":
+        from worldmodel.driving.model_world import ModelWorldConfig
+
+        world_fields = {f.name: f for f in fields(ModelWorldConfig)}
+    for name, value in options.items():
+        for known, target in ((planner_fields, planner_options), (objective_fields, objective_options),
+                              (world_fields, world_options)):  # fmt: skip
+            if name in known:
+                target[name] = _convert(known[name], value)
+                break
+        else:
+            raise ValueError(f"unknown option {name!r} for plan:{method}: expected one of "
+                             f"{sorted(planner_fields) + sorted(objective_fields) + sorted(world_fields)}")  # fmt: skip
+    planner = PlannerConfig(method=method, **planner_options)
+    objective_config = ObjectiveConfig.preset(objective, **objective_options)
+    if world == "model":
+        from worldmodel.driving.model_world import ModelWorld, ModelWorldConfig
+
+        if fm is None:
+            raise ValueError("the model world needs a forward model: pass --fm CHECKPOINT")
+        provider = ModelWorld(fm, ModelWorldConfig(**world_options), objective_config, device=device, seed=seed)
+    else:
+        provider = RenderedWorld(world)
+    return PlannerDriver(planner, objective_config, provider, seed=seed, objective_name=objective)
+
+
+def _convert(spec, value):
+    """A command-line string as the type of the dataclass field ``spec``."""
+    if not isinstance(value, str):
+        return value
+    kind = str(spec.type)
+    if value.lower() == "none":
+        return None
+    if "bool" in kind:
+        return value.lower() in ("1", "true", "yes")
+    if "int" in kind:
+        return int(value)
+    if "float" in kind:
+        return float(value)
+    return value
+
+
+__all__ = ["PlannerDriver", "make_planner_driver"]

@@ -1,0 +1,189 @@
+"""Planners that optimise the ego's actions through its exact kinematics over fixed world frames (SPEC §9).
+
+The world is predicted once per control step (``worlds``) along a reference (the warm-started plan); the
+planners then only move the ego: actions -> ``kinematics.rollout`` -> the objective at the ego's poses
+(``objective.evaluate``, costs read by moving the masks). No network runs inside the optimisation loop.
+
+- ``grad``: Adam on the action buffer (in units of the objective's action scales), ``iterations`` steps,
+  each plan's gradient norm clipped on its own, actions kept in the environment's bounds.
+- ``cem``: cross-entropy method: ``population`` Gaussian candidates around the current mean (the warm start
+  among them), the ``elites`` cheapest refit mean and std, ``iterations`` times.
+
+Both aggregate a plan's cost over the K futures of the world (``aggregate``: ``mean``, or ``max``: the worst
+case).
+Shapes: B episodes, P candidates, K futures, T steps; actions SI ``[B, T, 2]`` outside, scaled inside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor
+
+from worldmodel.driving import kinematics
+from worldmodel.driving.objective import ObjectiveConfig, evaluate
+from worldmodel.driving.pose_costs import PixelSet, pixel_set
+from worldmodel.driving.worlds import WorldFrames
+from worldmodel.envs import ACTION_HIGH, ACTION_LOW
+from worldmodel.traffic.view import ViewSpec
+
+#: Planning methods.
+METHODS = ("grad", "cem")
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Settings of the planners (``grad`` and ``cem``; a field says when it is one method's only)."""
+
+    method: str = "grad"
+    """``grad`` (gradient MPC) or ``cem`` (cross-entropy method)."""
+    horizon: int = 20
+    """T: planned steps (2 s at dt = 0.1 s)."""
+    iterations: int = 10
+    """Adam steps (grad) or refits (cem) per control step."""
+    lr: float = 0.3
+    """grad: Adam learning rate, in action units (``ObjectiveConfig.accel_scale_mps2``, ...)."""
+    grad_clip: float = 1.0
+    """grad: each plan's gradient norm is clipped to this."""
+    population: int = 32
+    """cem: candidates per refit."""
+    elites: int = 4
+    """cem: the cheapest candidates that refit the distribution."""
+    init_std: float = 0.5
+    """cem: std of the candidates around the warm start, in action units."""
+    frame_every: int = 2
+    """World frames (and pose costs) at every this-many steps of the horizon (rendering and cost time / n)."""
+    lane_rows_m: float | None = 15.0
+    """Lane and off-road pixels are read within this distance of the reference along it [m] (``pose_costs``;
+    None: every pixel)."""
+    aggregate: str = "mean"
+    """Over the K futures of the world: ``mean`` or ``max`` (worst case)."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"PlannerConfig: method must be one of {list(METHODS)}, got {self.method!r}")
+        if self.aggregate not in ("mean", "max"):
+            raise ValueError(f"PlannerConfig: aggregate must be mean or max, got {self.aggregate!r}")
+        if self.frame_every < 1 or self.horizon % self.frame_every:
+            raise ValueError(f"PlannerConfig: frame_every must divide horizon, got {self.frame_every}, {self.horizon}")
+        if self.horizon < 1 or self.iterations < 1 or self.lr <= 0 or not 1 <= self.elites <= self.population:
+            raise ValueError("PlannerConfig: horizon, iterations >= 1, lr > 0, 1 <= elites <= population")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlanInputs:
+    """What a plan is scored with: the ego's ``state`` ``[B, 4]`` (x, y, psi, v), the world ``frames``, the
+    ``previous_action`` ``[B, 2]`` (SI), the ``target_speed`` ``[B]`` [m/s], the ``car_size`` ``[B, 2]`` [m]."""
+
+    state: Tensor
+    frames: WorldFrames
+    previous_action: Tensor
+    target_speed: Tensor
+    car_size: Tensor
+
+
+class Planner:
+    """``plan(inputs, warm)`` -> (the plan ``[B, T, 2]`` SI, its cost ``[B]``, its named terms ``[B]``)."""
+
+    def __init__(self, config: PlannerConfig, objective: ObjectiveConfig, dt: float, spec: ViewSpec | None = None,
+                 seed: int = 0):  # fmt: skip
+        self.config, self.objective, self.dt, self.spec = config, objective, dt, spec or ViewSpec()
+        self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def frame_steps(self) -> list[int]:
+        """Steps of the horizon (1 = the next) that the world gives frames of."""
+        every = self.config.frame_every
+        return list(range(every, self.config.horizon + 1, every))
+
+    def reference(self, state: Tensor, plan: Tensor) -> Tensor:
+        """Poses ``[B, F, 3]`` at ``frame_steps`` of the ego driven by ``plan`` ``[B, T, 2]`` from ``state``
+        ``[B, 4]``."""
+        every = self.config.frame_every
+        return kinematics.rollout(state, plan, self.dt)[..., every - 1 :: every, :3]
+
+    def pixels(self, inputs: PlanInputs) -> PixelSet:
+        """The world frames' pixels that the costs read, ``[B, 1, K, F, N]`` (computed once per plan)."""
+        return pixel_set(inputs.frames.images, self.spec, self.config.lane_rows_m).expand_leading(1)
+
+    def cost(
+        self, inputs: PlanInputs, actions: Tensor, pixels: PixelSet | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Cost ``[B, P]`` of candidate plans ``[B, P, T, 2]`` (SI), aggregated over the K futures, and the
+        named terms ``[B, P]`` (mean over the futures). ``pixels``: ``self.pixels(inputs)``, if already made."""
+        b, p = actions.shape[:2]
+        states = kinematics.rollout(inputs.state[:, None].expand(b, p, 4), actions, self.dt)  # [B, P, T, 4]
+        frames = inputs.frames
+        pixels = self.pixels(inputs) if pixels is None else pixels
+        terms = evaluate(self.objective, pixels, frames.reference[:, None, None], states[:, :, None],
+                         actions[:, :, None], inputs.previous_action[:, None, None], inputs.target_speed[:, None, None],
+                         inputs.car_size[:, None, None], self.config.frame_every)  # fmt: skip
+        total = terms["total"]
+        cost = total.amax(-1) if self.config.aggregate == "max" else total.mean(-1)
+        return cost, {name: value.detach().mean(-1) for name, value in terms.items()}
+
+    def plan(self, inputs: PlanInputs, warm: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        return (self._gradient if self.config.method == "grad" else self._cem)(inputs, warm)
+
+    def _bounds(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.objective.action_scale(like)
+        low, high = (
+            torch.as_tensor(v, dtype=like.dtype, device=like.device) / scale for v in (ACTION_LOW, ACTION_HIGH)
+        )
+        return low, high
+
+    def _gradient(self, inputs: PlanInputs, warm: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        c = self.config
+        scale = self.objective.action_scale(warm)
+        low, high = self._bounds(warm)
+        units = (warm / scale).clone().requires_grad_(True)  # [B, T, 2]
+        optimizer = torch.optim.Adam([units], lr=c.lr)
+        pixels = self.pixels(inputs)
+        for _ in range(c.iterations):
+            cost, _ = self.cost(inputs, (units * scale)[:, None], pixels)
+            optimizer.zero_grad(set_to_none=True)
+            cost.sum().backward()
+            with torch.no_grad():
+                norm = units.grad.flatten(1).norm(dim=1).clamp(min=1e-12)  # [B]: each plan clipped on its own
+                units.grad.mul_((c.grad_clip / norm).clamp(max=1.0)[:, None, None])
+            optimizer.step()
+            with torch.no_grad():
+                units.copy_(torch.maximum(torch.minimum(units, high), low))
+        with torch.no_grad():
+            plan = units.detach() * scale
+            cost, terms = self.cost(inputs, plan[:, None], pixels)
+        return plan, cost[:, 0], {k: v[:, 0] for k, v in terms.items()}
+
+    @torch.no_grad()
+    def _cem(self, inputs: PlanInputs, warm: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        c = self.config
+        scale = self.objective.action_scale(warm)
+        low, high = self._bounds(warm)
+        mean = warm / scale  # [B, T, 2]
+        std = torch.full_like(mean, c.init_std)
+        b = mean.shape[0]
+        pixels = self.pixels(inputs)
+        for _ in range(c.iterations):
+            noise = torch.randn((b, c.population, *mean.shape[1:]), generator=self.generator).to(mean)
+            candidates = torch.maximum(torch.minimum(mean[:, None] + std[:, None] * noise, high), low)
+            candidates[:, 0] = mean  # the current mean always competes
+            cost, _ = self.cost(inputs, candidates * scale, pixels)  # [B, P]
+            elite = cost.topk(c.elites, dim=1, largest=False).indices  # [B, E]
+            chosen = torch.gather(candidates, 1, elite[:, :, None, None].expand(-1, -1, *mean.shape[1:]))
+            mean = chosen.mean(1)
+            std = chosen.std(1, unbiased=False).clamp(min=1e-3) if c.elites > 1 else std
+        plan = mean * scale
+        cost, terms = self.cost(inputs, plan[:, None], pixels)
+        return plan, cost[:, 0], {k: v[:, 0] for k, v in terms.items()}
+
+
+def shift(plan: Tensor) -> Tensor:
+    """The warm start of the next control step: ``plan`` ``[B, T, 2]`` shifted by one, the last action kept."""
+    return torch.cat([plan[:, 1:], plan[:, -1:]], dim=1)
+
+
+__all__ = ["METHODS", "PlanInputs", "Planner", "PlannerConfig", "shift"]

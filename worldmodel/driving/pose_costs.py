@@ -1,0 +1,152 @@
+"""Costs of the ego at any pose, read from world frames rendered at a reference pose (SPEC §9).
+
+A world provider renders (or predicts) each future frame centred on a *reference* pose: the recorded car, or
+the planner's current plan. The ego is elsewhere by ``relative = kinematics.relative_pose(ego, reference)``
+= (forward, lateral [m], heading difference [rad]). Its costs are read by moving the cost masks of
+``worldmodel.costs`` to its pose (never by warping the images): each pixel centre ``(f, l)`` of the frame is
+expressed in the ego's frame,
+
+    f' = (f - df) cos(dpsi) + (l - dl) sin(dpsi)        l' = -(f - df) sin(dpsi) + (l - dl) cos(dpsi)
+
+and the masks are evaluated there, so the costs are differentiable in the pose (through the masks' ramps).
+At zero offset they equal ``costs.pixel_costs`` (a test holds them equal).
+
+Masks (PPUU's, SPEC §2, with two options of the ``drive`` objective):
+- proximity: ``along(f') * across(l')``; ahead of the ego the along-ramp has the safe distance
+  ``d = safe_time_s * v + safe_margin_m`` beyond the footprint's plateau; behind it ``max(d, rear_reach_m)``
+  (``rear_reach_m``: a follower closing on a stopped ego is seen in time); across, the ramp reaches 0 at
+  ``lateral_reach_m`` from the centre line (PPUU: the ego's width). Returned as two peaks, ``ahead`` (pixels
+  with f' >= 0) and ``behind`` (f' < 0): PPUU's proximity is their max.
+- lane and off-road: binary over the ego's length, lateral ramp reaching 0 half a lane from the centre.
+Each cost is the peak over pixels of mask x channel: the max (``softness`` 0, PPUU), or a soft max
+``sum(x softmax(x / softness))`` that spreads the gradient over the highest pixels.
+
+Speed: the masks are only evaluated where a frame has something to see (``PixelSet``): the pixels where the
+vehicles channel is not 0, and those where the lanes or off-road channel is not 0 within ``lane_rows_m`` of
+the reference along its heading (the lane mask is 0 beyond half the ego's length; so the lane and off-road
+costs are exact while the ego stays within ``lane_rows_m - length / 2`` of the reference along it, which the
+objective's barrier and the warm-started reference keep). Typically a third of the pixels or fewer.
+
+Shapes: images ``[..., T, 3, H, W]`` float in [0, 1]; relative poses ``[..., T, 3]``; speed ``[..., T]``
+[m/s]; length, width floats or broadcastable to ``[..., T]`` [m]; all broadcast together (e.g. images
+``[B, 1, K, T, 3, H, W]`` against poses ``[B, P, 1, T, 3]`` for P candidate plans over K futures).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from worldmodel.costs import CostConfig
+from worldmodel.traffic.view import LANES, OFFROAD, VEHICLES, ViewSpec
+
+#: Keys of ``costs_at_pose``.
+POSE_COST_NAMES = ("proximity_ahead", "proximity_behind", "lane", "offroad")
+
+
+@dataclass(frozen=True)
+class PixelSet:
+    """The pixels of frames ``[..., T]`` worth evaluating, padded to N per frame: ``forward``, ``lateral``
+    ``[..., T, N]`` [m] (pixel centres in the frame's reference pose) and ``values`` ``[..., T, 3, N]`` in
+    [0, 1] (channels lanes, vehicles, off-road; 0 at padding)."""
+
+    forward: Tensor
+    lateral: Tensor
+    values: Tensor
+
+    @property
+    def shape(self) -> torch.Size:
+        """``[..., T]``."""
+        return self.forward.shape[:-1]
+
+    def expand_leading(self, dims: int) -> PixelSet:
+        """The same pixels with ``dims`` axes of size 1 inserted after the first (``[B, ...]`` -> ``[B, 1, ...]``)."""
+        add = lambda x: x.reshape(x.shape[:1] + (1,) * dims + x.shape[1:])  # noqa: E731
+        return PixelSet(add(self.forward), add(self.lateral), add(self.values))
+
+
+def pixel_set(images: Tensor, spec: ViewSpec | None = None, lane_rows_m: float | None = None) -> PixelSet:
+    """The ``PixelSet`` of frames ``[..., T, 3, H, W]``: every pixel (``lane_rows_m`` None; the dense
+    computation), or the pixels that can matter (see the module docstring)."""
+    spec = ViewSpec() if spec is None else spec
+    *lead, c, h, w = images.shape
+    flat = images.reshape(-1, c, h * w)  # [M, 3, HW]
+    rows = torch.arange(h, dtype=images.dtype, device=images.device)
+    cols = torch.arange(w, dtype=images.dtype, device=images.device)
+    forward = ((spec.ego_row - rows) / spec.px_per_m)[:, None].expand(h, w).reshape(-1)  # [HW]
+    lateral = ((cols - spec.ego_col) / spec.px_per_m)[None, :].expand(h, w).reshape(-1)
+    if lane_rows_m is None:
+        n, index = h * w, None
+    else:
+        near_rows = forward.abs() <= lane_rows_m  # [HW]
+        keep = (flat[:, VEHICLES] > 0) | (((flat[:, LANES] > 0) | (flat[:, OFFROAD] > 0)) & near_rows)  # [M, HW]
+        n = max(int(keep.sum(1).max()) if keep.numel() else 1, 1)
+        index = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :n]  # [M, N]: kept pixels first
+        valid = torch.gather(keep, 1, index)
+    if index is None:
+        values = flat
+        f, l = forward.expand(flat.shape[0], -1), lateral.expand(flat.shape[0], -1)
+    else:
+        values = torch.gather(flat, 2, index[:, None].expand(-1, c, -1)) * valid[:, None]
+        f, l = forward[index], lateral[index]
+    return PixelSet(f.reshape(*lead, n), l.reshape(*lead, n), values.reshape(*lead, c, n))
+
+
+def ramp(distance: Tensor, plateau: Tensor, length: Tensor) -> Tensor:
+    """1 for ``distance <= plateau``, falling linearly to 0 at ``plateau + length``: ``[...]``."""
+    return ((plateau + length - distance) / length).clamp(0.0, 1.0)
+
+
+def peak(values: Tensor, softness: float = 0.0) -> Tensor:
+    """Peak over the last axis (pixels) ``[..., N] -> [...]``: the max (``softness`` 0), else the soft max
+    ``sum(values * softmax(values / softness))`` (<= the max; equal to it as softness -> 0)."""
+    if softness <= 0:
+        return values.amax(-1)
+    return (values * torch.softmax(values / softness, dim=-1)).sum(-1)
+
+
+def costs_at_pose(
+    pixels: PixelSet,
+    relative: Tensor,
+    speed_mps: Tensor,
+    length_m: Tensor | float,
+    width_m: Tensor | float,
+    config: CostConfig | None = None,
+    rear_reach_m: float = 0.0,
+    lateral_reach_m: float | None = None,
+    softness: float = 0.0,
+) -> dict[str, Tensor]:
+    """Costs ``POSE_COST_NAMES`` ``[..., T]`` in [0, 1] of an ego at ``relative`` poses ``[..., T, 3]`` on the
+    frames' ``pixels`` (see the module docstring). The speed is detached (as in PPUU, it sets the safe distance
+    only); ``config`` defaults to ``CostConfig()``; ``rear_reach_m`` 0 and ``lateral_reach_m`` None give PPUU's
+    masks."""
+    config = CostConfig() if config is None else config
+    dtype = pixels.values.dtype
+    speed = speed_mps.detach().to(dtype)[..., None]  # [..., T, 1]
+    length, width = (
+        torch.as_tensor(x, dtype=dtype, device=pixels.values.device)[..., None] for x in (length_m, width_m)
+    )
+    df, dl, dpsi = (relative.to(dtype)[..., i, None] for i in range(3))  # [..., T, 1]
+    cos, sin = torch.cos(dpsi), torch.sin(dpsi)
+    f_rel, l_rel = pixels.forward - df, pixels.lateral - dl  # [..., T, N]
+    f, l = f_rel * cos + l_rel * sin, l_rel * cos - f_rel * sin  # the pixels in the ego's frame
+    tol = config.overlap_tolerance_m
+    half_length, half_width = (length - tol).clamp(min=0) / 2, (width - tol).clamp(min=0) / 2
+    reach = width if lateral_reach_m is None else torch.full_like(half_width, lateral_reach_m)
+    safe = config.safe_time_s * speed.abs() + config.safe_margin_m  # [..., T, 1]
+    across = ramp(l.abs(), half_width, (reach - half_width).clamp(min=1e-6))
+    ahead = f >= 0
+    along = ramp(f.abs(), half_length, torch.where(ahead, safe, safe.clamp(min=rear_reach_m)))
+    near = along * across * pixels.values[..., VEHICLES, :]  # [..., T, N]
+    lane_mask = (f.abs() <= length / 2).to(dtype) * (1 - l.abs() / (config.lane_width_m / 2)).clamp(min=0)
+    return {
+        "proximity_ahead": peak(near * ahead, softness),
+        "proximity_behind": peak(near * ~ahead, softness),
+        "lane": peak(lane_mask * pixels.values[..., LANES, :], softness),
+        "offroad": peak(lane_mask * pixels.values[..., OFFROAD, :], softness),
+    }
+
+
+__all__ = ["POSE_COST_NAMES", "PixelSet", "costs_at_pose", "peak", "pixel_set", "ramp"]

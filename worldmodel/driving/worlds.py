@@ -1,0 +1,122 @@
+"""World providers: the future around the ego as frames along a reference trajectory (SPEC §9).
+
+In ``Replay-v0`` the other cars never react to the ego, so the world's future does not depend on what the
+ego does. A provider predicts it once per control step as ego views ``[B, K, T, 3, H, W]`` (K futures, T
+steps) centred on a reference pose per step (``[B, T, 3]``: x, y, psi; the planner's current plan, or the
+zero-action path); the objective then reads the costs at any other pose by moving its masks
+(``pose_costs``). Providers:
+
+- ``oracle``: the recording's true future, rendered (K = 1). Privileged: no real driver knows it; the
+  ceiling of what a perfect world model could give.
+- ``cv``: the cars of the current frame extrapolated at constant velocity along their heading, rendered
+  (K = 1): the trivial baseline a learned model has to beat.
+- ``model``: a trained forward model rolled out once along the reference (``worldmodel.driving.model_world``).
+
+Rendering uses the simulator's ``EgoRasterizer`` (the same views as the dataset), with the ego drawn as
+nothing, so that no obstacle pixel is erased where the reference overlaps another car.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from worldmodel.traffic.raster import EgoRasterizer
+from worldmodel.traffic.replay import ReplaySimulation
+from worldmodel.traffic.view import ViewSpec
+
+#: World providers by name (``--world``); ``model`` is built by ``model_world``.
+WORLDS = ("oracle", "cv", "model")
+
+
+@dataclass(frozen=True)
+class WorldFrames:
+    """Futures of B episodes: ``images`` ``[B, K, F, 3, H, W]`` float32 in [0, 1] at F steps of the horizon,
+    centred on ``reference`` ``[B, F, 3]`` (x, y [m], psi [rad]); ``replicas``: consecutive futures along K that share
+    a latent and differ by dropout only (K = samples x replicas; 1 when there is no dropout)."""
+
+    images: Tensor
+    reference: Tensor
+    replicas: int = 1
+
+
+class WorldProvider(Protocol):
+    """What predicts the future frames of the episodes driven in lockstep."""
+
+    name: str
+    privileged: bool
+
+    def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor,
+                windows: list) -> WorldFrames:  # fmt: skip
+        """Frames at ``steps`` (``[F]``, counted from each simulation's current frame, 1 = the next) centred on
+        ``reference`` ``[B, F, 3]``, the poses of the reference ``plan`` ``[B, T, 2]`` (SI actions);
+        ``windows``: the episodes' observation windows (what a learned model conditions on; None each for
+        providers without ``new_window``)."""
+        ...
+
+
+def recorded_others(sim: ReplaySimulation, frame: int) -> dict[str, np.ndarray]:
+    """The recorded vehicles at ``frame`` (clamped to the recording), the controlled car's own recording
+    excluded: arrays ``[n]`` x, y, psi, v, length, width, lane."""
+    frame = min(max(frame, sim.frame_range[0]), sim.frame_range[1] - 1)
+    rows = sim._frames.at(frame)
+    keep = rows["vehicle"] != sim.ego_id
+    return {name: rows[name][keep] for name in ("x", "y", "psi", "v", "length", "width", "lane")}
+
+
+def constant_velocity(others: dict[str, np.ndarray], seconds: float) -> dict[str, np.ndarray]:
+    """``others`` moved ``seconds`` ahead at their current speed and heading."""
+    moved = dict(others)
+    moved["x"] = others["x"] + others["v"] * np.cos(others["psi"]) * seconds
+    moved["y"] = others["y"] + others["v"] * np.sin(others["psi"]) * seconds
+    return moved
+
+
+class _Renderer:
+    """Ego views of one pose among given vehicles, one ``EgoRasterizer`` per road."""
+
+    def __init__(self, spec: ViewSpec) -> None:
+        self.spec = spec
+        self._rasterizers: dict[int, EgoRasterizer] = {}
+
+    def view(self, sim: ReplaySimulation, others: dict[str, np.ndarray], pose: np.ndarray) -> np.ndarray:
+        """uint8 ``[3, H, W]``: the view at ``pose`` (x, y, psi) among ``others``."""
+        rasterizer = self._rasterizers.get(id(sim.road))
+        if rasterizer is None:
+            rasterizer = self._rasterizers[id(sim.road)] = EgoRasterizer(sim.road, self.spec)
+        ego = {"x": pose[0], "y": pose[1], "psi": pose[2], "length": 1e-3, "width": 1e-3, "lane": -1}
+        vehicles = {name: np.concatenate([[ego[name]], others[name]]) for name in ego}
+        return rasterizer.render(vehicles, np.array([0]))[0]
+
+
+class RenderedWorld:
+    """``oracle`` (the recorded future) or ``cv`` (constant velocity from the current frame), rendered."""
+
+    def __init__(self, name: str, spec: ViewSpec | None = None) -> None:
+        if name not in ("oracle", "cv"):
+            raise ValueError(f"RenderedWorld: {name!r} is not a rendered world (oracle, cv)")
+        self.name, self.privileged = name, name == "oracle"
+        self.renderer = _Renderer(spec or ViewSpec())
+
+    def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor | None = None,
+                windows: list | None = None) -> WorldFrames:  # fmt: skip
+        b, t = reference.shape[:2]
+        spec = self.renderer.spec
+        out = np.empty((b, 1, t, 3, spec.height_px, spec.width_px), dtype=np.uint8)
+        for i, sim in enumerate(sims):
+            now = None if self.privileged else recorded_others(sim, sim.frame)
+            for k, step in enumerate(steps):
+                if self.privileged:
+                    others = recorded_others(sim, sim.frame + step)
+                else:
+                    others = constant_velocity(now, step * sim.dt)
+                out[i, 0, k] = self.renderer.view(sim, others, reference[i, k])
+        images = torch.from_numpy(out).float().div_(255.0)
+        return WorldFrames(images, torch.from_numpy(np.asarray(reference, dtype=np.float32)))
+
+
+__all__ = ["WORLDS", "RenderedWorld", "WorldFrames", "WorldProvider", "constant_velocity", "recorded_others"]
