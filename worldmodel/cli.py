@@ -12,6 +12,7 @@ from pathlib import Path
 
 from worldmodel.data.hdf5 import DataError
 from worldmodel.evaluation.cli import add_eval_policy_parser as _add_eval_policy_parser
+from worldmodel.evaluation.cli import add_eval_worlds_parser as _add_eval_worlds_parser
 from worldmodel.evaluation.cli import add_render_rollout_parser as _add_render_rollout_parser
 from worldmodel.ssl.cli import add_eval_parser as _add_ssl_eval_parser
 from worldmodel.ssl.cli import add_train_parser as _add_ssl_train_parser
@@ -344,6 +345,7 @@ def _add_eval_parser(sub) -> None:
     ev.set_defaults(func=_cmd_eval)
     _add_ssl_eval_parser(esub).set_defaults(func=_cmd_eval_ssl)
     _add_eval_policy_parser(esub)  # sets its own func
+    _add_eval_worlds_parser(esub)  # sets its own func
 
 
 def _add_render_parser(sub) -> None:

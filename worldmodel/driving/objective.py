@@ -50,7 +50,7 @@ class ObjectiveConfig:
     """Weight of the lane cost."""
     offroad: float = 1.0
     """Weight of the off-road cost."""
-    speed: float = 0.2
+    speed: float = 0.1
     """Weight of the progress term ``((v - v_target) / speed_scale_mps)^2``."""
     heading: float = 5.0
     """Weight of ``psi^2`` [rad^2]."""

@@ -5,7 +5,10 @@ planners then only move the ego: actions -> ``kinematics.rollout`` -> the object
 (``objective.evaluate``, costs read by moving the masks). No network runs inside the optimisation loop.
 
 - ``grad``: Adam on the action buffer (in units of the objective's action scales), ``iterations`` steps,
-  each plan's gradient norm clipped on its own, actions kept in the environment's bounds.
+  each plan's gradient norm clipped on its own, actions kept in the environment's bounds; with
+  ``grid_starts``, started from the cheapest of the warm start and a grid of constant-action plans (after
+  Sobal et al.'s grid planner; off by default: on 40 i80-sim test cars it changed no outcome's rate, 82.5 %
+  either way, and cost 30 % more time).
 - ``cem``: cross-entropy method: ``population`` Gaussian candidates around the current mean (the warm start
   among them), the ``elites`` cheapest refit mean and std, ``iterations`` times.
 
@@ -40,12 +43,20 @@ class PlannerConfig:
     """``grad`` (gradient MPC) or ``cem`` (cross-entropy method)."""
     horizon: int = 20
     """T: planned steps (2 s at dt = 0.1 s)."""
-    iterations: int = 10
-    """Adam steps (grad) or refits (cem) per control step."""
+    iterations: int | None = None
+    """Adam steps (grad) or refits (cem) per control step; None: 10 (grad), 3 (cem)."""
     lr: float = 0.3
     """grad: Adam learning rate, in action units (``ObjectiveConfig.accel_scale_mps2``, ...)."""
     grad_clip: float = 1.0
     """grad: each plan's gradient norm is clipped to this."""
+    grid_starts: bool = False
+    """grad: also score a grid of constant-action plans (``grid_accel_mps2`` x ``grid_curvature_per_m``, one
+    batched evaluation) and start from the cheapest of them and the warm start (escapes the local minimum
+    of the warm start: braking where accelerating pays, keeping a lane where leaving it pays)."""
+    grid_accel_mps2: tuple[float, ...] = (-4.0, -1.5, 0.0, 1.0, 2.0)
+    """grad: accelerations of the grid [m/s^2]."""
+    grid_curvature_per_m: tuple[float, ...] = (-0.01, -0.004, 0.0, 0.004, 0.01)
+    """grad: curvatures of the grid [1/m]."""
     population: int = 32
     """cem: candidates per refit."""
     elites: int = 4
@@ -67,6 +78,8 @@ class PlannerConfig:
             raise ValueError(f"PlannerConfig: aggregate must be mean or max, got {self.aggregate!r}")
         if self.frame_every < 1 or self.horizon % self.frame_every:
             raise ValueError(f"PlannerConfig: frame_every must divide horizon, got {self.frame_every}, {self.horizon}")
+        if self.iterations is None:
+            object.__setattr__(self, "iterations", 10 if self.method == "grad" else 3)
         if self.horizon < 1 or self.iterations < 1 or self.lr <= 0 or not 1 <= self.elites <= self.population:
             raise ValueError("PlannerConfig: horizon, iterations >= 1, lr > 0, 1 <= elites <= population")
 
@@ -140,9 +153,10 @@ class Planner:
         c = self.config
         scale = self.objective.action_scale(warm)
         low, high = self._bounds(warm)
-        units = (warm / scale).clone().requires_grad_(True)  # [B, T, 2]
-        optimizer = torch.optim.Adam([units], lr=c.lr)
         pixels = self.pixels(inputs)
+        start = self._best_start(inputs, warm, pixels) if c.grid_starts else warm
+        units = (start / scale).clone().requires_grad_(True)  # [B, T, 2]
+        optimizer = torch.optim.Adam([units], lr=c.lr)
         for _ in range(c.iterations):
             cost, _ = self.cost(inputs, (units * scale)[:, None], pixels)
             optimizer.zero_grad(set_to_none=True)
@@ -157,6 +171,17 @@ class Planner:
             plan = units.detach() * scale
             cost, terms = self.cost(inputs, plan[:, None], pixels)
         return plan, cost[:, 0], {k: v[:, 0] for k, v in terms.items()}
+
+    @torch.no_grad()
+    def _best_start(self, inputs: PlanInputs, warm: Tensor, pixels: PixelSet) -> Tensor:
+        """The cheapest of the warm start and the grid of constant actions: ``[B, T, 2]`` SI."""
+        c = self.config
+        accel, curvature = (torch.tensor(v, dtype=warm.dtype) for v in (c.grid_accel_mps2, c.grid_curvature_per_m))
+        grid = torch.stack(torch.meshgrid(accel, curvature, indexing="ij"), -1).reshape(-1, 1, 2)  # [G, 1, 2]
+        b, t = warm.shape[:2]
+        candidates = torch.cat([warm[:, None], grid.expand(-1, t, -1)[None].expand(b, -1, -1, -1)], dim=1)
+        cost, _ = self.cost(inputs, candidates, pixels)  # [B, 1 + G]
+        return candidates[torch.arange(b), cost.argmin(1)]
 
     @torch.no_grad()
     def _cem(self, inputs: PlanInputs, warm: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:

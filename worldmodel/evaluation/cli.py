@@ -1,4 +1,4 @@
-"""The closed-loop part of the ``worldmodel`` command: ``eval policy`` and ``render rollout``.
+"""The closed-loop part of the ``worldmodel`` command: ``eval policy``, ``eval worlds`` and ``render rollout``.
 
 ``worldmodel.cli`` adds these parsers to its ``eval`` and ``render`` sub-commands; each parser sets ``func``,
 which runs the command, prints one JSON object and returns the exit code. Building the parsers imports
@@ -90,6 +90,36 @@ def run_eval_policy(args: argparse.Namespace) -> int:
             "collision_behind_rate", "offroad_rate", "stuck_rate", "mean_costs", "events", "diagnostics",
             "episodes_per_s", "wall_s", "csv")  # fmt: skip
     print(json.dumps({"out": args.out, "driver": args.driver, **{k: result[k] for k in keys}}, indent=2))
+    return 0
+
+
+def add_eval_worlds_parser(esub) -> argparse.ArgumentParser:
+    p = esub.add_parser("worlds", help="offline error of the world providers (cv, model) against the recorded "
+                        "future views, per horizon step (JSON)")  # fmt: skip
+    p.add_argument("--data", required=True, help="dataset directory (episodes.h5 + trajectories-*.h5)")
+    p.add_argument("--fm", default=None, help="forward-model checkpoint: also score the model world")
+    p.add_argument("--split", choices=list(SPLITS), default="test")
+    p.add_argument("--windows", type=int, default=200, help="windows compared (default 200)")
+    p.add_argument("--horizon", type=int, default=20, help="predicted steps (default 20)")
+    p.add_argument("--context-frames", type=int, default=None,
+                   help="context frames (default: the model's; 20 without --fm)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="seed of the window choice")
+    p.add_argument("--device", default="cpu", help="torch device of the forward model (default cpu)")
+    p.add_argument("--out", default="runs/worlds.json", help="output JSON (default runs/worlds.json)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_eval_worlds)
+    return p
+
+
+def run_eval_worlds(args: argparse.Namespace) -> int:
+    from worldmodel.driving.world_error import WorldErrorConfig, compare_worlds
+
+    config = WorldErrorConfig(data=args.data, fm=args.fm, split=args.split, windows=args.windows,
+                              horizon=args.horizon, seed=args.seed, device=args.device, out=args.out,
+                              context_frames=args.context_frames, progress=not args.no_progress)  # fmt: skip
+    result = compare_worlds(config)
+    keys = ("protocol", "summary", "render_check", "oracle_proximity_mean")
+    print(json.dumps({"out": args.out, **{k: result[k] for k in keys}}, indent=2))
     return 0
 
 
