@@ -18,6 +18,7 @@ import torch
 from worldmodel.driving.objective import PRESETS, ObjectiveConfig, target_speed
 from worldmodel.driving.planners import PlanInputs, Planner, PlannerConfig, shift
 from worldmodel.driving.worlds import WORLDS, RenderedWorld, WorldProvider
+from worldmodel.evaluation.drivers import FirstSlot
 from worldmodel.traffic.view import ViewSpec
 
 
@@ -30,7 +31,7 @@ class _Slot:
     diagnostics: dict = field(default_factory=dict)
 
 
-class PlannerDriver:
+class PlannerDriver(FirstSlot):
     """A planner over a world provider, driving any number of episodes in lockstep."""
 
     max_slots = None
@@ -81,16 +82,6 @@ class PlannerDriver:
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return dict(self._slots[slot].diagnostics)
-
-    # ------------------------------------------------------------------ one episode (slot 0)
-    def reset(self, env, obs: dict, info: dict) -> None:
-        self.reset_slot(0, env, obs, info)
-
-    def act(self, obs: dict, info: dict) -> np.ndarray:
-        return self.act_slots([0], [obs], [info])[0]
-
-    def diagnostics(self) -> dict[str, float]:
-        return self.slot_diagnostics(0)
 
 
 def make_planner_driver(method: str, *, world: str = "cv", objective: str = "drive", fm: str | None = None,

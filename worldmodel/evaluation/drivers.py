@@ -101,6 +101,19 @@ class OneSlot:
         return self.driver.diagnostics()
 
 
+class FirstSlot:
+    """The ``Driver`` methods of a ``LockstepDriver`` that drives one episode in slot 0 (a mixin)."""
+
+    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
+        self.reset_slot(0, env, obs, info)
+
+    def act(self, obs: dict, info: dict) -> np.ndarray:
+        return self.act_slots([0], [obs], [info])[0]
+
+    def diagnostics(self) -> dict[str, float]:
+        return self.slot_diagnostics(0)
+
+
 def as_lockstep(driver: Driver | LockstepDriver) -> LockstepDriver:
     """``driver`` itself if it drives in lockstep (has ``act_slots``), else ``OneSlot(driver)``."""
     return driver if hasattr(driver, "act_slots") else OneSlot(driver)

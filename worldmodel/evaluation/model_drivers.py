@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from worldmodel.costs import UncertaintyStats, uncertainty_cost
+from worldmodel.evaluation.drivers import FirstSlot
 from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.policy import Policy, PolicyCache
@@ -92,7 +93,7 @@ class _Slot:
         self.diagnostics: dict[str, float] = {}
 
 
-class PolicyDriver:
+class PolicyDriver(FirstSlot):
     """A trained policy driving from its checkpoint (deterministic: the mean action).
 
     A ``LockstepDriver`` with any number of slots: ``act_slots`` encodes the newest frame of every slot and
@@ -172,16 +173,6 @@ class PolicyDriver:
         for i, state in enumerate(fresh):
             state.cache = PolicyCache(tuple(f[i : i + 1] for f in cache.features), cache.states[i : i + 1],
                                       cache.ego_mask[i : i + 1])  # fmt: skip
-
-    # ------------------------------------------------------------------ one episode (slot 0)
-    def reset(self, env, obs: dict, info: dict) -> None:
-        self.reset_slot(0, env, obs, info)
-
-    def act(self, obs: dict, info: dict) -> np.ndarray:
-        return self.act_slots([0], [obs], [info])[0]
-
-    def diagnostics(self) -> dict[str, float]:
-        return self.slot_diagnostics(0)
 
     def _uncertainty(self, state: _Slot) -> float:
         im = self.imagination
