@@ -67,3 +67,19 @@ def test_rollout_is_differentiable_and_relative_pose_inverts_the_frame():
     reference = torch.tensor([3.0, 1.0, np.pi / 2], dtype=torch.float64)  # heading +y: forward is +y, right is -x
     pose = torch.tensor([2.0, 4.0, np.pi / 2 + 0.1], dtype=torch.float64)
     np.testing.assert_allclose(kinematics.relative_pose(pose, reference).numpy(), [3.0, 1.0, 0.1], atol=1e-12)
+
+
+def test_a_car_at_rest_keeps_the_gradient_of_its_acceleration():
+    """At v = 0 with zero actions the rollout's speed gradient equals the step-by-step clamp's (a planner must
+    be able to start a stopped car)."""
+    state = torch.zeros(1, 4, dtype=torch.float64)
+    actions = torch.zeros(1, 5, 2, dtype=torch.float64, requires_grad=True)
+    kinematics.rollout(state, actions, DT)[..., 3].sum().backward()
+    looped = torch.zeros(1, 5, 2, dtype=torch.float64, requires_grad=True)
+    speeds, s = [], state
+    for t in range(5):
+        s = kinematics.step(s, looped[:, t], DT)
+        speeds.append(s[..., 3])
+    torch.stack(speeds).sum().backward()
+    np.testing.assert_allclose(actions.grad.numpy(), looped.grad.numpy())
+    assert actions.grad[0, 0, 0] > 0

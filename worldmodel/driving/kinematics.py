@@ -45,7 +45,10 @@ def rollout(state: Tensor, actions: Tensor, dt: float) -> Tensor:
     x0, y0, psi0, v0 = (state[..., i, None] for i in range(4))  # [..., 1]
     accel, curvature = actions[..., 0], actions[..., 1]  # [..., T]
     free = v0 + torch.cumsum(accel * dt, dim=-1)  # [..., T] speeds without the clamp
-    floor = torch.cummin(free, dim=-1).values.clamp(max=0.0)
+    low = torch.cummin(free, dim=-1).values
+    # only a strictly negative minimum moves the floor: at a tie with 0 (a car at rest) the speed keeps the
+    # gradient of its acceleration, as the clamp of ``step`` does (cummin would cancel it exactly)
+    floor = torch.where(low < 0, low, torch.zeros_like(low))
     v_after = free - floor  # [..., T] speed after each action
     v_before = torch.cat([v0, v_after[..., :-1]], dim=-1)  # [..., T] speed each action starts from
     psi_after = psi0 + torch.cumsum(torch.atan(curvature * v_before * dt), dim=-1)
