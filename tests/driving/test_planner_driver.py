@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from worldmodel.data.trajectories import TrajectoryWriter
 from worldmodel.driving.planner_driver import make_planner_driver
@@ -72,3 +73,25 @@ def test_bad_options_are_refused_in_one_line():
         make_planner_driver("grad", world="model")
     with pytest.raises(ValueError, match="frame_every must divide horizon"):
         make_planner_driver("grad", world="cv", horizon="7", frame_every="2")
+
+
+def test_cem_draws_restart_from_the_episode_seed(platoon):
+    """The harness seeds torch's global generator per episode; CEM's candidates follow it, so an episode's
+    actions do not depend on what the driver drove before (nor on how episodes are spread over workers)."""
+    driver = make_planner_driver("cem", world="cv", horizon=10, iterations=2, population=8, elites=2)
+    env = open_replay_env(platoon, ReplayEnvConfig(return_context=False))
+
+    def first_actions(seed: int) -> np.ndarray:
+        torch.manual_seed(seed)
+        obs, info = env.reset(options={"vehicle": 2})
+        driver.reset(env, obs, info)
+        actions = []
+        for _ in range(3):
+            actions.append(driver.act(obs, info))
+            obs, _, _, _, info = env.step(actions[-1])
+        return np.stack(actions)
+
+    first = first_actions(0)
+    first_actions(1)  # another episode in between
+    np.testing.assert_array_equal(first_actions(0), first)
+    assert not np.array_equal(first_actions(1), first)

@@ -52,6 +52,12 @@ class PlannerDriver(FirstSlot):
 
     # ------------------------------------------------------------------ lockstep
     def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
+        # the random draws (CEM's candidates, the model's z) restart from a seed of torch's global generator,
+        # which the evaluation harness seeds per episode: results do not depend on how episodes are spread
+        seed = int(torch.randint(0, 2**62, (1,)))
+        self._get_planner(float(env.sim.dt)).generator.manual_seed(seed)
+        if hasattr(self.world, "generator"):
+            self.world.generator.manual_seed(seed)
         horizon = self.planner_config.horizon
         window = self.world.new_window(env, info) if hasattr(self.world, "new_window") else None
         self._slots[slot] = _Slot(env.sim, torch.zeros(1, horizon, 2), torch.zeros(1, 2), window)
