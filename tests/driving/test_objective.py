@@ -80,8 +80,6 @@ def test_target_speed_is_the_traffic_ahead_in_the_lane_else_the_limit():
                 "v": np.array([9.0, 4.0, 6.0, 20.0, 30.0, 1.0])}  # fmt: skip
     assert target_speed(vehicles, road, lookahead_m=40.0) == pytest.approx(5.0)  # cars 1, 2: ahead, lane 0, 40 m
     assert target_speed(vehicles, road, lookahead_m=101.0) == pytest.approx(11.0 / 3)  # car 5, 100 m ahead, too
-    empty = {k: v[[0, 3, 4]] for k, v in vehicles.items()}  # nobody ahead in lane 0
-    assert target_speed(empty, road, sight_m=36.0) == pytest.approx(np.sqrt(2 * 3.0 * 36.0))  # 14.7 < 25 m/s
-    assert target_speed(empty, road, sight_m=200.0) == 25.0  # the limit
+    assert target_speed({k: v[[0, 3, 4]] for k, v in vehicles.items()}, road) == 25.0  # nobody ahead: the limit
     with pytest.raises(ValueError, match="unknown objective preset"):
         ObjectiveConfig.preset("fast")

@@ -173,13 +173,10 @@ def evaluate(
     return terms
 
 
-def target_speed(vehicles: dict, road, lookahead_m: float = 100.0, sight_m: float = 36.0,
-                 sight_decel_mps2: float = 3.0) -> float:  # fmt: skip
+def target_speed(vehicles: dict, road, lookahead_m: float = 100.0) -> float:
     """Speed target [m/s] of the ego (row 0 of ``vehicles``, as ``ReplaySimulation.vehicles()``): the mean
-    speed of the other cars whose centre is ahead within ``lookahead_m`` in its lane; on an empty road the
-    road's limit, capped by what the ego's view lets it stop for: ``sqrt(2 sight_decel sight_m)`` (the
-    frames reach ``sight_m`` ahead; a queue beyond them must not come faster than it can brake for). Uses
-    only what the ego observes now."""
+    speed of the other cars whose centre is ahead within ``lookahead_m`` in its lane (so a queue is seen
+    before the frames reach it), else the road's limit. Uses only what the ego observes now."""
     x, y = vehicles["x"], vehicles["y"]
     lane = int(road.lane_at(np.array([x[0]]), np.array([y[0]]))[0])
     if lane < 0:
@@ -187,7 +184,7 @@ def target_speed(vehicles: dict, road, lookahead_m: float = 100.0, sight_m: floa
     others_lane = road.lane_at(x[1:], y[1:])
     ahead = (others_lane == lane) & (x[1:] > x[0]) & (x[1:] < x[0] + lookahead_m)
     if not ahead.any():
-        return float(min(road.config.speed_limit_mps, np.sqrt(2.0 * sight_decel_mps2 * sight_m)))
+        return float(road.config.speed_limit_mps)
     return float(np.mean(vehicles["v"][1:][ahead]))
 
 

@@ -74,8 +74,7 @@ class PlannerDriver(FirstSlot):
         with torch.no_grad():
             reference = planner.reference(ego, warm)
         frames = self.world.futures(sims, reference.numpy(), planner.frame_steps, warm, [s.window for s in chosen])
-        sight = self.spec.length_m / 2  # the frames reach this far ahead [m]
-        targets = torch.tensor([target_speed(s.vehicles(), s.road, sight_m=sight) for s in sims], dtype=torch.float32)
+        targets = torch.tensor([target_speed(s.vehicles(), s.road) for s in sims], dtype=torch.float32)
         sizes = torch.tensor([[s.length, s.width] for s in sims], dtype=torch.float32)
         previous = torch.cat([state.previous_action for state in chosen])
         inputs = PlanInputs(ego, frames, previous, targets, sizes)
