@@ -78,7 +78,7 @@ def test_target_speed_is_the_traffic_ahead_in_the_lane_else_the_limit():
                            speed_limit_mps=25.0, ramps=()))  # fmt: skip
     vehicles = {"x": np.array([100.0, 120.0, 130.0, 90.0, 125.0, 200.0]), "y": np.array([1.8, 1.9, 1.5, 1.8, 5.5, 1.8]),
                 "v": np.array([9.0, 4.0, 6.0, 20.0, 30.0, 1.0])}  # fmt: skip
-    assert target_speed(vehicles, road, lookahead_m=40.0) == pytest.approx(5.0)  # cars 1, 2: ahead, lane 0, 40 m
+    assert target_speed(vehicles, road) == pytest.approx(5.0)  # cars 1 and 2: ahead, in lane 0, within 40 m
     assert target_speed(vehicles, road, lookahead_m=101.0) == pytest.approx(11.0 / 3)  # car 5, 100 m ahead, too
     assert target_speed({k: v[[0, 3, 4]] for k, v in vehicles.items()}, road) == 25.0  # nobody ahead: the limit
     with pytest.raises(ValueError, match="unknown objective preset"):
