@@ -21,7 +21,7 @@ Presets: ``ObjectiveConfig.ppuu()`` (PPUU's costs only: the proximity max, 0.2 l
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -100,9 +100,6 @@ class ObjectiveConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown objective preset {name!r}: expected one of {sorted(PRESETS)}")
         return getattr(cls, name)(**overrides)
-
-    def replace(self, **changes) -> ObjectiveConfig:
-        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -56,11 +56,6 @@ class PixelSet:
     lateral: Tensor
     values: Tensor
 
-    @property
-    def shape(self) -> torch.Size:
-        """``[..., T]``."""
-        return self.forward.shape[:-1]
-
     def expand_leading(self, dims: int) -> PixelSet:
         """The same pixels with ``dims`` axes of size 1 inserted after the first (``[B, ...]`` -> ``[B, 1, ...]``)."""
         add = lambda x: x.reshape(x.shape[:1] + (1,) * dims + x.shape[1:])  # noqa: E731
