@@ -83,3 +83,18 @@ def test_a_car_at_rest_keeps_the_gradient_of_its_acceleration():
     torch.stack(speeds).sum().backward()
     np.testing.assert_allclose(actions.grad.numpy(), looped.grad.numpy())
     assert actions.grad[0, 0, 0] > 0
+
+
+def test_lane_plans_take_the_ego_to_each_lateral_target_at_each_acceleration():
+    from worldmodel.driving.lane_plans import LanePlanConfig, lane_plans
+
+    state = torch.tensor([[0.0, 5.55, 0.0, 10.0]])
+    targets = torch.tensor([[1.85, 5.55, 9.25]])
+    config = LanePlanConfig(accels_mps2=(-1.0, 0.0, 1.0))
+    plans = lane_plans(state, targets, horizon=40, dt=0.1, config=config)  # [1, 9, 40, 2]
+    assert plans.shape == (1, 9, 40, 2)
+    assert plans[..., 1].abs().max() <= config.max_curvature_per_m + 1e-6
+    np.testing.assert_allclose(plans[0, :, :, 0], torch.tensor([-1.0, 0.0, 1.0]).repeat(3)[:, None].expand(9, 40))
+    end = kinematics.rollout(state[:, None].expand(1, 9, 4), plans, 0.1)[0, :, -1]  # [9, 4] after 4 s
+    np.testing.assert_allclose(end[:, 1], targets[0].repeat_interleave(3), atol=0.3)
+    assert end[:, 2].abs().max() < 0.05  # aligned with the road again

@@ -49,7 +49,7 @@ def platoon(tmp_path_factory):
 
 @pytest.mark.parametrize("world", ["oracle", "cv"])
 def test_the_drive_objective_keeps_its_place_where_ppuus_fails(platoon, world):
-    options = {"horizon": 10, "iterations": 5, "grid_starts": False}  # SPEC §8's planner: warm start only
+    options = {"horizon": 10, "iterations": 5, "lane_plans": "none"}  # SPEC §8's planner: warm start only
     event, _ = drive(platoon, make_planner_driver("grad", world=world, objective="drive", **options))
     assert event == "arrived"
     event, _ = drive(platoon, make_planner_driver("grad", world=world, objective="ppuu", **options))
@@ -95,3 +95,35 @@ def test_cem_draws_restart_from_the_episode_seed(platoon):
     first_actions(1)  # another episode in between
     np.testing.assert_array_equal(first_actions(0), first)
     assert not np.array_equal(first_actions(1), first)
+
+
+def write_closing_follower(path: Path, frames: int = 300) -> Path:
+    """Two lanes: the ego (2) at 10 m/s in lane 0 between a leader (1) at 10 m/s 30 m ahead and a follower (3)
+    at 15 m/s 30 m behind that never brakes; lane 1 is free. Only a lane change escapes (the i80 failure
+    where the recorded car changed lanes and its ghost's followers kept coming)."""
+    road = Road(RoadConfig(lanes=2, lane_width_m=3.7, length_m=500.0, section_m=(0.0, 500.0),
+                           evaluated_m=(10.0, 330.0), speed_limit_mps=20.0, ramps=()))  # fmt: skip
+    t = np.arange(frames)
+    with TrajectoryWriter(path, road.to_dict(), "test closing follower", ["car"]) as writer:
+        for vid, x0, v in ((1, 100.0, 10.0), (2, 70.0, 10.0), (3, 40.0, 15.0)):
+            writer.add_vehicle(vid, 4.5, 1.8, 0, {
+                "frame": t, "x": x0 + v * 0.1 * t, "y": np.full(frames, 1.85), "vx": np.full(frames, v),
+                "vy": np.zeros(frames), "lane": np.zeros(frames, np.int16),
+            })  # fmt: skip
+    return path
+
+
+def test_the_planner_escapes_a_follower_by_changing_lane(tmp_path):
+    path = write_closing_follower(tmp_path / "closing.h5")
+    env = open_replay_env(path, ReplayEnvConfig(return_context=False))
+    obs, info = env.reset(options={"vehicle": 2})
+    driver = make_planner_driver("grad", world="oracle")
+    driver.reset(env, obs, info)
+    lateral = []
+    for _ in range(400):
+        obs, _, terminated, truncated, info = env.step(driver.act(obs, info))
+        lateral.append(env.sim.y)
+        if terminated or truncated:
+            break
+    assert info["event"] == "arrived"
+    assert max(lateral) > 3.7 + 0.9  # wholly in lane 1 at some point (its line at y = 3.7 m, half a car 0.9 m)

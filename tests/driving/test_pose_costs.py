@@ -32,7 +32,8 @@ def test_zero_offset_equals_pixel_costs(lane_rows_m):
         expected = pixel_costs(images, speed, length, width)
     pixels = pixel_set(images, SPEC, lane_rows_m)
     if lane_rows_m is not None:
-        assert pixels.forward.shape[-1] < SPEC.height_px * SPEC.width_px
+        assert pixels.road.forward.shape[-1] < SPEC.height_px * SPEC.width_px
+        assert pixels.vehicles.forward.shape[-1] < SPEC.height_px * SPEC.width_px
     out = costs_at_pose(pixels, torch.zeros(3, 4, 3, dtype=torch.float64), speed, length, width)
     proximity = torch.maximum(out["proximity_ahead"], out["proximity_behind"])
     for name, value in (("proximity", proximity), ("lane", out["lane"]), ("offroad", out["offroad"])):

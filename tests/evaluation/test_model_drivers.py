@@ -127,3 +127,39 @@ def test_training_validates_in_closed_loop_and_keeps_the_best(driving_data, mode
     ))  # fmt: skip
     assert {"success_rate", "mean_distance_m", "collision_rate"} <= set(summary["val"])
     assert summary["best_checkpoint"] is not None
+
+
+def test_the_uncertainty_cost_is_calibrated_on_training_windows_and_moves_with_the_ego(driving_data, models,
+                                                                                       tmp_path):  # fmt: skip
+    from worldmodel.driving.planners import PlanInputs
+    from worldmodel.driving.uncertainty import calibrate
+
+    options = {"world": "model", "horizon": 4, "iterations": 2, "replicas": 3, "uncertainty": 1.0,
+               "uncertainty_hinge": -100.0, "calibration_windows": 8}  # fmt: skip
+    with pytest.raises(ValueError, match="no training data recorded"):
+        make_driver("plan:grad", fm=str(models[0]), **options)
+    torch.manual_seed(0)  # a model whose dropout replicas disagree (not zero-initialised), trained on driving_data
+    fm = ForwardModel(ForwardModelConfig.tiny("vae", zero_init=False))
+    fm.set_normalisation(WindowDataset(driving_data / "episodes.h5", WindowConfig(4, 5)).stats)
+    torch.save(fm.checkpoint_dict(0, train_config={"data": str(driving_data / "episodes.h5")}), tmp_path / "fm.pt")
+    driver = make_driver("plan:grad", fm=str(tmp_path / "fm.pt"), **options)
+    env = open_replay_env(sorted(driving_data.glob("trajectories-*.h5"))[0])
+    obs, info = env.reset(seed=0)
+    driver.reset(env, obs, info)
+    driver.act(obs, info)
+    stats = driver.world.uncertainty
+    assert stats.windows == 8 and stats.std > 0 and stats.mean > 0  # untrained dropout replicas disagree
+    assert driver.diagnostics()["term_uncertainty"] > 0  # hinge -100: never clipped here
+    before = torch.get_rng_state()
+    again = calibrate(driver.world, str(driving_data / "episodes.h5"), 8, [2, 4], 4)
+    assert again == stats and torch.equal(torch.get_rng_state(), before)  # seeded, and the caller's RNG kept
+    # the cost is read at the ego's pose: two plans over the same futures disagree differently
+    sim = env.sim
+    state = torch.tensor([[sim.x, sim.y, sim.psi, sim.v]], dtype=torch.float32)
+    plans = torch.tensor([[[0.0, 0.0]] * 4, [[3.0, 0.1]] * 4])[None]  # [1, 2, 4, 2]: keep on / speed up and turn
+    planner = driver._planner
+    frames = driver.world.futures([sim], planner.reference(state, plans[:, 0]).numpy(), planner.frame_steps,
+                                  plans[:, 0], [driver._slots[0].window])  # fmt: skip
+    inputs = PlanInputs(state, frames, torch.zeros(1, 2), torch.tensor([10.0]), torch.tensor([[4.5, 1.8]]))
+    _, terms = planner.cost(inputs, plans)
+    assert terms["uncertainty"].shape == (1, 2) and terms["uncertainty"][0, 0] != terms["uncertainty"][0, 1]

@@ -7,7 +7,9 @@ z, each with ``replicas`` dropout masks (MC dropout; 1: dropout off), without gr
 frames, K = samples x replicas. The frames are taken as centred on the reference poses, which the exact
 kinematics give for those actions (SPEC §9: the model predicts the world, the kinematics the ego).
 With ``replicas`` > 1 the K futures include MC-dropout replicas, which the planner's ``aggregate`` (mean or
-worst case) treats like the z draws.
+worst case) treats like the z draws, and, with the objective's ``uncertainty`` weight, whose disagreement
+on the cost at the ego's pose is penalised (``driving.uncertainty``, calibrated on training windows when the
+world is made).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from einops import rearrange
 from torch import Tensor
 
 from worldmodel.driving.objective import ObjectiveConfig
+from worldmodel.driving.uncertainty import calibrate
 from worldmodel.driving.worlds import WorldFrames
 from worldmodel.evaluation.model_drivers import ObservationWindow
 from worldmodel.nn.forward_model import ForwardModel
@@ -34,11 +37,16 @@ class ModelWorldConfig:
     """Prior draws of z per control step (1 for a deterministic model; the tiny models on the CPU budget hardly
     use their latent, so one draw saves half the time for the same futures)."""
     replicas: int = 1
-    """Dropout replicas per draw (1: dropout off)."""
+    """Dropout replicas per draw (1: dropout off; >= 2 with the objective's ``uncertainty`` weight: the
+    variance of the cost at the ego's pose across them is penalised)."""
+    calibration_windows: int = 64
+    """Training windows that calibrate the uncertainty cost (``driving.uncertainty.calibrate``)."""
+    calibration_data: str | None = None
+    """Episodes file of those windows; None: the forward model's own training data (from its checkpoint)."""
 
     def __post_init__(self) -> None:
-        if self.samples < 1 or self.replicas < 1:
-            raise ValueError("ModelWorldConfig: samples and replicas must be >= 1")
+        if self.samples < 1 or self.replicas < 1 or self.calibration_windows < 2:
+            raise ValueError("ModelWorldConfig: samples and replicas must be >= 1, calibration_windows >= 2")
 
 
 class _Window:
@@ -63,11 +71,20 @@ class ModelWorld:
     def __init__(self, checkpoint: str, config: ModelWorldConfig = ModelWorldConfig(),
                  objective: ObjectiveConfig | None = None, device: str = "cpu", seed: int = 0):  # fmt: skip
         self.device = torch.device(device)
-        self.model = ForwardModel.from_checkpoint(load_checkpoint(checkpoint)).to(self.device).eval()
+        loaded = load_checkpoint(checkpoint, "forward_model")
+        self.model = ForwardModel.from_checkpoint(loaded).to(self.device).eval()
         self.model.requires_grad_(False)
         self.config, self.objective = config, objective or ObjectiveConfig()
         self.samples = config.samples if self.model.config.stochastic else 1
         self.generator = torch.Generator(self.device).manual_seed(seed)
+        self.seed, self.uncertainty = seed, None  # PoseUncertaintyStats, calibrated at the first call
+        self.calibration_data = None
+        if self.objective.uncertainty > 0:
+            if config.replicas < 2:
+                raise ValueError("the uncertainty cost needs dropout replicas: pass replicas=2 or more")
+            self.calibration_data = config.calibration_data or (loaded.get("train_config") or {}).get("data")
+            if self.calibration_data is None:
+                raise ValueError(f"{checkpoint}: no training data recorded; pass calibration_data=EPISODES.h5")
 
     def new_window(self, env, info: dict) -> _Window:
         """The observation window of a new episode (from the context the environment returned)."""
@@ -78,13 +95,25 @@ class ModelWorld:
     @torch.no_grad()
     def futures(self, sims, reference: np.ndarray, steps: list[int], plan: Tensor, windows: list) -> WorldFrames:
         """Frames at ``steps`` of the model rolled out with the reference ``plan`` ``[B, T, 2]`` (SI)."""
-        model, s, r = self.model, self.samples, self.config.replicas
+        if self.calibration_data is not None and self.uncertainty is None:
+            self.uncertainty = calibrate(self, self.calibration_data, self.config.calibration_windows, steps,
+                                         plan.shape[1], seed=self.seed)  # fmt: skip
         contexts = [w.window.context() for w in windows]
         images = torch.cat([c.images for c in contexts])  # [B, Tc, 3, H, W]
         states = torch.cat([c.states for c in contexts])
-        b, horizon = len(contexts), plan.shape[1]
+        frames = self.rollout(images, states, self.model.normalise_actions(plan.to(self.device)), steps)
+        return WorldFrames(frames, torch.as_tensor(reference, dtype=torch.float32), replicas=self.config.replicas,
+                           uncertainty=self.uncertainty)  # fmt: skip
+
+    @torch.no_grad()
+    def rollout(self, images: Tensor, states: Tensor, actions: Tensor, steps: list[int]) -> Tensor:
+        """Frames ``[B, K, F, 3, H, W]`` (float32, CPU) at ``steps`` of the model rolled out from contexts
+        ``images`` ``[B, Tc, 3, H, W]``, ``states`` ``[B, Tc, 4]`` with ``actions`` ``[B, T, 2]`` (all in model
+        units) for ``samples`` draws of z x ``replicas`` dropout masks."""
+        model, s, r = self.model, self.samples, self.config.replicas
+        b, horizon = images.shape[0], actions.shape[1]
         cache = model.repeat_cache(model.init_cache(images, states), s * r)
-        normalised = model.normalise_actions(plan.to(self.device)).repeat_interleave(s * r, dim=0)
+        normalised = actions.repeat_interleave(s * r, dim=0)
         z = None
         if model.config.stochastic:
             z = torch.randn((b * s, horizon, model.config.n_z), generator=self.generator, device=self.device)
@@ -95,8 +124,7 @@ class ModelWorld:
         finally:
             model.set_dropout(False)
         index = torch.as_tensor(steps, device=self.device) - 1
-        frames = rearrange(out["images"][:, index].clamp(0, 1), "(b k) f ... -> b k f ...", b=b)
-        return WorldFrames(frames.float().cpu(), torch.as_tensor(reference, dtype=torch.float32), replicas=r)
+        return rearrange(out["images"][:, index].clamp(0, 1), "(b k) f ... -> b k f ...", b=b).float().cpu()
 
 
 __all__ = ["ModelWorld", "ModelWorldConfig"]

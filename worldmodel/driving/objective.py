@@ -80,6 +80,11 @@ class ObjectiveConfig:
     """Free excursion across the reference [m] (the view reaches ~7.4 m each side)."""
     discount: float = 0.99
     """Per-step discount gamma."""
+    uncertainty: float = 0.0
+    """Weight of the epistemic uncertainty cost at the ego's pose (``driving.uncertainty``; needs a model world
+    with dropout replicas); 0: off."""
+    uncertainty_hinge: float = 0.5
+    """Hinge on the normalised replica variance of the uncertainty cost."""
     costs: CostConfig = field(default_factory=CostConfig)
     """PPUU's cost geometry (safe distance, tolerance, lane width); its weights are not used here."""
 

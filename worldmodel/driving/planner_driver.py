@@ -5,7 +5,8 @@ simulation (position, heading, speed: what the car's own sensors give), rolls th
 one step) out through the kinematics as the reference, asks the world provider for the futures along it in
 one call for all episodes, and optimises all plans in one batch; it executes each plan's first action.
 The speed target is observed (``objective.target_speed``: traffic ahead in the ego's lane, else the
-road's limit). Diagnostics per step: the planned cost and its named terms.
+road's limit), and so are the lanes the planner may head for (``lateral_targets``: the ego's lane and its
+neighbours that exist over the horizon). Diagnostics per step: the planned cost and its named terms.
 """
 
 from __future__ import annotations
@@ -77,7 +78,8 @@ class PlannerDriver(FirstSlot):
         targets = torch.tensor([target_speed(s.vehicles(), s.road) for s in sims], dtype=torch.float32)
         sizes = torch.tensor([[s.length, s.width] for s in sims], dtype=torch.float32)
         previous = torch.cat([state.previous_action for state in chosen])
-        inputs = PlanInputs(ego, frames, previous, targets, sizes)
+        lanes = torch.tensor([lateral_targets(s, planner.config.horizon * s.dt) for s in sims], dtype=torch.float32)
+        inputs = PlanInputs(ego, frames, previous, targets, sizes, lanes)
         plan, cost, terms = planner.plan(inputs, warm)
         for i, state in enumerate(chosen):
             state.plan = shift(plan[i : i + 1])
@@ -88,6 +90,25 @@ class PlannerDriver(FirstSlot):
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return dict(self._slots[slot].diagnostics)
+
+
+def lateral_targets(sim, horizon_s: float) -> list[float]:
+    """World y [m] of the centres of the ego's lane and of its left and right neighbours (the ego's own
+    lane's centre in place of a neighbour that does not exist from here to where the ego is in
+    ``horizon_s`` at its speed). The ego's lane off the road: the nearest lane."""
+    road = sim.road
+    x, y = float(sim.x), float(sim.y)
+    lane = int(road.lane_at(np.array([x]), np.array([y]))[0])
+    if lane < 0:
+        lane = int(np.clip(np.floor(y / road.lane_width_m), 0, road.total_lanes - 1))
+    ahead = x + max(float(sim.v), 1.0) * horizon_s
+    targets = []
+    for neighbour in (lane - 1, lane, lane + 1):
+        centre = float(road.lane_center_y(neighbour))
+        exists = road.lane_at(np.array([x, ahead]), np.array([centre, centre]))
+        targets.append(centre if neighbour == lane or bool((exists == neighbour).all()) else None)
+    own = targets[1]
+    return [own if t is None else t for t in targets]
 
 
 def make_planner_driver(method: str, *, world: str = "cv", objective: str = "drive", fm: str | None = None,
@@ -145,4 +166,4 @@ def _convert(spec, value):
     return value
 
 
-__all__ = ["PlannerDriver", "make_planner_driver"]
+__all__ = ["PlannerDriver", "lateral_targets", "make_planner_driver"]

@@ -9,24 +9,31 @@ planners then only move the ego: actions -> ``kinematics.rollout`` -> the object
   ``grid_starts``, started from the cheapest of the warm start and a grid of constant-action plans (after
   Sobal et al.'s grid planner; off by default: on 40 i80-sim test cars it changed no outcome's rate, 82.5 %
   either way, and cost 30 % more time).
+- both start from the cheapest of the warm start and the other starts: ``lane_plans`` (plans that take the
+  ego to its lane's centre or a neighbour's at a few accelerations, from the driver's ``lateral_targets``:
+  the lane changes neither optimiser finds from a plan that keeps its lane) and, with ``grid_starts``, the
+  grid of constant actions.
 - ``cem``: cross-entropy method: ``population`` Gaussian candidates around the current mean (the warm start
   among them), the ``elites`` cheapest refit mean and std, ``iterations`` times.
 
 Both aggregate a plan's cost over the K futures of the world (``aggregate``: ``mean``, or ``max``: the worst
-case).
+case), and add the uncertainty cost at the ego's pose when the world's frames carry its statistics
+(``driving.uncertainty``: a model world with dropout replicas and the objective's ``uncertainty`` weight).
 Shapes: B episodes, P candidates, K futures, T steps; actions SI ``[B, T, 2]`` outside, scaled inside.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import Tensor
 
 from worldmodel.driving import kinematics
+from worldmodel.driving.lane_plans import LanePlanConfig, lane_plans
 from worldmodel.driving.objective import ObjectiveConfig, evaluate
 from worldmodel.driving.pose_costs import PixelSet, pixel_set
+from worldmodel.driving.uncertainty import pose_cost, replica_variance
 from worldmodel.driving.worlds import WorldFrames
 from worldmodel.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.traffic.view import ViewSpec
@@ -44,7 +51,7 @@ class PlannerConfig:
     horizon: int = 20
     """T: planned steps (2 s at dt = 0.1 s)."""
     iterations: int | None = None
-    """Adam steps (grad) or refits (cem) per control step; None: 10 (grad), 3 (cem)."""
+    """Adam steps (grad) or refits (cem) per control step; None: 5 (grad), 3 (cem)."""
     lr: float = 0.3
     """grad: Adam learning rate, in action units (``ObjectiveConfig.accel_scale_mps2``, ...)."""
     grad_clip: float = 1.0
@@ -57,6 +64,8 @@ class PlannerConfig:
     """grad: accelerations of the grid [m/s^2]."""
     grid_curvature_per_m: tuple[float, ...] = (-0.01, -0.004, 0.0, 0.004, 0.01)
     """grad: curvatures of the grid [1/m]."""
+    lane_plans: LanePlanConfig | None = field(default_factory=LanePlanConfig)
+    """Also start from plans toward the inputs' ``lateral_targets`` (``lane_plans``); None: not."""
     population: int = 32
     """cem: candidates per refit."""
     elites: int = 4
@@ -79,7 +88,7 @@ class PlannerConfig:
         if self.frame_every < 1 or self.horizon % self.frame_every:
             raise ValueError(f"PlannerConfig: frame_every must divide horizon, got {self.frame_every}, {self.horizon}")
         if self.iterations is None:
-            object.__setattr__(self, "iterations", 10 if self.method == "grad" else 3)
+            object.__setattr__(self, "iterations", 5 if self.method == "grad" else 3)
         if self.horizon < 1 or self.iterations < 1 or self.lr <= 0 or not 1 <= self.elites <= self.population:
             raise ValueError("PlannerConfig: horizon, iterations >= 1, lr > 0, 1 <= elites <= population")
 
@@ -90,13 +99,15 @@ class PlannerConfig:
 @dataclass(frozen=True)
 class PlanInputs:
     """What a plan is scored with: the ego's ``state`` ``[B, 4]`` (x, y, psi, v), the world ``frames``, the
-    ``previous_action`` ``[B, 2]`` (SI), the ``target_speed`` ``[B]`` [m/s], the ``car_size`` ``[B, 2]`` [m]."""
+    ``previous_action`` ``[B, 2]`` (SI), the ``target_speed`` ``[B]`` [m/s], the ``car_size`` ``[B, 2]`` [m],
+    and optionally ``lateral_targets`` ``[B, M]``: world y [m] of the lane centres the ego may head for."""
 
     state: Tensor
     frames: WorldFrames
     previous_action: Tensor
     target_speed: Tensor
     car_size: Tensor
+    lateral_targets: Tensor | None = None
 
 
 class Planner:
@@ -137,7 +148,16 @@ class Planner:
                          inputs.car_size[:, None, None], self.config.frame_every)  # fmt: skip
         total = terms["total"]
         cost = total.amax(-1) if self.config.aggregate == "max" else total.mean(-1)
-        return cost, {name: value.detach().mean(-1) for name, value in terms.items()}
+        out = {name: value.detach().mean(-1) for name, value in terms.items()}
+        if frames.uncertainty is not None and self.objective.uncertainty > 0:
+            variance = replica_variance(pose_cost(terms), frames.replicas)  # [B, P]
+            uncertainty = self.objective.uncertainty * frames.uncertainty.penalty(
+                variance, self.objective.uncertainty_hinge
+            )
+            cost = cost + uncertainty
+            out["uncertainty"] = uncertainty.detach()
+            out["total"] = out["total"] + out["uncertainty"]
+        return cost, out
 
     def plan(self, inputs: PlanInputs, warm: Tensor) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         return (self._gradient if self.config.method == "grad" else self._cem)(inputs, warm)
@@ -154,7 +174,7 @@ class Planner:
         scale = self.objective.action_scale(warm)
         low, high = self._bounds(warm)
         pixels = self.pixels(inputs)
-        start = self._best_start(inputs, warm, pixels) if c.grid_starts else warm
+        start = self._best_start(inputs, warm, pixels)
         units = (start / scale).clone().requires_grad_(True)  # [B, T, 2]
         optimizer = torch.optim.Adam([units], lr=c.lr)
         for _ in range(c.iterations):
@@ -174,13 +194,24 @@ class Planner:
 
     @torch.no_grad()
     def _best_start(self, inputs: PlanInputs, warm: Tensor, pixels: PixelSet) -> Tensor:
-        """The cheapest of the warm start and the grid of constant actions: ``[B, T, 2]`` SI."""
+        """The cheapest of the warm start, the lane plans and the grid of constant actions: ``[B, T, 2]`` SI
+        (the warm start itself when there are no other starts)."""
         c = self.config
-        accel, curvature = (torch.tensor(v, dtype=warm.dtype) for v in (c.grid_accel_mps2, c.grid_curvature_per_m))
-        grid = torch.stack(torch.meshgrid(accel, curvature, indexing="ij"), -1).reshape(-1, 1, 2)  # [G, 1, 2]
         b, t = warm.shape[:2]
-        candidates = torch.cat([warm[:, None], grid.expand(-1, t, -1)[None].expand(b, -1, -1, -1)], dim=1)
-        cost, _ = self.cost(inputs, candidates, pixels)  # [B, 1 + G]
+        starts = [warm[:, None]]
+        if c.lane_plans is not None and inputs.lateral_targets is not None:
+            starts.append(lane_plans(inputs.state, inputs.lateral_targets, t, self.dt, c.lane_plans))
+        if c.grid_starts:
+            accel, curvature = (torch.tensor(v, dtype=warm.dtype) for v in (c.grid_accel_mps2,
+                                                                            c.grid_curvature_per_m))  # fmt: skip
+            grid = torch.stack(torch.meshgrid(accel, curvature, indexing="ij"), -1).reshape(-1, 1, 2)  # [G, 1, 2]
+            starts.append(grid.expand(-1, t, -1)[None].expand(b, -1, -1, -1))
+        if len(starts) == 1:
+            return warm
+        low, high = self._bounds(warm)
+        scale = self.objective.action_scale(warm)
+        candidates = torch.maximum(torch.minimum(torch.cat(starts, dim=1), high * scale), low * scale)
+        cost, _ = self.cost(inputs, candidates, pixels)  # [B, starts]
         return candidates[torch.arange(b), cost.argmin(1)]
 
     @torch.no_grad()
@@ -188,10 +219,10 @@ class Planner:
         c = self.config
         scale = self.objective.action_scale(warm)
         low, high = self._bounds(warm)
-        mean = warm / scale  # [B, T, 2]
+        pixels = self.pixels(inputs)
+        mean = self._best_start(inputs, warm, pixels) / scale  # [B, T, 2]
         std = torch.full_like(mean, c.init_std)
         b = mean.shape[0]
-        pixels = self.pixels(inputs)
         for _ in range(c.iterations):
             noise = torch.randn((b, c.population, *mean.shape[1:]), generator=self.generator).to(mean)
             candidates = torch.maximum(torch.minimum(mean[:, None] + std[:, None] * noise, high), low)

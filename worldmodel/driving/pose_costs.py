@@ -21,9 +21,9 @@ Masks (PPUU's, SPEC §2, with two options of the ``drive`` objective):
 Each cost is the peak over pixels of mask x channel: the max (``softness`` 0, PPUU), or a soft max
 ``sum(x softmax(x / softness))`` that spreads the gradient over the highest pixels.
 
-Speed: the masks are only evaluated where a frame has something to see (``PixelSet``): the pixels where the
-vehicles channel is not 0, and those where the lanes or off-road channel is not 0 within ``lane_rows_m`` of
-the reference along its heading (the lane mask is 0 beyond half the ego's length; so the lane and off-road
+Speed: the masks are only evaluated where a frame has something to see (``PixelSet``), in two groups: the
+proximity masks at the pixels where the vehicles channel is not 0, the lane mask at those where the lanes or
+off-road channel is not 0 within ``lane_rows_m`` of the reference along its heading (the lane mask is 0 beyond half the ego's length; so the lane and off-road
 costs are exact while the ego stays within ``lane_rows_m - length / 2`` of the reference along it, which the
 objective's barrier and the warm-started reference keep). Typically a third of the pixels or fewer.
 
@@ -47,24 +47,52 @@ POSE_COST_NAMES = ("proximity_ahead", "proximity_behind", "lane", "offroad")
 
 
 @dataclass(frozen=True)
-class PixelSet:
-    """The pixels of frames ``[..., T]`` worth evaluating, padded to N per frame: ``forward``, ``lateral``
-    ``[..., T, N]`` [m] (pixel centres in the frame's reference pose) and ``values`` ``[..., T, 3, N]`` in
-    [0, 1] (channels lanes, vehicles, off-road; 0 at padding)."""
+class Points:
+    """Pixels of frames ``[..., T]``, padded to N per frame: centres ``forward``, ``lateral`` ``[..., T, N]`` [m]
+    in the frame's reference pose, ``values`` ``[..., T, C, N]`` in [0, 1] (0 at padding)."""
 
     forward: Tensor
     lateral: Tensor
     values: Tensor
 
-    def expand_leading(self, dims: int) -> PixelSet:
+    def expand_leading(self, dims: int) -> Points:
         """The same pixels with ``dims`` axes of size 1 inserted after the first (``[B, ...]`` -> ``[B, 1, ...]``)."""
         add = lambda x: x.reshape(x.shape[:1] + (1,) * dims + x.shape[1:])  # noqa: E731
-        return PixelSet(add(self.forward), add(self.lateral), add(self.values))
+        return Points(add(self.forward), add(self.lateral), add(self.values))
+
+
+@dataclass(frozen=True)
+class PixelSet:
+    """The pixels of frames ``[..., T]`` worth evaluating, in two groups: ``vehicles`` (C = 1: the vehicles
+    channel, for the proximity costs) and ``road`` (C = 2: lanes, off-road, for the lane and off-road costs)."""
+
+    vehicles: Points
+    road: Points
+
+    def expand_leading(self, dims: int) -> PixelSet:
+        """The same pixels with ``dims`` axes of size 1 inserted after the first."""
+        return PixelSet(self.vehicles.expand_leading(dims), self.road.expand_leading(dims))
+
+
+def _gather(flat: Tensor, keep: Tensor | None, forward: Tensor, lateral: Tensor, lead: list[int]) -> Points:
+    """``Points`` of ``flat`` ``[M, C, HW]`` at the pixels ``keep`` ``[M, HW]`` (None: all), padded to the most
+    kept in any frame."""
+    m, c, hw = flat.shape
+    if keep is None:
+        n, values = hw, flat
+        f, l = forward.expand(m, -1), lateral.expand(m, -1)
+    else:
+        n = max(int(keep.sum(1).max()) if keep.numel() else 1, 1)
+        index = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :n]  # [M, N]: kept pixels first
+        valid = torch.gather(keep, 1, index)
+        values = torch.gather(flat, 2, index[:, None].expand(-1, c, -1)) * valid[:, None]
+        f, l = forward[index], lateral[index]
+    return Points(f.reshape(*lead, n), l.reshape(*lead, n), values.reshape(*lead, c, n))
 
 
 def pixel_set(images: Tensor, spec: ViewSpec | None = None, lane_rows_m: float | None = None) -> PixelSet:
-    """The ``PixelSet`` of frames ``[..., T, 3, H, W]``: every pixel (``lane_rows_m`` None; the dense
-    computation), or the pixels that can matter (see the module docstring)."""
+    """The ``PixelSet`` of frames ``[..., T, 3, H, W]``: every pixel in both groups (``lane_rows_m`` None; the
+    dense computation), or the pixels that can matter (see the module docstring)."""
     spec = ViewSpec() if spec is None else spec
     *lead, c, h, w = images.shape
     flat = images.reshape(-1, c, h * w)  # [M, 3, HW]
@@ -72,21 +100,14 @@ def pixel_set(images: Tensor, spec: ViewSpec | None = None, lane_rows_m: float |
     cols = torch.arange(w, dtype=images.dtype, device=images.device)
     forward = ((spec.ego_row - rows) / spec.px_per_m)[:, None].expand(h, w).reshape(-1)  # [HW]
     lateral = ((cols - spec.ego_col) / spec.px_per_m)[None, :].expand(h, w).reshape(-1)
+    vehicles, road = flat[:, VEHICLES : VEHICLES + 1], flat[:, [LANES, OFFROAD]]
     if lane_rows_m is None:
-        n, index = h * w, None
+        keep_vehicles = keep_road = None
     else:
-        near_rows = forward.abs() <= lane_rows_m  # [HW]
-        keep = (flat[:, VEHICLES] > 0) | (((flat[:, LANES] > 0) | (flat[:, OFFROAD] > 0)) & near_rows)  # [M, HW]
-        n = max(int(keep.sum(1).max()) if keep.numel() else 1, 1)
-        index = torch.argsort((~keep).to(torch.uint8), dim=1, stable=True)[:, :n]  # [M, N]: kept pixels first
-        valid = torch.gather(keep, 1, index)
-    if index is None:
-        values = flat
-        f, l = forward.expand(flat.shape[0], -1), lateral.expand(flat.shape[0], -1)
-    else:
-        values = torch.gather(flat, 2, index[:, None].expand(-1, c, -1)) * valid[:, None]
-        f, l = forward[index], lateral[index]
-    return PixelSet(f.reshape(*lead, n), l.reshape(*lead, n), values.reshape(*lead, c, n))
+        keep_vehicles = vehicles[:, 0] > 0  # [M, HW]
+        keep_road = (road > 0).any(1) & (forward.abs() <= lane_rows_m)
+    return PixelSet(_gather(vehicles, keep_vehicles, forward, lateral, lead),
+                    _gather(road, keep_road, forward, lateral, lead))  # fmt: skip
 
 
 def ramp(distance: Tensor, plateau: Tensor, length: Tensor) -> Tensor:
@@ -118,30 +139,35 @@ def costs_at_pose(
     only); ``config`` defaults to ``CostConfig()``; ``rear_reach_m`` 0 and ``lateral_reach_m`` None give PPUU's
     masks."""
     config = CostConfig() if config is None else config
-    dtype = pixels.values.dtype
+    dtype = pixels.road.values.dtype
     speed = speed_mps.detach().to(dtype)[..., None]  # [..., T, 1]
     length, width = (
-        torch.as_tensor(x, dtype=dtype, device=pixels.values.device)[..., None] for x in (length_m, width_m)
+        torch.as_tensor(x, dtype=dtype, device=pixels.road.values.device)[..., None] for x in (length_m, width_m)
     )
     df, dl, dpsi = (relative.to(dtype)[..., i, None] for i in range(3))  # [..., T, 1]
     cos, sin = torch.cos(dpsi), torch.sin(dpsi)
-    f_rel, l_rel = pixels.forward - df, pixels.lateral - dl  # [..., T, N]
-    f, l = f_rel * cos + l_rel * sin, l_rel * cos - f_rel * sin  # the pixels in the ego's frame
+
+    def in_ego_frame(points: Points) -> tuple[Tensor, Tensor]:
+        f_rel, l_rel = points.forward - df, points.lateral - dl  # [..., T, N]
+        return f_rel * cos + l_rel * sin, l_rel * cos - f_rel * sin
+
     tol = config.overlap_tolerance_m
     half_length, half_width = (length - tol).clamp(min=0) / 2, (width - tol).clamp(min=0) / 2
     reach = width if lateral_reach_m is None else torch.full_like(half_width, lateral_reach_m)
     safe = config.safe_time_s * speed.abs() + config.safe_margin_m  # [..., T, 1]
+    f, l = in_ego_frame(pixels.vehicles)
     across = ramp(l.abs(), half_width, (reach - half_width).clamp(min=1e-6))
     ahead = f >= 0
     along = ramp(f.abs(), half_length, torch.where(ahead, safe, safe.clamp(min=rear_reach_m)))
-    near = along * across * pixels.values[..., VEHICLES, :]  # [..., T, N]
+    near = along * across * pixels.vehicles.values[..., 0, :]  # [..., T, N]
+    f, l = in_ego_frame(pixels.road)
     lane_mask = (f.abs() <= length / 2).to(dtype) * (1 - l.abs() / (config.lane_width_m / 2)).clamp(min=0)
     return {
         "proximity_ahead": peak(near * ahead, softness),
         "proximity_behind": peak(near * ~ahead, softness),
-        "lane": peak(lane_mask * pixels.values[..., LANES, :], softness),
-        "offroad": peak(lane_mask * pixels.values[..., OFFROAD, :], softness),
+        "lane": peak(lane_mask * pixels.road.values[..., 0, :], softness),
+        "offroad": peak(lane_mask * pixels.road.values[..., 1, :], softness),
     }
 
 
-__all__ = ["POSE_COST_NAMES", "PixelSet", "costs_at_pose", "peak", "pixel_set", "ramp"]
+__all__ = ["POSE_COST_NAMES", "PixelSet", "Points", "costs_at_pose", "peak", "pixel_set", "ramp"]

@@ -37,11 +37,13 @@ WORLDS = ("oracle", "cv", "model")
 class WorldFrames:
     """Futures of B episodes: ``images`` ``[B, K, F, 3, H, W]`` float32 in [0, 1] at F steps of the horizon,
     centred on ``reference`` ``[B, F, 3]`` (x, y [m], psi [rad]); ``replicas``: consecutive futures along K that share
-    a latent and differ by dropout only (K = samples x replicas; 1 when there is no dropout)."""
+    a latent and differ by dropout only (K = samples x replicas; 1 when there is no dropout); ``uncertainty``:
+    the statistics that normalise the replicas' disagreement (``driving.uncertainty``), when it is a cost."""
 
     images: Tensor
     reference: Tensor
     replicas: int = 1
+    uncertainty: object = None
 
 
 class WorldProvider(Protocol):
