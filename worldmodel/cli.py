@@ -89,9 +89,10 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def _mkdir_for(path: str) -> None:
-    from pathlib import Path
+    """Make the directory of an output file (``OutputError``, one line naming ``path``, if impossible)."""
+    from worldmodel.files import make_dir
 
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    make_dir(Path(path).parent, path)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

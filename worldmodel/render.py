@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
+
+from worldmodel.files import atomic_output
 
 
 def _even(frame: np.ndarray) -> np.ndarray:
@@ -21,12 +22,10 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 10.
     """Write RGB uint8 frames ``[H, W, 3]`` to ``.mp4`` (H.264 via imageio-ffmpeg) or ``.gif``, atomically
     (a temporary file renamed at the end). Returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     suffix = path.suffix.lower()
     if suffix not in (".mp4", ".gif"):
         raise ValueError(f"{path}: video must end in .mp4 or .gif")
-    tmp = path.with_name(f".{path.stem}.tmp{suffix}")
-    try:
+    with atomic_output(path, make_parents=True) as tmp:  # the temporary name ends in the same suffix
         if suffix == ".mp4":
             writer = imageio.get_writer(tmp, fps=fps, codec="libx264", quality=7, macro_block_size=1)
         else:
@@ -34,10 +33,6 @@ def write_video(frames: Iterable[np.ndarray], path: str | Path, fps: float = 10.
         with writer:
             for frame in frames:
                 writer.append_data(_even(np.asarray(frame, dtype=np.uint8)))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel.data.hdf5 import write_json
+from worldmodel.data.hdf5 import DT_S, write_json
 from worldmodel.render import write_video
 from worldmodel.traffic.raster import render_topdown
 from worldmodel.traffic.scenario import resolve_scenario
@@ -41,6 +42,16 @@ class SimRunConfig:
     """Path of the JSON summary (default: next to the video, else none)."""
     progress: bool = True
     """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name, flag, value, ok, what in (
+            ("seconds", "--seconds", self.seconds, self.seconds >= DT_S, f">= {DT_S} s (one step)"),
+            ("warmup_s", "--warmup", self.warmup_s, self.warmup_s >= 0, ">= 0 s"),
+            ("video_every", "--video-every", self.video_every, self.video_every >= 1, ">= 1"),
+            ("video_px_per_m", None, self.video_px_per_m, self.video_px_per_m > 0, "> 0 px/m"),
+        ):
+            if not (ok and math.isfinite(value)):  # NaN fails every comparison
+                raise ValueError(f"{name}{f' ({flag})' if flag else ''} must be {what}, got {value}")
 
 
 def run_simulation(config: SimRunConfig) -> dict:

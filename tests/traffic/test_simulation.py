@@ -44,7 +44,7 @@ def test_recorded_bot_actions_replay_their_trajectory():
     for _ in range(100):
         sim.step()
     tracks: dict[int, list] = {}
-    for _ in range(400):
+    for _ in range(500):
         before = sim.snapshot()
         sim.step()
         after = sim.snapshot()
@@ -89,6 +89,9 @@ def test_inflow_queues_when_the_entry_is_blocked(empty_road):
         sim.step()
     assert sim.queue.sum() >= 5  # about one arrival per second for 10 s, none admitted
     assert sim.n == 1
+    summary = sim.stats.summary()  # the demand that never entered is reported
+    assert summary["demand_arrived"] == sim.queue.sum() and summary["demand_entered_fraction"] == 0.0
+    assert summary["backlog_final"] == sim.queue.sum()
 
 
 def test_controlled_car_moves_only_by_its_actions(empty_road):
@@ -122,3 +125,26 @@ def test_bots_wander_around_the_lane_centre_within_their_lane():
     centred = lateral_offsets(replace(scenario, noise=replace(scenario.noise, lateral_std_m=0.0)))
     # without wander, bots hold the centre line (but for the last 0.15 m of a lane change, closed in a few steps)
     assert np.median(np.abs(centred)) < 1e-6 and centred.std() < 0.03 < 0.15 < wander.std()
+
+
+def test_a_contact_that_flickers_is_one_collision(empty_road):
+    """Two touching cars that part and touch again within seconds (wander, body swing) count once."""
+    sim = TrafficSimulation(empty_road, seed=0)
+    behind = sim.add_controlled(100.0, 5.55, 0.0, 0.0, 4.5, 1.8)
+    ahead = sim.add_controlled(104.48, 5.55, 0.0, 0.0, 4.5, 1.8)  # 0.02 m overlap
+    still = {behind: (0.0, 0.0), ahead: (0.0, 0.0)}
+    plan = [{**still, ahead: (5.0, 0.0)}, still, {**still, ahead: (-5.0, 0.0)}] + [still] * 2  # ahead parts 0.1 m
+    plan += [{**still, behind: (5.0, 0.0)}, still, {**still, behind: (-5.0, 0.0)}] + [still] * 2  # behind closes
+    touching = [len(sim.step(actions).collisions) > 0 for actions in plan]
+    assert touching[0] and not all(touching) and touching[-1]  # in contact, apart, in contact again
+    assert sim.stats.collisions == 1
+
+
+def test_five_minutes_of_i80_from_the_initial_placement_without_a_collision():
+    """The hour of ``i80`` (README) at a smaller scale: dense traffic, trucks, the ramp, wander, warm-up included."""
+    sim = TrafficSimulation(resolve_scenario("i80"), seed=0)
+    for _ in range(3000):
+        sim.step()
+    summary = sim.stats.summary()
+    assert summary["collisions"] == 0 and summary["vehicles_spawned"] > 300
+    assert 0 < summary["demand_entered_fraction"] <= 1

@@ -15,8 +15,11 @@ Layout (``format = "worldmodel.episodes"``, ``version = 1``); row i of every fra
   of the train split (all frames if no episode is in train; attribute ``split`` says which), accumulated
   while writing (Chan's parallel update of mean and sum of squared deviations, float64). A std below 1e-6
   is stored as 1 so that normalising never divides by zero.
-- root attributes: ``format``, ``version``, ``dt``, ``created``, ``source``, ``road``, ``view`` (JSON:
-  ``height_px``, ``width_px``, ``px_per_m``), ``costs`` (JSON: the cost parameters used).
+- root attributes: ``format``, ``version``, ``dt`` (always 0.1 s, ``hdf5.DT_S``), ``created``, ``source``,
+  ``road``, ``view`` (JSON: ``height_px``, ``width_px``, ``px_per_m``), ``costs`` (JSON: the cost parameters
+  used).
+
+A file holds at least one episode: the writer refuses to close an empty file and the reader to open one.
 
 Splits are by vehicle (``split_for_vehicle``); the reader checks that no vehicle is in two splits.
 """
@@ -130,7 +133,8 @@ class EpisodeWriter:
     """Write episodes.h5 episode by episode, atomically (``<path>.tmp`` renamed at close).
 
     Frames are buffered and appended in whole image chunks (memory: ``flush_frames`` frames plus one
-    episode). Use as a context manager; an exception inside the ``with`` block leaves no output behind.
+    episode). Use as a context manager; an exception inside the ``with`` block leaves no output behind, and
+    so does closing a writer that was given no episode (``DataError``). ``dt`` must be 0.1 s.
     """
 
     def __init__(
@@ -148,7 +152,7 @@ class EpisodeWriter:
         self.path = Path(path)
         self.road = hdf5.check_road(road, self.path)
         self.view = check_view(view, self.path)
-        self.source, self.cost_params, self.dt = str(source), dict(costs), float(dt)
+        self.source, self.cost_params, self.dt = str(source), dict(costs), hdf5.check_dt(float(dt), self.path, "dataset")
         self.flush_frames = max(int(flush_frames), IMAGE_CHUNK_FRAMES)
         self._atomic = hdf5.AtomicPath(self.path)
         self._file = h5py.File(self._atomic.tmp, "w")
@@ -258,6 +262,8 @@ class EpisodeWriter:
         if self._file is None:
             return
         try:
+            if not self._table["vehicle"]:
+                raise DataError(self.path, "no episode to write: an empty dataset")
             self._flush(final=True)
             self._ego = _append_whole_chunks(self._file["ego"], self._ego, final=True)
             f = self._file
@@ -316,7 +322,7 @@ class EpisodeReader:
     def _open(self, block_rows: int) -> None:
         f, path = self._file, self.path
         common = hdf5.read_common_attrs(f, path)
-        self.road, self.dt = common["road"], common["dt"]
+        self.road, self.dt = common["road"], hdf5.check_dt(common["dt"], path, "dataset")
         self.source, self.created = common["source"], common["created"]
         self.view = check_view(hdf5.attr_json(f, "view", path), path)
         self.costs = hdf5.attr_json(f, "costs", path)
@@ -337,6 +343,8 @@ class EpisodeReader:
         e = self.episodes
         if len({len(v) for v in e.values()}) != 1:
             raise DataError(path, "/episodes columns differ in length")
+        if not len(e["vehicle"]):
+            raise DataError(path, "no episodes: an empty dataset")
         if np.any(e["count"] < 1) or int(e["count"].sum()) != self.num_frames:
             raise DataError(path, f"/episodes/count does not add up to the {self.num_frames} frames")
         if np.any(e["start"] != np.cumsum(e["count"], dtype=np.int64) - e["count"]):

@@ -57,6 +57,16 @@ class ExtractConfig:
     progress: bool = True
     """Show a progress bar."""
 
+    def __post_init__(self) -> None:
+        for name, flag, value, ok, what in (
+            ("workers", "--workers", self.workers, self.workers >= 1, ">= 1"),
+            ("shard_frames", None, self.shard_frames, self.shard_frames >= 1, ">= 1"),
+            ("id_stride", None, self.id_stride, self.id_stride >= 1, ">= 1"),
+            ("compression_level", None, self.compression_level, 0 <= self.compression_level <= 9, "in 0..9"),
+        ):
+            if not ok:
+                raise ValueError(f"{name}{f' ({flag})' if flag else ''} must be {what}, got {value}")
+
 
 def _vehicle_frames(reader: TrajectoryReader) -> tuple[np.ndarray, np.ndarray]:
     """First and last frame of every vehicle ``[V]``."""

@@ -4,86 +4,45 @@ Both formats (``trajectories.h5``, ``episodes.h5``; DESIGN.md §5) carry the roo
 (str), ``version`` (int), ``dt`` [s], ``created`` (ISO 8601 time), ``source`` (str) and ``road`` (a JSON
 dict, see ``check_road``). Every problem with an input file is reported as a ``DataError`` whose message is
 one line that names the file and the problem; the CLI prints it and exits 1. Writers write to a temporary
-file beside the output and rename it into place only when everything was written (``AtomicPath``).
+file beside the output and rename it into place only when everything was written (``AtomicPath``, from
+``worldmodel.files``, re-exported here with ``atomic_output`` and ``write_json``).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from worldmodel.files import AtomicPath as AtomicPath  # re-exported: the writers' atomic output
+from worldmodel.files import FileError
+from worldmodel.files import atomic_output as atomic_output
+from worldmodel.files import write_json as write_json
+
 #: Version of both file formats written by this package.
 FORMAT_VERSION = 1
 #: Time step of every recording [s].
 DT_S = 0.1
 
+
+def check_dt(dt: float, path, what: str = "file") -> float:
+    """``dt`` [s] if it is the pipeline's ``DT_S`` (0.1 s), else ``DataError`` naming ``path``."""
+    if not np.isclose(dt, DT_S, rtol=1e-6, atol=0.0):
+        raise DataError(path, f"dt is {dt:g} s; every {what} must have {DT_S:g} s frames (DESIGN.md §4)")
+    return float(dt)
+
 _ROAD_NUMBERS = ("lane_width_m", "length_m", "speed_limit_mps")
 _ROAD_SPANS = ("section_m", "evaluated_m")
 
 
-class DataError(ValueError):
-    """A bad input file: the message is one line naming the file and the problem."""
-
-    def __init__(self, path: str | os.PathLike | None, problem: str) -> None:
-        text = " ".join(str(problem).split())  # one line, whatever the problem text held
-        super().__init__(f"{path}: {text}" if path is not None else text)
-
-
-class AtomicPath:
-    """A temporary path beside ``path`` that becomes ``path`` on ``commit()``, or vanishes on ``abort()``.
-
-    The temporary name is ``<name>.tmp`` in the same directory, so ``os.replace`` is atomic on POSIX.
-    """
-
-    def __init__(self, path: str | os.PathLike, suffix: str = ".tmp") -> None:
-        self.path = Path(path)
-        if not self.path.parent.is_dir():
-            raise DataError(self.path, f"output directory {self.path.parent} does not exist")
-        if self.path.is_dir():
-            raise DataError(self.path, "output path is a directory")
-        self.tmp = self.path.with_name(self.path.name + suffix)
-        self.abort()  # a stale temporary file from a killed run
-
-    def commit(self) -> None:
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        try:
-            self.tmp.unlink()
-        except FileNotFoundError:
-            pass
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; rename it to ``path`` on success, remove it on any exception."""
-    atomic = AtomicPath(path)
-    try:
-        yield atomic.tmp
-    except BaseException:
-        atomic.abort()
-        raise
-    atomic.commit()
-
-
-def write_json(obj: dict, path: str | os.PathLike, sort_keys: bool = False) -> Path:
-    """``obj`` as indented JSON at ``path``, atomically (``AtomicPath``); missing parent folders are made."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    atomic = AtomicPath(path)
-    try:
-        atomic.tmp.write_text(json.dumps(obj, indent=2, sort_keys=sort_keys) + "\n")
-        atomic.commit()
-    except BaseException:
-        atomic.abort()
-        raise
-    return atomic.path
+#: A bad input file: the message is one line naming the file and the problem (``FileError``). Output
+#: problems (``files.OutputError``) and unusable checkpoints (``nn.checkpointing.CheckpointError``) are
+#: kinds of it, so one ``except DataError`` (or ``ValueError``) catches every bad file.
+DataError = FileError
 
 
 def check_road(road: dict, path: str | os.PathLike | None = None) -> dict:
@@ -139,9 +98,13 @@ def open_checked(path: str | os.PathLike, fmt: str | None, **h5_options) -> h5py
 
     ``h5_options`` go to ``h5py.File`` (e.g. ``rdcc_nbytes``, the chunk cache size [bytes]).
 
-    Raises ``DataError`` for a missing file, a file that is not HDF5 or is truncated, or wrong attributes.
+    Raises ``DataError`` for a missing file, a directory, a file that is not HDF5 or is truncated, or wrong
+    attributes.
     """
     path = Path(path)
+    if path.is_dir():
+        hint = f" (did you mean {path / 'episodes.h5'}?)" if (path / "episodes.h5").is_file() else ""
+        raise DataError(path, f"is a directory, not an HDF5 file{hint}")
     if not path.is_file():
         raise DataError(path, "no such file")
     try:

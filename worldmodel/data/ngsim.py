@@ -34,13 +34,22 @@ smoothed speed > 60 m/s                vehicle dropped (``dropped_vehicles["spee
 fewer than 2 frames left               vehicle dropped (``dropped_vehicles["too_short"]``)
 v_Class not 1, 2 or 3                  ``DataError`` with the line number
 lane beyond the given road's lanes     lane set to -1 (``repairs["lane_outside_road"]``)
+no vehicle left (all dropped, or one   ``DataError`` with the drop counts; no output file
+row)
+median vehicle shorter than 2.5 m or   ``DataError``: the file looks like it is in metres, not feet
+narrower than 1 m after conversion     (cars would be 1.4 x 0.55 m); nothing sensible to repair
 =====================================  ============================================================
 
 Road inference (when no ``road`` is given): a lane id is mainline if it and every lower id carry traffic
 over at least 60 % of the longest lane's longitudinal extent; higher ids are on-ramps (``start_m``,
 ``end_m`` = extent of their traffic). Lane width = median spacing of the mainline lanes' median ``y`` (3.7 m
-with one lane); length = the farthest front position; section and evaluated zone = the extent of the data;
-speed limit = ``speed_limit_mps`` (default 65 mph).
+with one lane); length = the farthest front position; section = the extent of the data; evaluated zone =
+the section less a run-in of one look-ahead (``LOOK_AHEAD_M``, 1 s at 130 km/h: what the ego view sees
+ahead) and a run-out of 1.75 look-aheads, as PPUU kept a car controlled while its back was past the
+look-ahead and its front short of the end by 1.75 look-aheads (on a section shorter than twice these
+margins, they shrink so that the zone is half the section). So a car that drives through the section
+reaches the end of the zone while recorded, and a driven car sees traffic ahead up to the zone's end.
+Speed limit = ``speed_limit_mps`` (default 65 mph).
 """
 
 from __future__ import annotations
@@ -82,6 +91,9 @@ NGSIM_COLUMNS = (
 KINDS = ["motorcycle", "car", "truck"]
 MAX_LENGTH_M, MAX_WIDTH_M, MAX_SPEED_MPS = 30.0, 4.0, 60.0
 MAX_GAP_FRAMES = 10  # 1 s at 0.1 s per frame
+LOOK_AHEAD_M = 130 / 3.6  # PPUU's look-ahead [m]: 1 s at 130 km/h, half the ego view's length
+RUN_IN_LOOK_AHEADS, RUN_OUT_LOOK_AHEADS = 1.0, 1.75  # margins of an inferred evaluated zone [look-aheads]
+MIN_MEDIAN_LENGTH_M, MIN_MEDIAN_WIDTH_M = 2.5, 1.0  # below: the file is in metres (real cars: 4.5 x 1.8 m)
 STOPPED_MPS = 0.2  # below this speed the heading is held
 _USED = {
     name: NGSIM_COLUMNS.index(name)
@@ -220,6 +232,17 @@ def _clean_rows(rows: dict[str, np.ndarray], path: Path, summary: dict) -> dict[
     return {name: values[keep] for name, values in rows.items()}
 
 
+def _check_feet(rows: dict[str, np.ndarray], path: Path) -> None:
+    """``DataError`` if the converted vehicle sizes say the file was in metres (cars 1.4 m long)."""
+    length, width = float(np.median(rows["length"])), float(np.median(rows["width"]))
+    if length < MIN_MEDIAN_LENGTH_M or width < MIN_MEDIAN_WIDTH_M:
+        raise DataError(
+            path,
+            f"vehicles would be {length:.2f} m long and {width:.2f} m wide (medians, read as feet; real cars "
+            f"are ~4.5 x 1.8 m): the file looks like it is in metres, but NGSIM text must be in feet",
+        )
+
+
 def infer_road(rows: dict[str, np.ndarray], speed_limit_mps: float) -> dict:
     """A road description from cleaned rows (``lane_id``, ``front``, ``length``, ``y``); see module doc."""
     x = rows["front"] - rows["length"] / 2
@@ -245,12 +268,16 @@ def infer_road(rows: dict[str, np.ndarray], speed_limit_mps: float) -> dict:
     ]
     length = float(np.ceil(rows["front"].max() * 10) / 10)
     start = float(max(0.0, np.floor((rows["front"] - rows["length"]).min() * 10) / 10))
+    run_in, run_out = RUN_IN_LOOK_AHEADS * LOOK_AHEAD_M, RUN_OUT_LOOK_AHEADS * LOOK_AHEAD_M
+    shrink = min(1.0, (length - start) / (2 * (run_in + run_out)))  # short section: the zone is half of it
+    if shrink < 1.0:
+        log.info("section %.1f..%.1f m is short: evaluated zone margins shrunk x%.2f", start, length, shrink)
     return {
         "lanes": lanes,
         "lane_width_m": round(lane_width, 3),
         "length_m": length,
         "section_m": [start, length],
-        "evaluated_m": [start, length],
+        "evaluated_m": [round(start + shrink * run_in, 2), round(length - shrink * run_out, 2)],
         "speed_limit_mps": float(speed_limit_mps),
         "ramps": ramps,
     }
@@ -312,6 +339,8 @@ def import_ngsim(
     Raises ``DataError`` (one line, naming the file and line) for input it cannot repair.
     """
     path, dt = Path(txt_path), hdf5.DT_S
+    if not (np.isfinite(smoothing_s) and smoothing_s >= 0):
+        raise ValueError(f"smoothing_s (--smoothing) must be >= 0 s (0: no smoothing), got {smoothing_s}")
     summary = {
         "source": str(path),
         "output": str(out_path),
@@ -322,6 +351,7 @@ def import_ngsim(
         "dropped_vehicles": {"size": 0, "speed": 0, "too_short": 0},
     }
     rows = _clean_rows(_read_rows(path, block_lines, summary), path, summary)
+    _check_feet(rows, path)
     road = hdf5.check_road(road if road is not None else infer_road(rows, speed_limit_mps), path)
     n_lanes = road["lanes"] + len(road["ramps"])
     half = max(int(round(smoothing_s / dt)), 1) // 2
@@ -349,6 +379,10 @@ def import_ngsim(
             written += len(track["frame"])
             vehicles += 1
             frames = [min(frames[0], int(track["frame"][0])), max(frames[1], int(track["frame"][-1]))]
+        if not vehicles:  # inside the writer's block: no output file is left
+            dropped = ", ".join(f"{k} {v}" for k, v in summary["dropped_vehicles"].items() if v) or "none"
+            raise DataError(path, f"no vehicle left to import ({summary['rows_read']} rows read; vehicles "
+                            f"dropped: {dropped}; a vehicle needs >= 2 frames of plausible size and speed)")  # fmt: skip
     span = frames[1] - frames[0] + 1 if written else 0
     summary.update(rows_written=written, vehicles=vehicles, frames=span, duration_s=round(span * dt, 3), road=road)
     log.info("imported %s: %d vehicles, %d rows", path, summary["vehicles"], written)

@@ -278,6 +278,8 @@ def import_ppuu(
     Returns a summary: ``episodes``, ``frames``, ``splits`` (episodes per split), ``skipped``, ``repairs``.
     """
     folder = Path(dir)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(folder, "is a file, not a directory; pass the directory of its car{id}.pkl dumps")
     if not folder.is_dir():
         raise DataError(folder, "no such directory")
     found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _CAR_FILE.fullmatch(p.name))]

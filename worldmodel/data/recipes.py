@@ -87,8 +87,14 @@ def load_recipe(path: str | Path) -> Recipe:
     if bad:
         raise DataError(path, f"extract: unknown key(s) {sorted(bad)}")
     seeds = [r.seed for r in recordings]
+    if not recordings:
+        raise DataError(path, "'recordings' must list at least one recording")
     if len(set(seeds)) != len(seeds):
         raise DataError(path, "recordings must have distinct seeds")
+    if not float(data.get("warmup_s", 120.0)) >= 0:
+        raise DataError(path, "'warmup_s' must be >= 0")
+    if int(ex.get("workers", 2)) < 1:
+        raise DataError(path, "extract.workers must be >= 1")
     return Recipe(name=data["name"], scenario=data["scenario"], warmup_s=float(data.get("warmup_s", 120.0)),
                   recordings=tuple(recordings), workers=int(ex.get("workers", 2)),
                   split_seed=int(ex.get("split_seed", 0)))  # fmt: skip

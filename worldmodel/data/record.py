@@ -4,12 +4,14 @@ the bots' exact actions (``accel``, ``curvature``: the action of row t moves the
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
+from worldmodel.data.hdf5 import DT_S, DataError
 from worldmodel.data.trajectories import TrajectoryWriter
 from worldmodel.traffic.scenario import resolve_scenario
 from worldmodel.traffic.simulation import TrafficSimulation
@@ -35,6 +37,15 @@ class RecordConfig:
     """Vehicles that have left the section are written out this often [s] (bounds memory)."""
     progress: bool = True
     """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        for name, flag, value, ok, what in (
+            ("minutes", "--minutes", self.minutes, self.minutes * 60 >= DT_S, f"> 0 (at least one {DT_S} s frame)"),
+            ("warmup_s", "--warmup", self.warmup_s, self.warmup_s >= 0, ">= 0 s"),
+            ("flush_every_s", None, self.flush_every_s, self.flush_every_s > 0, "> 0 s"),
+        ):
+            if not (ok and math.isfinite(value)):  # NaN fails every comparison
+                raise ValueError(f"{name}{f' ({flag})' if flag else ''} must be {what}, got {value}")
 
 
 class _Log:
@@ -71,7 +82,8 @@ def record(config: RecordConfig, out: str | Path) -> dict:
     rows = _Log()
     written = 0
     bar = tqdm(total=warm + steps, desc=f"record {scenario.name}", unit="step", disable=not config.progress)
-    with TrajectoryWriter(out, sim.road.to_dict(), f"scenario={scenario.name} seed={config.seed}", sim.kind_names) as w:
+    source = f"scenario={scenario.name} seed={config.seed}"
+    with TrajectoryWriter(out, sim.road.to_dict(), source, sim.kind_names, dt=sim.dt) as w:
 
         def flush(done: np.ndarray) -> int:
             block = rows.take(done)
@@ -108,6 +120,9 @@ def record(config: RecordConfig, out: str | Path) -> dict:
             if (k + 1) % flush_steps == 0:  # vehicles seen before but not now have left the section
                 written += flush(np.setdiff1d(np.fromiter(sizes, dtype=np.int64, count=len(sizes)), ids))
         written += flush(np.array(list(sizes), dtype=np.int64))
+        if not written:
+            raise DataError(out, f"no vehicle entered the recorded section {x0:g}..{x1:g} m of scenario "
+                            f"{scenario.name} in {config.minutes:g} min: nothing to record")  # fmt: skip
     bar.close()
     summary = {"out": str(out), "scenario": scenario.name, "seed": config.seed, "minutes": config.minutes,
                "vehicles": written, **{f"sim_{k}": v for k, v in sim.stats.summary().items()}}  # fmt: skip

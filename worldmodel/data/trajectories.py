@@ -10,7 +10,13 @@ Layout (``format = "worldmodel.trajectories"``, ``version = 1``):
 - ``/vehicles/<column>``: V rows sorted by id: ``id`` int32, ``start`` int64 (row of the first frame),
   ``count`` int32, ``length``, ``width`` float32 [m], ``kind`` int8 (index into the root attribute
   ``kinds``, a JSON list of names).
-- root attributes: ``format``, ``version``, ``dt``, ``created``, ``source``, ``road``, ``kinds``.
+- root attributes: ``format``, ``version``, ``dt`` (always 0.1 s, ``hdf5.DT_S``), ``created``, ``source``,
+  ``road``, ``kinds``.
+
+A file holds at least one vehicle: the writer refuses to close an empty recording and the reader refuses to
+open one. The reader also checks that the frames are ``dt`` apart: over the moving cars (faster than
+``MIN_CHECK_SPEED_MPS``), the distance driven per frame must match the speed x ``dt`` within a factor
+``FRAME_SPACING_TOLERANCE`` (a recording whose frames are 0.5 s apart but labelled 0.1 s moves 5x too far).
 
 ``TrajectoryWriter`` accepts vehicles in any id order. Rows go to the output in arrival order; if the ids
 did not arrive ascending, ``close`` copies the rows into id order, one chunk-sized block at a time, so memory
@@ -55,6 +61,12 @@ VEHICLE_COLUMNS = {
     "kind": np.int8,
 }
 _TRACK_DTYPES = {"vehicle": np.int32, **REQUIRED_COLUMNS, **OPTIONAL_COLUMNS}
+#: Frame-spacing check: the distance driven per frame over speed x dt must lie within this factor of 1.
+FRAME_SPACING_TOLERANCE = 1.3
+#: Frame-spacing check: only consecutive frames of a car faster than this count [m/s].
+MIN_CHECK_SPEED_MPS = 1.0
+#: Frame-spacing check: fewer such frame pairs than this, no verdict.
+MIN_CHECK_PAIRS = 10
 
 
 def _create_columns(f: h5py.File, columns: list[str], chunk_rows: int) -> None:
@@ -82,7 +94,9 @@ def _append(f: h5py.File, block: dict[str, np.ndarray]) -> None:
 class TrajectoryWriter:
     """Write trajectories.h5 vehicle by vehicle, atomically (``<path>.tmp`` renamed at close).
 
-    Use as a context manager; an exception inside the ``with`` block leaves no output behind.
+    Use as a context manager; an exception inside the ``with`` block leaves no output behind, and so does
+    closing a writer that was given no vehicle (``DataError``: an empty recording is not a recording).
+    ``dt`` must be 0.1 s (``hdf5.check_dt``).
     """
 
     def __init__(
@@ -96,7 +110,7 @@ class TrajectoryWriter:
     ) -> None:
         self.path = Path(path)
         self.road = hdf5.check_road(road, self.path)
-        self.source, self.kinds, self.dt = str(source), [str(k) for k in kinds], float(dt)
+        self.source, self.kinds, self.dt = str(source), [str(k) for k in kinds], hdf5.check_dt(float(dt), self.path, "recording")
         if not self.kinds or len(self.kinds) > 127:
             raise DataError(self.path, f"kinds must list 1 to 127 names, got {kinds!r}")
         self.chunk_rows = int(chunk_rows)
@@ -180,7 +194,7 @@ class TrajectoryWriter:
             return
         try:
             if self._columns is None:
-                _create_columns(self._file, list(REQUIRED_COLUMNS), self.chunk_rows)
+                raise DataError(self.path, "no vehicle to write: an empty recording")
             self._flush(final=True)
             table = {name: np.asarray(values, VEHICLE_COLUMNS[name]) for name, values in self._vehicles.items()}
             order = np.argsort(table["id"], kind="stable")
@@ -285,7 +299,7 @@ class TrajectoryReader:
     def _open(self, block_rows: int) -> None:
         f, path = self._file, self.path
         common = hdf5.read_common_attrs(f, path)
-        self.road, self.dt = common["road"], common["dt"]
+        self.road, self.dt = common["road"], hdf5.check_dt(common["dt"], path, "recording")
         self.source, self.created = common["source"], common["created"]
         self.kinds = hdf5.attr_json(f, "kinds", path)
         if not isinstance(self.kinds, list) or not self.kinds:
@@ -313,6 +327,8 @@ class TrajectoryReader:
         v = self.vehicles
         if len({len(a) for a in v.values()}) != 1:
             raise DataError(path, "/vehicles columns differ in length")
+        if not len(v["id"]):
+            raise DataError(path, "no vehicles: an empty recording")
         if np.any(np.diff(v["id"]) <= 0):
             raise DataError(path, "/vehicles/id is not strictly ascending")
         if np.any(v["count"] < 1) or int(v["count"].sum()) != self.num_rows:
@@ -328,8 +344,11 @@ class TrajectoryReader:
         self._validate_rows(block_rows)
 
     def _validate_rows(self, block_rows: int) -> None:
-        """Blockwise: vehicle column vs table, consecutive frames, finite floats; finds the frame range."""
+        """Blockwise: vehicle column vs table, consecutive frames, finite floats, frame spacing (module
+        docstring); finds the frame range."""
         first, stop = np.iinfo(np.int64).max, np.iinfo(np.int64).min
+        driven_m = expected_m = 0.0  # over the frame pairs of moving cars: distance driven, speed x dt
+        pairs = 0
         starts = self.vehicles["start"]
         for a in range(0, self.num_rows, block_rows):
             b = min(a + block_rows, self.num_rows)
@@ -345,7 +364,20 @@ class TrajectoryReader:
                 if block[name].dtype.kind == "f":
                     hdf5.check_finite(block[name], f"/tracks/{name} rows {a}..{b - 1}", self.path)
             first, stop = min(first, int(block["frame"].min())), max(stop, int(block["frame"].max()) + 1)
-        self.frame_range = (first, stop) if self.num_rows else (0, 0)
+            speed = np.hypot(block["vx"].astype(np.float64), block["vy"].astype(np.float64))
+            step = np.hypot(np.diff(block["x"].astype(np.float64)), np.diff(block["y"].astype(np.float64)))
+            moving = same & (np.minimum(speed[1:], speed[:-1]) > MIN_CHECK_SPEED_MPS)
+            driven_m += float(step[moving].sum())
+            expected_m += float((0.5 * (speed[1:] + speed[:-1]))[moving].sum()) * self.dt
+            pairs += int(moving.sum())
+        self.frame_range = (first, stop)
+        ratio = driven_m / expected_m if pairs >= MIN_CHECK_PAIRS else 1.0
+        if not 1 / FRAME_SPACING_TOLERANCE <= ratio <= FRAME_SPACING_TOLERANCE:
+            raise DataError(
+                self.path,
+                f"frames are not dt = {self.dt:g} s apart: cars move {ratio:.2f} x speed x dt per frame, as if "
+                f"frames were {ratio * self.dt:.2g} s apart (a recording labelled with the wrong dt?)",
+            )
 
     def __enter__(self) -> TrajectoryReader:
         return self

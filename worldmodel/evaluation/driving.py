@@ -54,6 +54,7 @@ from worldmodel.data.extract import ExtractConfig
 from worldmodel.data.hdf5 import AtomicPath, DataError, write_json
 from worldmodel.data.trajectories import TrajectoryReader
 from worldmodel.envs import ReplayEnvConfig
+from worldmodel.files import make_dir
 from worldmodel.traffic.replay import ReplaySimulation
 
 log = logging.getLogger(__name__)
@@ -512,23 +513,30 @@ def evaluate_driving(config: EvalPolicyConfig) -> dict:
     ``recorded_steps`` (the recorded car's, from the hand-over to the end of the evaluated zone), ``time_s``,
     ``collision_ahead``, ``collision_behind``, ``offroad`` (from the event that ended the episode),
     ``cost_proximity``, ``cost_lane``, ``cost_offroad`` (means over the controlled steps) and the means of the
-    driver's diagnostics. Raises ``DataError`` / ``ValueError`` (one line) on bad input.
+    driver's diagnostics. Raises ``DataError`` / ``ValueError`` (one line) on bad input, and ``DataError``
+    when no car of the split can be evaluated (the reasons counted as in ``select_episodes``).
     """
     t0 = time.perf_counter()
     if config.workers < 1:
         raise ValueError(f"workers must be >= 1, got {config.workers}")
     if config.stuck_factor is not None and not config.stuck_factor > 0:
         raise ValueError(f"stuck_factor must be > 0 (or None), got {config.stuck_factor}")
+    if config.episodes is not None and config.episodes < 1:
+        raise ValueError(f"episodes (--episodes) must be >= 1, got {config.episodes} (omit it: all cars)")
     from worldmodel.evaluation.drivers import make_driver
 
     # built here first, also when workers build their own: a bad spec or option fails before any work
     driver = make_driver(config.driver, fm=config.fm, device=config.device, seed=config.seed, **config.driver_options)
     out = Path(config.out) if config.out else None
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        make_dir(out.parent, out)
     files, chosen, selection = select_episodes(config.data, config.split, config.context_frames, config.episodes,
                                                config.seed)  # fmt: skip
     log.info("%s split of %s: %s", config.split, config.data, selection)
+    if not chosen:  # a summary of no episode would be all nulls: an error, with the reasons
+        why = ", ".join(f"{reason} {n}" for reason, n in selection["excluded"].items() if n) or "none"
+        raise DataError(config.data, f"no car of the {config.split} split can be evaluated "
+                        f"({selection['split_cars']} cars; excluded: {why})")  # fmt: skip
     records = _run_all(config, files, chosen, driver)
     records.sort(key=lambda r: r["vehicle"])
     wall = time.perf_counter() - t0

@@ -33,11 +33,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from worldmodel.data.hdf5 import write_json
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.evaluation.metrics import mean_pairwise, mse, psnr_from_mse, spearman, ssim
-from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.training.checkpoint import load_checkpoint
+from worldmodel.files import make_dir, write_json
+from worldmodel.nn.checkpointing import load_checkpoint
+from worldmodel.nn.forward_model import CHECKPOINT_KIND, ForwardModel
 from worldmodel.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,14 @@ class EvalFMConfig:
 
 
 def load_model(checkpoint: str | Path, device: torch.device) -> tuple[ForwardModel, dict]:
-    """The model of a checkpoint, on ``device``, in eval mode with dropout off; and the checkpoint's metadata."""
-    ckpt = load_checkpoint(checkpoint, map_location="cpu")
+    """The model of a checkpoint, on ``device``, in eval mode with dropout off; and the checkpoint's metadata.
+
+    Raises ``CheckpointError`` (one line) for any problem with the file."""
+    ckpt = load_checkpoint(checkpoint, CHECKPOINT_KIND, map_location="cpu")
     model = ForwardModel.from_checkpoint(ckpt).to(device).eval()
     model.set_dropout(False)
-    meta = {"step": ckpt.get("step"), "train_config": ckpt.get("train_config") or {}}
+    train_config = ckpt.get("train_config")
+    meta = {"step": ckpt.get("step"), "train_config": train_config if isinstance(train_config, dict) else {}}
     return model, meta
 
 
@@ -271,6 +274,8 @@ def summarise(metrics: Mapping[str, Tensor]) -> dict:
 
 def evaluate_fm(config: EvalFMConfig, out: str | Path | None = None) -> dict:
     """Run the protocol; with ``out``, write the JSON there and a plot next to it (same name, ``.png``)."""
+    if out is not None:
+        make_dir(Path(out).parent, out)  # an output that cannot be written fails before the evaluation
     device = resolve_device(config.device)
     model, meta = load_model(config.checkpoint, device)
     dataset = window_dataset(config.data, model, meta, config.split, config.horizon)

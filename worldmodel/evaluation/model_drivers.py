@@ -105,13 +105,13 @@ class PolicyDriver(FirstSlot):
     def __init__(self, checkpoint: str | Path, fm: str | None = None, device: str = "cpu", seed: int = 0,
                  uncertainty_horizon: int = 10, replicas: int = 10):  # fmt: skip
         self.device = torch.device(device)
-        ckpt = load_checkpoint(checkpoint)
+        ckpt = load_checkpoint(checkpoint, "policy")
         self.policy = Policy.from_checkpoint(ckpt).to(self.device).eval()
         self.name = f"policy:{Path(checkpoint).name}"
         self.imagination = None
         stats = ckpt.get("uncertainty_stats")
         if fm is not None and stats is not None:
-            model = ForwardModel.from_checkpoint(load_checkpoint(fm)).to(self.device)
+            model = ForwardModel.from_checkpoint(load_checkpoint(fm, "forward_model")).to(self.device)
             self.imagination = Imagination(model, stats=UncertaintyStats.from_dict(stats))
         self.horizon, self.replicas, self.seed = uncertainty_horizon, replicas, seed
         self._slots: dict[int, _Slot] = {}

@@ -41,7 +41,7 @@ from worldmodel.nn.backbone import (
     conv_stack,
     mlp,
 )
-from worldmodel.nn.checkpointing import SelfContainedCheckpoint
+from worldmodel.nn.checkpointing import SelfContainedCheckpoint, load_checkpoint
 from worldmodel.nn.normalisation import NormalisedIO
 
 MODES = ("deterministic", "vae", "vae-lp")
@@ -487,7 +487,7 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         Returns ``{"loaded": [...], "kept": [...]}`` (names of this model's weights copied / left as they were).
         """
         if not isinstance(state_dict, Mapping):
-            state_dict = torch.load(state_dict, map_location="cpu", weights_only=True)
+            state_dict = load_checkpoint(state_dict, CHECKPOINT_KIND)
         if "state_dict" in state_dict:
             state_dict = state_dict["state_dict"]
         own = self.state_dict()

@@ -34,17 +34,18 @@ from tqdm.auto import tqdm
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.nn.backbone import Backbone, BackboneConfig
+from worldmodel.nn.checkpointing import (
+    CheckpointError,
+    advice_for,
+    checkpoint_errors,
+    load_checkpoint,
+    load_weights,
+)
 from worldmodel.ssl.gather import gather_with_grad
 from worldmodel.ssl.health import health_metrics
 from worldmodel.ssl.objectives import JointEmbedding, SSLConfig, build_objective
 from worldmodel.ssl.views import ViewConfig, make_views
-from worldmodel.training.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    seed_everything,
-)
+from worldmodel.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
 from worldmodel.training.distributed import (
     DistContext,
     ResumableSampler,
@@ -116,6 +117,8 @@ class TrainSSLConfig:
     """Show a progress bar (rank 0)."""
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}")
         if self.steps < 0 or self.batch_size < 2 or self.lr <= 0 or self.grad_clip < 0 or self.predictor_lr_scale <= 0:
             raise ValueError(
                 "TrainSSLConfig: steps >= 0, batch_size >= 2, lr > 0, predictor_lr_scale > 0, grad_clip >= 0"
@@ -217,14 +220,16 @@ def load_backbone(path: str | os.PathLike, config: BackboneConfig | None = None,
     file's up to ``dropout`` (no weights), and is the one used. ``freeze``: its parameters get no gradient
     (``requires_grad=False``). The forward model takes it as ``ForwardModel(config, backbone=...)``.
     """
-    checkpoint = load_checkpoint(path)
-    if checkpoint.get("kind") != "backbone":
-        raise ValueError(f"{path}: a {checkpoint.get('kind')!r} checkpoint, not a backbone (see export_backbone)")
-    saved = BackboneConfig.from_dict(checkpoint["config"])
+    advice = advice_for("backbone")
+    checkpoint = load_checkpoint(path, "backbone", advice=advice)
+    with checkpoint_errors(path, "invalid config", advice):
+        saved = BackboneConfig.from_dict(checkpoint["config"])
     if config is not None and replace(config, dropout=saved.dropout) != saved:
-        raise ValueError(f"{path}: the backbone was trained with {saved}, the model asks for {config}")
-    backbone = Backbone(config or saved)
-    backbone.load_state_dict(checkpoint["state_dict"])
+        raise CheckpointError(path, f"the backbone was trained with {saved}, the model asks for {config}",
+                              "pretrain with the same --preset as the model")  # fmt: skip
+    with checkpoint_errors(path, "invalid config", advice):
+        backbone = Backbone(config or saved)
+    load_weights(backbone, checkpoint["state_dict"], path, advice)
     if freeze:
         backbone.requires_grad_(False)
     return backbone
@@ -232,15 +237,16 @@ def load_backbone(path: str | os.PathLike, config: BackboneConfig | None = None,
 
 def load_objective(path: str | os.PathLike) -> tuple[JointEmbedding, TrainSSLConfig, dict]:
     """(objective with its trained weights, run config, {"state_mean", "state_std", "step"}) from last.pt."""
-    checkpoint = load_checkpoint(path)
-    if checkpoint.get("kind") != "ssl":
-        raise ValueError(f"{path}: a {checkpoint.get('kind')!r} checkpoint, not an SSL run's")
-    config = TrainSSLConfig.from_dict(checkpoint["config"])
-    objective = build_objective(Backbone(config.backbone), config.ssl)
-    objective.load_state_dict(checkpoint["state_dict"], strict=False)
-    if "target" in checkpoint and hasattr(objective, "target"):
-        objective.target.load_state_dict(checkpoint["target"])
-    extra = {"state_mean": checkpoint["state_mean"], "state_std": checkpoint["state_std"], "step": checkpoint["step"]}
+    advice = advice_for("ssl")
+    checkpoint = load_checkpoint(path, "ssl", advice=advice)
+    with checkpoint_errors(path, "damaged SSL checkpoint", advice):
+        config = TrainSSLConfig.from_dict(checkpoint["config"])
+        objective = build_objective(Backbone(config.backbone), config.ssl)
+        load_weights(objective, checkpoint["state_dict"], path, advice, strict=False)
+        if "target" in checkpoint and hasattr(objective, "target"):
+            load_weights(objective.target, checkpoint["target"], path, advice)
+        extra = {"state_mean": checkpoint["state_mean"], "state_std": checkpoint["state_std"],
+                 "step": checkpoint["step"]}  # fmt: skip
     return objective, config, extra
 
 
@@ -291,13 +297,24 @@ class SSLTrainer:
         return groups
 
     def _load(self, path) -> None:
+        c = self.config
+        advice = self.run_dir.resume_advice()
+        ckpt = load_checkpoint(path, "ssl", advice=advice)
+        with checkpoint_errors(path, "invalid config", advice):
+            saved = TrainSSLConfig.from_dict(ckpt["config"])
+        if saved.ssl != c.ssl:
+            raise CheckpointError(path, "not an SSL run with this objective", "use another --out or --no-resume")
+        if saved.backbone != c.backbone:
+            raise CheckpointError(path, "the checkpoint's backbone differs from this run's",
+                                  "use another --out or --no-resume")  # fmt: skip
+        load_weights(self.objective, ckpt["state_dict"], path, advice, strict=False)
+        with checkpoint_errors(path, "damaged training state", advice):
+            self._restore_training_state(ckpt, path)
+        self.resumed_from = self.step
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _restore_training_state(self, ckpt: Mapping, path) -> None:
         c, ctx = self.config, self.ctx
-        ckpt = load_checkpoint(path)
-        if ckpt.get("kind") != "ssl" or TrainSSLConfig.from_dict(ckpt["config"]).ssl != c.ssl:
-            raise ValueError(f"{path}: not an SSL run with this objective; use another --out or --no-resume")
-        if BackboneConfig.from_dict(ckpt["config"]["backbone"]) != c.backbone:
-            raise ValueError(f"{path}: the checkpoint's backbone differs from this run's; use another --out")
-        self.objective.load_state_dict(ckpt["state_dict"], strict=False)
         if "target" in ckpt:
             self.objective.target.load_state_dict(ckpt["target"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -312,8 +329,6 @@ class SSLTrainer:
             log.warning("%s: written with another batch layout; the data order restarts at epoch %d",
                         path, self.epoch + 1)  # fmt: skip
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-        self.resumed_from = self.step
-        log.info("resumed from %s at step %d", path, self.step)
 
     def save_last(self) -> None:
         """Write ``last.pt`` (every rank must call: the RNG states are gathered)."""
@@ -388,8 +403,7 @@ class SSLTrainer:
         if ctx.is_main:
             self.run_dir.make()
             self.run_dir.write_config(c.to_dict())
-            if self.resumed_from is not None:
-                self.run_dir.truncate_metrics(self.step)
+            self.run_dir.truncate_metrics(self.step)  # a fresh run (step 0) starts an empty file
         barrier(ctx)
         # the loader has its own generator: creating its iterator never draws from the global RNG (resume)
         loader = DataLoader(self.train_set, batch_size=self.rank_batch, sampler=self.sampler, num_workers=c.workers,

@@ -18,6 +18,8 @@ from typing import Any, get_type_hints
 import numpy as np
 import tomllib
 
+from worldmodel.data.hdf5 import DT_S
+
 
 class ScenarioError(ValueError):
     """A scenario file that cannot be used; the message is one line naming the file and the key."""
@@ -198,7 +200,8 @@ class Scenario:
     description: str = ""
     """What this scenario stands for."""
     dt_s: float = 0.1
-    """Time step [s]."""
+    """Time step [s]: must be 0.1 (recordings, replay, the ego views' dynamics and the models all assume
+    0.1 s frames, DESIGN.md §4)."""
     road: RoadConfig = field(default_factory=RoadConfig)
     """The road."""
     demand: DemandConfig = field(default_factory=DemandConfig)
@@ -266,7 +269,11 @@ def validate(s: Scenario) -> None:
     """Raise ValueError naming the key of the first impossible value."""
     r = s.road
     checks = [
-        (s.dt_s > 0 and s.dt_s <= 1, "dt_s", "must be in (0, 1] s"),
+        (
+            math.isclose(s.dt_s, DT_S),
+            "dt_s",
+            f"must be {DT_S} s (the whole pipeline runs on {DT_S} s frames), got {s.dt_s}",
+        ),
         (r.lanes >= 1 and r.lanes <= 12, "road.lanes", "must be in [1, 12]"),
         (2.0 <= r.lane_width_m <= 6.0, "road.lane_width_m", "must be in [2, 6] m"),
         (r.length_m >= 50.0, "road.length_m", "must be >= 50 m"),

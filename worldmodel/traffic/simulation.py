@@ -37,6 +37,8 @@ _NO_LANE = -10  # lane of a controlled car off the road: a key nobody queries
 _MIN_CHANGE_SPEED_MPS = 1.0  # no discretionary lane change below this speed [m/s]
 _MAX_SWING_M = 0.5  # a bot turns at most so far that its ends swing this much sideways [m]
 _WANDER_CLEARANCE_M = 0.3  # lateral wander keeps a bot's side at least this far inside its lane [m]
+_KEEP_SWING_M = 0.25  # a bot keeping its lane turns at most so far that its ends swing this much (< the clearance)
+_CONTACT_MEMORY_S = 10.0  # a pair of cars that touches again within this time is the same collision [s]
 _COURTESY_ZONE_M = 40.0  # mainline cars yield to ramp cars within this distance of the ramp's end [m]
 _SPAWN_EVERY = 10  # inflow is admitted every this many steps (1 s; up to 3,600 vehicles/h/lane)
 _DOWNSTREAM_EVERY = 5  # the downstream speed process is updated every this many steps
@@ -98,7 +100,7 @@ class TrafficSimulation:
         self._ds_speed = np.full(self.road.total_lanes, ds.speed_mean_mps)
         self._update_downstream(first=True)
         self.stats = SectionStats(self.road, self.dt)
-        self._colliding: set[tuple[int, int]] = set()
+        self._contacts: dict[tuple[int, int], int] = {}  # pair of ids -> last frame in contact
         self._place_initial_traffic()
 
     def _col(self, row: int) -> np.ndarray:
@@ -177,6 +179,9 @@ class TrafficSimulation:
         return ids
 
     def _place_initial_traffic(self) -> None:
+        """Fill the mainline at the initial density: cars about ``1 / density`` apart, moved back where a long
+        vehicle would not fit (bumper to bumper at least the car's standstill gap), each at the IDM speed that
+        suits its gap to the car ahead."""
         density = self.scenario.demand.initial_density_veh_per_km_per_lane / 1000.0
         if density <= 0:
             return
@@ -188,15 +193,25 @@ class TrafficSimulation:
             starts.append(pos)
         lane, x = np.concatenate(lanes), np.concatenate(starts)
         c = self._draw_vehicles(len(x))
-        c[X], c[LANE], c[ORIGIN] = x, lane, lane
-        c[Y] = self.road.lane_center_y(lane)
-        gap = spacing - c[LENGTH]
-        c[V] = clip((gap - c[S0]) / c[HEADWAY], 0.0, c[V0])
+        gap = np.full(len(x), spacing) - c[LENGTH]  # bumper to bumper; the first car of a lane: nobody ahead
+        for k in np.unique(lane):
+            cars = np.flatnonzero(lane == k)  # in increasing x
+            half = 0.5 * c[LENGTH, cars]
+            for a, b in zip(cars[:-1], cars[1:], strict=True):  # push each car ahead clear of the one behind
+                x[b] = max(x[b], x[a] + 0.5 * (c[LENGTH, a] + c[LENGTH, b]) + c[S0, a] + 1.0)
+            gap[cars[:-1]] = np.diff(x[cars]) - (half[:-1] + half[1:])
+        keep = x < self.road.length_m - 10.0
+        c = c[:, keep]
+        c[X], c[LANE], c[ORIGIN] = x[keep], lane[keep], lane[keep]
+        c[Y] = self.road.lane_center_y(lane[keep])
+        c[V] = clip((gap[keep] - c[S0]) / c[HEADWAY], 0.0, c[V0])
         self._append(c)
 
     def _spawn(self) -> np.ndarray:
         """Admit queued vehicles where the entry has a safe gap (called before the step's neighbour search)."""
-        self.queue += self.rng.poisson(self._entry_rate * _SPAWN_EVERY)
+        arrivals = self.rng.poisson(self._entry_rate * _SPAWN_EVERY)
+        self.queue += arrivals
+        self.stats.record_arrivals(int(arrivals.sum()))
         waiting = np.nonzero(self.queue > 0)[0]
         if len(waiting) == 0:
             return np.zeros(0, dtype=np.int64)
@@ -446,8 +461,15 @@ class TrafficSimulation:
         # one neighbour search and one IDM evaluation for the own lane and every extra lane the body overlaps
         extra = self._extra_idx
         q = np.concatenate([cols, extra])
-        lead_all, has_all = self._neighbour(np.concatenate([lane, self._extra_lane]), d[X, q], ahead=True)
-        a_all = self._idm_behind(q, lead_all, has_all, np.concatenate([v0, v0[extra]]))
+        lanes_q, v0_q = np.concatenate([lane, self._extra_lane]), np.concatenate([v0, v0[extra]])
+        lead_all, has_all = self._neighbour(lanes_q, d[X, q], ahead=True)
+        a_all = self._idm_behind(q, lead_all, has_all, v0_q)
+        # the next car ahead too: a long truck's rear can be nearer than that of the shorter car whose centre
+        # is nearer (a car just ahead in the next lane, its body reaching into this one)
+        second, has_second = self._neighbour(lanes_q, np.where(has_all, d[X, lead_all], np.inf), ahead=True)
+        has_second &= has_all
+        if has_second.any():
+            a_all = np.where(has_second, np.minimum(a_all, self._idm_behind(q, second, has_second, v0_q)), a_all)
         lead, has_lead, a_own = lead_all[:n], has_all[:n], a_all[:n]
         accel = a_own.copy()
         if len(extra):
@@ -489,7 +511,7 @@ class TrafficSimulation:
             self.dt,
             b.lateral_time_s,
             b.max_lateral_speed_mps,
-            d[MAX_HEADING, :n],
+            self._max_heading(origin != lane),
         )
         accel = accel.astype(np.float32).astype(np.float64)
         curv = curv.astype(np.float32).astype(np.float64)
@@ -523,6 +545,14 @@ class TrafficSimulation:
         self.stats.record_step(self.n, int(self.queue.sum()), len(spawned))
         return StepEvents(collisions=collisions, exited=exited, spawned=spawned)
 
+    def _max_heading(self, changing: np.ndarray) -> np.ndarray:
+        """Heading limit [rad] of each car: its own (``MAX_HEADING``) while changing lanes; while keeping its
+        lane, also so small that its ends swing at most ``_KEEP_SWING_M``: with the wander's clearance, two
+        long trucks side by side never touch."""
+        d, n = self._d, self.n
+        keep = np.arcsin(np.minimum(1.0, _KEEP_SWING_M / (0.5 * d[LENGTH, :n])))
+        return np.where(changing, d[MAX_HEADING, :n], np.minimum(d[MAX_HEADING, :n], keep))
+
     def _lateral_wander(self) -> np.ndarray:
         """Each bot's offset [m] from its lane centre, an Ornstein-Uhlenbeck process per driver
         (``noise.lateral_std_m``, ``noise.lateral_time_constant_s``) advanced one step, bounded so that the
@@ -543,21 +573,31 @@ class TrafficSimulation:
         reach_y = 0.5 * (d[LENGTH, :n] * s_ + d[WIDTH, :n] * c)
         pairs = candidate_pairs(d[X, :n], d[Y, :n], reach_x, reach_y)
         if len(pairs) == 0:
-            if self._colliding:
-                self._colliding.clear()
-            return np.zeros((0, 2), dtype=np.int64)
-        i, j = pairs[:, 0], pairs[:, 1]
-        hit = boxes_overlap(
-            d[X, i], d[Y, i], d[PSI, i], d[LENGTH, i], d[WIDTH, i],
-            d[X, j], d[Y, j], d[PSI, j], d[LENGTH, j], d[WIDTH, j],
-        )  # fmt: skip
-        ids = np.sort(d[ID][pairs[hit]].astype(np.int64), axis=1)
-        now = {(int(a), int(c)) for a, c in ids}
-        new = now - self._colliding
-        self._colliding = now
-        if new:
-            self.stats.record_collisions(len(new))
+            ids = np.zeros((0, 2), dtype=np.int64)
+        else:
+            i, j = pairs[:, 0], pairs[:, 1]
+            hit = boxes_overlap(
+                d[X, i], d[Y, i], d[PSI, i], d[LENGTH, i], d[WIDTH, i],
+                d[X, j], d[Y, j], d[PSI, j], d[LENGTH, j], d[WIDTH, j],
+            )  # fmt: skip
+            ids = np.sort(d[ID][pairs[hit]].astype(np.int64), axis=1)
+        self._count_new_contacts(ids)
         return ids
+
+    def _count_new_contacts(self, ids: np.ndarray) -> None:
+        """Count a collision once per contact: a pair in contact now that was not in the last
+        ``_CONTACT_MEMORY_S`` (a side contact that flickers as the cars wander is one collision)."""
+        memory = round(_CONTACT_MEMORY_S / self.dt)
+        new = 0
+        for a, b in ids:
+            pair = (int(a), int(b))
+            last = self._contacts.get(pair)
+            new += last is None or self.frame - last > memory
+            self._contacts[pair] = self.frame
+        if self._contacts and self.frame % memory == 0:
+            self._contacts = {p: f for p, f in self._contacts.items() if self.frame - f <= memory}
+        if new:
+            self.stats.record_collisions(new)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of the per-vehicle arrays (for recording and rendering)."""

@@ -32,6 +32,7 @@ class SectionStats:
         self.aborted_lane_changes = 0
         self.collisions = 0
         self.spawned = 0
+        self.arrivals = 0
         self.vehicles_sum = 0
         self.backlog_sum = 0
         self.backlog_max = 0
@@ -61,6 +62,10 @@ class SectionStats:
 
     def record_collisions(self, count: int) -> None:
         self.collisions += count
+
+    def record_arrivals(self, count: int) -> None:
+        """Vehicles of the stated demand that arrived at the entries (they enter when there is a gap)."""
+        self.arrivals += count
 
     def record_step(self, vehicles: int, backlog: int, spawned: int) -> None:
         self.steps += 1
@@ -94,4 +99,6 @@ class SectionStats:
             "backlog_mean": round(self.backlog_sum / max(self.steps, 1), 2),
             "backlog_max": self.backlog_max,
             "backlog_final": self.backlog_last,
+            "demand_arrived": self.arrivals,
+            "demand_entered_fraction": round(self.spawned / self.arrivals, 3) if self.arrivals else None,
         }

@@ -3,7 +3,8 @@
 A checkpoint is a dict ``{"format": 1, "kind", "config", "state_dict", "step", ...}`` of tensors, numbers,
 strings, lists and dicts only, so that ``torch.load(path, weights_only=True)`` reads it. Files are written
 atomically: to a temporary file in the same folder, then renamed over the target, so a crash never leaves
-a half-written ``last.pt``.
+a half-written ``last.pt``. Reading is ``load_checkpoint`` (from ``worldmodel.nn.checkpointing``, the one
+reader; every problem is a one-line ``CheckpointError``).
 
 RNG states (torch CPU and CUDA, numpy's global generator, Python's ``random``) are captured as plain
 containers of tensors and numbers, for the same reason.
@@ -13,40 +14,22 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from worldmodel.files import atomic_open
+from worldmodel.nn.checkpointing import CheckpointError, load_checkpoint
+
 
 def save_checkpoint(checkpoint: Mapping, path: str | os.PathLike) -> Path:
-    """Write ``checkpoint`` to ``path`` atomically (temporary file + rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(checkpoint), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a checkpoint written by ``save_checkpoint`` (``weights_only=True``); checks ``format``."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint")
-    checkpoint = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != 1:
-        raise ValueError(f"{path}: not a format-1 checkpoint")
-    return checkpoint
+    """Write ``checkpoint`` to ``path`` atomically (``files.atomic_open``: a unique temporary file, flushed,
+    renamed); missing directories are made. Returns the path."""
+    with atomic_open(path) as f:
+        torch.save(dict(checkpoint), f)
+    return Path(path)
 
 
 def capture_rng_state() -> dict:
@@ -88,4 +71,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-__all__ = ["capture_rng_state", "load_checkpoint", "restore_rng_state", "save_checkpoint", "seed_everything"]
+__all__ = [
+    "CheckpointError",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "seed_everything",
+]

@@ -36,14 +36,9 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
-from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
-from worldmodel.training.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    seed_everything,
-)
+from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_checkpoint, load_weights
+from worldmodel.nn.forward_model import CHECKPOINT_KIND, ForwardModel, ForwardModelConfig
+from worldmodel.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
 from worldmodel.training.distributed import (
     DistContext,
     ResumableSampler,
@@ -59,6 +54,8 @@ from worldmodel.training.run_dir import RunDir
 log = logging.getLogger(__name__)
 
 AMP_MODES = ("off", "bf16", "fp16")
+#: The keys of ``last.pt`` beyond the model's (absent from ``best.pt``).
+TRAINING_STATE = frozenset({"optimizer", "scheduler", "scaler", "rng", "data", "best_val"})
 LR_SCHEDULES = ("constant", "cosine")
 BATCH_KEYS = ("context_images", "context_states", "actions", "future_images", "future_states")
 
@@ -127,8 +124,10 @@ class TrainFMConfig:
             raise ValueError(f"TrainFMConfig.amp must be one of {AMP_MODES}, got {self.amp!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainFMConfig.lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
-        if self.steps < 0 or self.batch_size < 1 or self.predict_frames < 1 or self.lr <= 0:
-            raise ValueError("TrainFMConfig: steps >= 0, batch_size >= 1, predict_frames >= 1 and lr > 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}")
+        if self.steps < 0 or self.batch_size < 1 or self.predict_frames < 1:
+            raise ValueError("TrainFMConfig: steps >= 0, batch_size >= 1 and predict_frames >= 1")
         if min(self.log_every, self.ckpt_every, self.max_bad_steps) < 1 or self.val_every < 0:
             raise ValueError("TrainFMConfig: log_every, ckpt_every, max_bad_steps >= 1 and val_every >= 0")
 
@@ -196,7 +195,11 @@ class FMTrainer:
         if c.freeze_backbone:
             model.backbone.requires_grad_(False)
         if c.warm_start and not self.resuming:
-            report = model.load_deterministic(c.warm_start)
+            warm = ForwardModel.from_checkpoint(c.warm_start)  # checks the file whole: config and weights
+            report = model.load_deterministic(warm.state_dict())
+            if not report["loaded"]:
+                raise CheckpointError(c.warm_start, "no weight of it fits this model (another size of model?)",
+                                      "pass a forward-model checkpoint of the same --preset")  # fmt: skip
             model.set_normalisation(self.train_set.stats)  # this dataset's statistics rule
             log.info("warm start from %s: %d tensors loaded, %d kept", c.warm_start, len(report["loaded"]),
                      len(report["kept"]))  # fmt: skip
@@ -221,16 +224,37 @@ class FMTrainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _load(self, path) -> None:
+        """Resume from ``path``: a ``last.pt``, or a ``best.pt`` copied over it (weights and step only: the
+        optimiser restarts). Any problem is a ``CheckpointError`` that says how to go on."""
+        c = self.config
+        advice = self.run_dir.resume_advice()
+        ckpt = load_checkpoint(path, CHECKPOINT_KIND, advice=advice)
+        with checkpoint_errors(path, "invalid config", advice):
+            same_model = ForwardModelConfig.from_dict(ckpt["config"]) == c.model
+        if not same_model:
+            raise CheckpointError(path, "the checkpoint's model config differs from this run's",
+                                  "use another --out or --no-resume")  # fmt: skip
+        load_weights(self.model, ckpt["state_dict"], path, advice)
+        self.step, self.skipped = ckpt["step"], ckpt.get("skipped", 0)
+        with checkpoint_errors(path, "damaged training state", advice):
+            if TRAINING_STATE <= set(ckpt):
+                self._restore_training_state(ckpt, path)
+            else:
+                log.warning("%s holds no training state (a best.pt?): resuming its weights at step %d with a "
+                            "fresh optimiser and data order", path, self.step)  # fmt: skip
+                self.best_val = float(ckpt.get("val", {}).get("loss", math.inf))
+                self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(c),
+                                                                   last_epoch=self.step - 1)  # fmt: skip
+                self._restart_data_order(self.step * c.batch_size // len(self.train_set) + 1)
+        self.resumed_from = self.step
+        log.info("resumed from %s at step %d", path, self.step)
+
+    def _restore_training_state(self, ckpt: Mapping, path) -> None:
         c, ctx = self.config, self.ctx
-        ckpt = load_checkpoint(path, map_location="cpu")
-        if ForwardModelConfig.from_dict(ckpt["config"]) != c.model:
-            raise ValueError(f"{path}: the checkpoint's model config differs from this run's; "
-                             "use another --out or --no-resume")  # fmt: skip
-        self.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.best_val, self.skipped = ckpt["step"], ckpt["best_val"], ckpt.get("skipped", 0)
+        self.best_val = ckpt["best_val"]
         data = ckpt["data"]
         self.epoch, self.batch_in_epoch = data["epoch"], data["batch"]
         same_layout = (data["batch_size"], data["world_size"]) == (c.batch_size, ctx.world_size)
@@ -239,10 +263,12 @@ class FMTrainer:
         else:
             log.warning("%s: written with batch %d on %d processes; the data order restarts at epoch %d",
                         path, data["batch_size"], data["world_size"], self.epoch + 1)  # fmt: skip
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            seed_everything(c.seed + 7919 * (ctx.rank + 1) + self.step)
-        self.resumed_from = self.step
-        log.info("resumed from %s at step %d", path, self.step)
+            self._restart_data_order(self.epoch + 1)
+
+    def _restart_data_order(self, epoch: int) -> None:
+        """Without the saved data position and generators: start ``epoch``, generators seeded by the step."""
+        self.epoch, self.batch_in_epoch = epoch, 0
+        seed_everything(self.config.seed + 7919 * (self.ctx.rank + 1) + self.step)
 
     def save_last(self) -> None:
         """Write ``last.pt`` (every rank must call: the RNG states are gathered)."""
@@ -340,8 +366,7 @@ class FMTrainer:
         if ctx.is_main:
             self.run_dir.make()
             self.run_dir.write_config(c.to_dict())
-            if self.resumed_from is not None:
-                self.run_dir.truncate_metrics(self.step)
+            self.run_dir.truncate_metrics(self.step)  # a fresh run (step 0) starts an empty file
         barrier(ctx)
         loader = DataLoader(
             self.train_set,

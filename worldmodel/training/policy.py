@@ -40,15 +40,10 @@ from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.evaluation.fm import to_model_units
 from worldmodel.imagination import Context, Imagination, estimate_uncertainty_stats
+from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_checkpoint, load_weights
 from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.nn.policy import Policy, PolicyConfig
-from worldmodel.training.checkpoint import (
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-    save_checkpoint,
-    seed_everything,
-)
+from worldmodel.nn.policy import CHECKPOINT_KIND, Policy, PolicyConfig
+from worldmodel.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
 from worldmodel.training.distributed import DistContext, ResumableSampler, resolve_device
 from worldmodel.training.fm import TrainingError
 from worldmodel.training.run_dir import RunDir
@@ -127,8 +122,12 @@ class TrainPolicyConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
-        if self.horizon < 1 or self.replicas < 2 or self.batch_size < 1 or self.lr <= 0 or self.steps < 0:
-            raise ValueError("TrainPolicyConfig: horizon >= 1, replicas >= 2, batch_size >= 1, lr > 0, steps >= 0")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip (--grad-clip) must be a finite number > 0, got {self.grad_clip}")
+        if self.horizon < 1 or self.replicas < 2 or self.batch_size < 1 or self.steps < 0:
+            raise ValueError("TrainPolicyConfig: horizon >= 1, replicas >= 2, batch_size >= 1, steps >= 0")
         if min(self.log_every, self.ckpt_every, self.max_bad_steps, self.stats_windows) < 1 or self.val_every < 0:
             raise ValueError("TrainPolicyConfig: log_every, ckpt_every, max_bad_steps, stats_windows >= 1")
 
@@ -191,7 +190,7 @@ class PolicyTrainer:
         self.run_dir = RunDir(c.out)
         self.episodes_path, self.trajectories_dir = resolve_dataset(c.data)
         seed_everything(c.seed)
-        fm = ForwardModel.from_checkpoint(load_checkpoint(c.fm)).to(self.device)
+        fm = ForwardModel.from_checkpoint(c.fm).to(self.device)
         self.imagination = Imagination(fm, c.costs)
         tc = fm.config.backbone.context_frames
         horizon = c.horizon if c.method != "il" else 1
@@ -262,22 +261,36 @@ class PolicyTrainer:
         save_checkpoint(ckpt, self.run_dir.last)
 
     def _load(self, path: Path) -> None:
-        ckpt = load_checkpoint(path)
-        if PolicyConfig.from_dict(ckpt["config"]) != self.policy.config:
-            raise ValueError(f"{path}: the checkpoint's policy config differs from this run's; use another --out "
-                             "or --no-resume")  # fmt: skip
-        self.policy.load_state_dict(ckpt["state_dict"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        stats = ckpt.get("uncertainty_stats")
-        self.imagination.stats = None if stats is None else UncertaintyStats.from_dict(stats)
+        """Resume from ``path``: a ``last.pt``, or a ``best.pt`` copied over it (weights, step and uncertainty
+        statistics: the optimiser restarts). Any problem is a ``CheckpointError`` that says how to go on."""
+        advice = self.run_dir.resume_advice()
+        ckpt = load_checkpoint(path, CHECKPOINT_KIND, advice=advice)
+        with checkpoint_errors(path, "invalid config", advice):
+            same_policy = PolicyConfig.from_dict(ckpt["config"]) == self.policy.config
+        if not same_policy:
+            raise CheckpointError(path, "the checkpoint's policy config differs from this run's",
+                                  "use another --out or --no-resume")  # fmt: skip
+        load_weights(self.policy, ckpt["state_dict"], path, advice)
         self.step, self.skipped = ckpt["step"], ckpt.get("skipped", 0)
-        self.best = tuple(ckpt["best"]) if ckpt.get("best") else None
-        self.epoch, self.batch_in_epoch = ckpt["data"]["epoch"], ckpt["data"]["batch"]
-        if ckpt["data"]["batch_size"] == self.config.batch_size:
-            restore_rng_state(ckpt["rng"])
-        else:
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-            seed_everything(self.config.seed + 7919 + self.step)
+        with checkpoint_errors(path, "damaged training state", advice):
+            stats = ckpt.get("uncertainty_stats")
+            self.imagination.stats = None if stats is None else UncertaintyStats.from_dict(stats)
+            if {"optimizer", "rng", "data"} <= set(ckpt):
+                self.optimizer.load_state_dict(ckpt["optimizer"])
+                self.best = tuple(ckpt["best"]) if ckpt.get("best") else None
+                self.epoch, self.batch_in_epoch = ckpt["data"]["epoch"], ckpt["data"]["batch"]
+                same_layout = ckpt["data"]["batch_size"] == self.config.batch_size
+                if same_layout:
+                    restore_rng_state(ckpt["rng"])
+            else:
+                log.warning("%s holds no training state (a best.pt?): resuming its weights at step %d with a "
+                            "fresh optimiser and data order", path, self.step)  # fmt: skip
+                self.best = self._score(ckpt["val"]) if ckpt.get("val") else None
+                self.epoch = self.step * self.config.batch_size // len(self.train_set)
+                same_layout = False
+            if not same_layout:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                seed_everything(self.config.seed + 7919 + self.step)
         self.resumed_from = self.step
         log.info("resumed from %s at step %d", path, self.step)
 
@@ -345,8 +358,7 @@ class PolicyTrainer:
         c = self.config
         self.run_dir.make()
         self.run_dir.write_config(c.to_dict())
-        if self.resumed_from is not None:
-            self.run_dir.truncate_metrics(self.step)
+        self.run_dir.truncate_metrics(self.step)  # a fresh run (step 0) starts an empty file
         loader = DataLoader(self.train_set, batch_size=c.batch_size, sampler=self.sampler, num_workers=c.workers,
                             drop_last=True, persistent_workers=c.workers > 0,
                             generator=torch.Generator().manual_seed(c.seed))  # fmt: skip

@@ -1,8 +1,9 @@
 """Run directories (DESIGN.md §5): ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``videos/``, ``plots/``.
 
 ``metrics.jsonl`` holds one JSON object per logged step (``{"step": ..., "split": "train" | "val", ...}``).
-A resumed run first drops the lines logged after its checkpoint's step (a crash between a checkpoint and
-the next one would otherwise leave them twice), then appends.
+Before its first step a run cuts the file to the step it starts from (``truncate_metrics``): a resumed run
+drops the lines logged after its checkpoint's step, a fresh run (step 0) every line, so that the lines of
+a crashed attempt (after the last checkpoint, or before the first) never appear twice. Then it appends.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 import os
 from pathlib import Path
 
-from worldmodel.data.hdf5 import write_json
+from worldmodel.files import make_dir, write_json, write_text
 
 
 class RunDir:
@@ -38,27 +39,34 @@ class RunDir:
         return self.root / "checkpoints" / "best.pt"
 
     def make(self) -> RunDir:
-        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        """Create the run directory and ``checkpoints/`` (``OutputError`` naming the run if impossible)."""
+        make_dir(self.root / "checkpoints", output=self.root)
         return self
+
+    def resume_advice(self) -> str:
+        """What to do when ``last.pt`` cannot be resumed (the advice of its ``CheckpointError``)."""
+        fallback = f"copy {self.best} over it to resume from its step, or " if self.best.exists() else ""
+        return f"{fallback}pass --no-resume to start again from step 0 (overwriting this run)"
 
     def write_config(self, config: dict) -> None:
         """Write the resolved run configuration (atomically)."""
         write_json(config, self.config, sort_keys=True)
 
     def truncate_metrics(self, step: int) -> None:
-        """Keep only the metrics lines of steps <= ``step`` (before resuming from a checkpoint at ``step``)."""
+        """Keep only the metrics lines of steps <= ``step``: before resuming from a checkpoint at ``step``, or
+        (``step`` 0) before a fresh start, which drops every line. Atomic."""
         if not self.metrics.exists():
             return
         kept = []
         for line in self.metrics.read_text().splitlines():
             try:
-                if json.loads(line).get("step", math.inf) <= step:
-                    kept.append(line)
+                record = json.loads(line)
             except json.JSONDecodeError:  # a line cut by a crash
                 continue
-        tmp = self.metrics.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.metrics)
+            logged = record.get("step") if isinstance(record, dict) else None
+            if isinstance(logged, (int, float)) and logged <= step:
+                kept.append(line)
+        write_text(self.metrics, "".join(line + "\n" for line in kept))
 
     def log_metrics(self, record: dict) -> None:
         """Append one JSON line (non-finite floats are written as null)."""
