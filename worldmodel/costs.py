@@ -223,7 +223,9 @@ def pixel_costs_numpy(
         )
     spec = ViewSpec() if spec is None else spec
     n = len(images_uint8)
-    speed, length, width = (np.broadcast_to(np.asarray(v, dtype=np.float32), (n,)) for v in (speed_mps, length_m, width_m))
+    speed, length, width = (
+        np.broadcast_to(np.asarray(v, dtype=np.float32), (n,)) for v in (speed_mps, length_m, width_m)
+    )
     forward, lateral = (x.numpy() for x in _pixel_centres(spec, torch.empty(0)))
     out = np.empty((n, len(COST_NAMES)), dtype=np.float32)
     for a in range(0, n, chunk):

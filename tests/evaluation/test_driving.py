@@ -219,6 +219,9 @@ def test_cli_eval_policy_end_to_end(driving_data, tmp_path, capsys):
     rc = main(["render", "rollout", "--driver", "bot", "--data", str(tmp_path / "missing"), "--vehicle", "1"])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and "\n" not in err and "missing" in err
+    rc = main(["eval", "policy", "--driver", "expert", "--data", str(driving_data), "--split", "test", "--episodes",
+               "3", "--stuck-factor", "0.5", "--out", str(out), "--no-progress"])  # fmt: skip
+    assert rc == 0 and json.loads(capsys.readouterr().out)["stuck_rate"] > 0  # the expert needs its steps (none above)
 
 
 # ------------------------------------------------------------------------------------------ stuck, not at fault

@@ -152,7 +152,11 @@ class EpisodeWriter:
         self.path = Path(path)
         self.road = hdf5.check_road(road, self.path)
         self.view = check_view(view, self.path)
-        self.source, self.cost_params, self.dt = str(source), dict(costs), hdf5.check_dt(float(dt), self.path, "dataset")
+        self.source, self.cost_params, self.dt = (
+            str(source),
+            dict(costs),
+            hdf5.check_dt(float(dt), self.path, "dataset"),
+        )
         self.flush_frames = max(int(flush_frames), IMAGE_CHUNK_FRAMES)
         self._atomic = hdf5.AtomicPath(self.path)
         self._file = h5py.File(self._atomic.tmp, "w")

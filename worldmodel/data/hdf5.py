@@ -35,6 +35,7 @@ def check_dt(dt: float, path, what: str = "file") -> float:
         raise DataError(path, f"dt is {dt:g} s; every {what} must have {DT_S:g} s frames (DESIGN.md §4)")
     return float(dt)
 
+
 _ROAD_NUMBERS = ("lane_width_m", "length_m", "speed_limit_mps")
 _ROAD_SPANS = ("section_m", "evaluated_m")
 

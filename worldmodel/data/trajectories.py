@@ -110,7 +110,11 @@ class TrajectoryWriter:
     ) -> None:
         self.path = Path(path)
         self.road = hdf5.check_road(road, self.path)
-        self.source, self.kinds, self.dt = str(source), [str(k) for k in kinds], hdf5.check_dt(float(dt), self.path, "recording")
+        self.source, self.kinds, self.dt = (
+            str(source),
+            [str(k) for k in kinds],
+            hdf5.check_dt(float(dt), self.path, "recording"),
+        )
         if not self.kinds or len(self.kinds) > 127:
             raise DataError(self.path, f"kinds must list 1 to 127 names, got {kinds!r}")
         self.chunk_rows = int(chunk_rows)

@@ -44,8 +44,12 @@ def _add_driver_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--world", choices=["oracle", "cv", "model"], default=None,
                    help="planners: the world they plan in: the recorded future (privileged), constant velocity, "
                         "or the forward model --fm (default cv)")  # fmt: skip
-    p.add_argument("--objective", choices=["drive", "ppuu"], default=None,
-                   help="planners: the objective preset (default drive; ppuu: PPUU's costs only)")
+    p.add_argument(
+        "--objective",
+        choices=["drive", "ppuu"],
+        default=None,
+        help="planners: the objective preset (default drive; ppuu: PPUU's costs only)",
+    )
     p.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="driver option (repeatable), e.g. --option lane_changes=true for the bot, --option "
                         "horizon=20 for a planner")  # fmt: skip
@@ -69,8 +73,15 @@ def add_eval_policy_parser(esub) -> argparse.ArgumentParser:
     p.add_argument("--split", choices=list(SPLITS), default="test")
     p.add_argument("--episodes", type=int, default=None, help="evaluate a seeded choice of N cars (default: all)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
-    p.add_argument("--batch", type=int, default=16,
-                   help="episodes a worker drives in lockstep, one batched policy forward per step (default 16)")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=16,
+        help="episodes a worker drives in lockstep, one batched policy forward per step (default 16)",
+    )
+    p.add_argument("--stuck-factor", type=float, default=2.0,
+                   help="end an episode as stuck after this many times the recorded car's steps to the zone end "
+                        "(default 2; 0: no cap)")  # fmt: skip
     p.add_argument("--out", default="runs/eval.json", help="output JSON; a CSV of the episodes goes beside it")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval_policy)
@@ -83,7 +94,8 @@ def run_eval_policy(args: argparse.Namespace) -> int:
     config = EvalPolicyConfig(driver=args.driver, data=args.data, split=args.split, episodes=args.episodes,
                               workers=args.workers, batch=args.batch, seed=args.seed, out=args.out, fm=args.fm,
                               device=args.device, context_frames=args.context_frames, max_steps=args.max_steps,
-                              driver_options=driver_options(args), progress=not args.no_progress)  # fmt: skip
+                              stuck_factor=args.stuck_factor or None, driver_options=driver_options(args),
+                              progress=not args.no_progress)  # fmt: skip
     result = evaluate_driving(config)
     keys = ("selection", "episodes", "success_rate", "success_rate_ci95", "success_not_at_fault_rate",
             "success_not_at_fault_rate_ci95", "mean_distance_m", "collision_rate", "collision_ahead_rate",

@@ -168,7 +168,9 @@ class PolicyDriver(FirstSlot):
         if not fresh:
             return
         contexts = [state.window.context() for state in fresh]
-        images, states, masks = (torch.cat([getattr(c, name) for c in contexts]) for name in ("images", "states", "ego_mask"))
+        images, states, masks = (
+            torch.cat([getattr(c, name) for c in contexts]) for name in ("images", "states", "ego_mask")
+        )
         cache = self.policy.init_cache(images, states, masks)  # uses the last Tc frames
         for i, state in enumerate(fresh):
             state.cache = PolicyCache(tuple(f[i : i + 1] for f in cache.features), cache.states[i : i + 1],

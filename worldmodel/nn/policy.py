@@ -100,7 +100,6 @@ class PolicyCache(NamedTuple):
     """[B, 1, H, W] in [0, 1]: the constant 4th channel."""
 
 
-
 def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
     """``clamp(x, -bound, bound)`` in value; identity gradient (so a saturated policy can still learn)."""
     return x + (x.clamp(-bound, bound) - x).detach()

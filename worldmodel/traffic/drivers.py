@@ -20,6 +20,7 @@ def clip(values, low, high):
     """``np.clip`` without its overhead on small arrays (a large share of a step's time otherwise)."""
     return np.minimum(np.maximum(values, low), high)
 
+
 #: Gaps below this are treated as this [m] (keeps IDM finite when cars touch).
 MIN_GAP_M = 0.1
 

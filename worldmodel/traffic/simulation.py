@@ -225,7 +225,11 @@ class TrafficSimulation:
         ahead = in_lane & (d[X, :n][None, :] >= self._entry_x[waiting][:, None])
         rear_ahead = np.where(ahead, rear[None, :], np.inf)
         lead = np.argmin(rear_ahead, axis=1) if n else np.zeros(len(waiting), dtype=np.int64)
-        gap = (rear_ahead[np.arange(len(waiting)), lead] if n else np.full(len(waiting), np.inf)) - x_new - 0.5 * cand[LENGTH]
+        gap = (
+            (rear_ahead[np.arange(len(waiting)), lead] if n else np.full(len(waiting), np.inf))
+            - x_new
+            - 0.5 * cand[LENGTH]
+        )
         behind = in_lane & (d[X, :n][None, :] < self._entry_x[waiting][:, None])
         front_behind = np.where(behind, (d[X, :n] + 0.5 * d[LENGTH, :n])[None, :], -np.inf)
         rear_gap = x_new - 0.5 * cand[LENGTH] - (front_behind.max(axis=1) if n else -np.inf)
@@ -381,11 +385,7 @@ class TrafficSimulation:
         n = self.n
         if self.frame % self._period_steps:
             return
-        due = (
-            (d[ORIGIN, :n] == d[LANE, :n])
-            & (d[COOLDOWN, :n] <= 0)
-            & (d[CONTROLLED, :n] == 0)
-        )
+        due = (d[ORIGIN, :n] == d[LANE, :n]) & (d[COOLDOWN, :n] <= 0) & (d[CONTROLLED, :n] == 0)
         c = np.nonzero(due)[0]
         if len(c) == 0:
             return
