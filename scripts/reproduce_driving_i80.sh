@@ -30,7 +30,8 @@ names=()
 for row in $ROWS; do
   case "$row" in
     expert|bot|no-action) evaluate "$row" "$row" ;;
-    grad-ppuu-oracle) evaluate "$row" plan:grad --world oracle --objective ppuu ;;
+    grad-ppuu-oracle) evaluate "$row" plan:grad --world oracle --objective ppuu --option lane_plans=none \
+                        --option iterations=10 ;;  # SPEC §8's planner: warm start only
     grad-model|cem-model) evaluate "$row" "plan:${row%%-*}" --world model --fm "$FM/checkpoints/last.pt" ;;
     grad-*|cem-*) evaluate "$row" "plan:${row%%-*}" --world "${row#*-}" ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
