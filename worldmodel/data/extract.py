@@ -77,13 +77,12 @@ def _vehicle_frames(reader: TrajectoryReader) -> tuple[np.ndarray, np.ndarray]:
 
 def _track_actions(track: dict, dt: float) -> tuple[np.ndarray, np.ndarray]:
     """Heading [T] and actions [T, 2] of one track: exact if recorded, else inferred from positions."""
-    psi, _, accel, curvature = kinematics.invert(track["x"], track["y"], dt)
+    psi, _, accel, curvature, _ = kinematics.invert_actions(track["x"], track["y"], dt)
     if "heading" in track:
         psi = track["heading"].astype(np.float64)
     if "accel" in track and "curvature" in track:
         actions = np.stack([track["accel"], track["curvature"]], axis=1)
     else:
-        accel = np.clip(accel, -kinematics.MAX_REPLAY_ACCEL_MPS2, kinematics.MAX_REPLAY_ACCEL_MPS2)
         actions = np.stack([accel, curvature], axis=1)
     return psi, actions.astype(np.float32)
 

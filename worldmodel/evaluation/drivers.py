@@ -200,7 +200,7 @@ class ExpertDriver:
     the recording is reproduced exactly. The feedback matters where an action was clipped by the
     environment (the simulator's bots may brake harder than the 6.2 m/s^2 bound: the open-loop replay then
     keeps a speed error and drifts for good; tracking catches up within a few steps). Files without exact
-    actions (NGSIM): speeds and headings inferred from the recorded positions (``kinematics.invert``, as
+    actions (NGSIM): speeds and headings inferred from the recorded positions (``kinematics.invert_actions``, as
     ``replay_drift`` does), which also absorbs the difference between the recorded speed at the hand-over
     and the inferred one. Accelerations are clipped to ``MAX_REPLAY_ACCEL_MPS2``. After the car's recording
     ends: zero action. Each trajectories file is read once per driver (then cached).
@@ -228,7 +228,7 @@ class ExpertDriver:
             self._psi = c["heading"][rows] if "heading" in c else recorded_headings(
                 c["vx"][rows], c["vy"][rows], np.array([rows.stop - rows.start]))  # fmt: skip
         else:
-            self._psi, self._v, _, _ = kinematics.invert(c["x"][rows], c["y"][rows], rec.dt)
+            self._psi, self._v, *_ = kinematics.invert_actions(c["x"][rows], c["y"][rows], rec.dt)
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
         t = self._sim.frame - self._start_frame  # row of the current frame in the car's recording
@@ -247,67 +247,41 @@ class ExpertDriver:
 
 # ------------------------------------------------------------------------------------------ bot
 @dataclass(frozen=True)
-class BotConfig:
-    """Settings of ``BotDriver``: IDM and MOBIL parameters (defaults: the mean driver of the i80 scenario)."""
+class BotConfig(bots.DriverSettings):
+    """Settings of ``BotDriver``: the simulator's bot settings (``traffic.drivers.DriverSettings``; defaults:
+    the mean driver of the i80 scenario) and what only a bot among recorded traffic needs."""
 
     desired_speed_mps: float | None = None
     """IDM desired speed v0 [m/s]; None: the road's speed limit."""
-    time_headway_s: float = 1.3
-    """IDM time headway T [s]."""
-    min_gap_m: float = 2.0
-    """IDM standstill gap s0 [m] (bumper to bumper)."""
-    max_accel_mps2: float = 1.0
-    """IDM maximum acceleration a [m/s^2]."""
-    comfort_decel_mps2: float = 2.0
-    """IDM comfortable deceleration b [m/s^2]."""
     lane_changes: bool = False
     """Discretionary MOBIL lane changes (merging off an on-ramp is always on). Off by default: among
     recorded cars that do not yield they cost more than they gain (on 60 cars of i80-sim: 48 arrivals with
     them, 52 without)."""
-    politeness: float = 0.4
-    """MOBIL politeness p (weight of the followers' accelerations)."""
-    change_threshold_mps2: float = 0.5
-    """MOBIL threshold [m/s^2] the incentive must exceed."""
-    right_bias_mps2: float = 0.1
-    """MOBIL keep-right bias [m/s^2] (added for a change to the right, subtracted to the left)."""
-    safe_decel_mps2: float = 3.0
-    """MOBIL safety: the new follower would need to brake no harder than this [m/s^2]."""
-    min_change_gap_m: float = 2.0
-    """Smallest bumper gap [m] to the new leader and the new follower for a change."""
-    follower_horizon_s: float = 3.0
-    """Safety, because recorded cars do not react: the gap to the new follower must also exceed what it
-    closes in this time at its current speed [s]."""
     anticipation_s: float = 1.0
     """A recorded car ahead counts as in the lane when its heading takes it there within this time [s]."""
-    change_period_s: float = 1.0
-    """Time between lane-change decisions [s]."""
-    change_cooldown_s: float = 4.0
-    """No new decision this long after a change began [s]."""
-    lateral_time_s: float = 1.2
-    """Lateral controller: time to close the lateral offset to the target lane centre [s]."""
-    max_lateral_speed_mps: float = 1.2
-    """Lateral controller: bound on the lateral speed [m/s]."""
+    change_done_m: float = 0.3
+    """A lane change ends this close to the target lane's centre [m]: sooner than the simulator's bots, as
+    the recorded cars of the origin lane, which do not yield, are left behind sooner (with 0.15 m one of 50
+    i80-tiny merges more is rear-ended)."""
 
 
 class BotDriver:
     """The controlled car driven like a simulator bot, among the recorded vehicles (which ignore it).
 
-    Longitudinal: IDM (``traffic.drivers.idm_accel``) behind the leader = the nearest recorded vehicle
-    ahead (centre ahead along x) that occupies the car's lane (its body overlaps the lane strip by more
-    than 0.3 m, now or, cutting in, within ``anticipation_s`` along its heading) or overlaps the car's own
-    body laterally; while changing lanes, the stricter of the origin and target lanes; on an on-ramp also
-    IDM toward the ramp's end (a standing obstacle).
-    Lateral: ``traffic.drivers.lateral_curvature`` toward the centre of the target lane (at the hand-over:
-    the lane the car is heading into within ``lateral_time_s``).
-    Lane changes: every ``change_period_s`` (not within ``change_cooldown_s`` of the last), MOBIL
-    (``traffic.drivers.mobil_incentive``) over the adjacent mainline lanes, with the followers' accelerations
-    computed with this car's IDM parameters, a keep-right bias and a safety test (the new follower brakes no
-    harder than ``safe_decel_mps2`` by IDM's estimate, and, as it will not brake for us, the gap to it exceeds
-    ``min_change_gap_m`` plus what it closes in ``follower_horizon_s``; bumper gaps of at least
-    ``min_change_gap_m`` ahead too); from an on-ramp the
-    merge into the rightmost mainline lane has a large bias (mandatory) and only needs to be safe.
-    Discretionary changes are off unless ``lane_changes=True``. Accelerations are bounded to
-    [-6.2, max_accel] m/s^2. The recorded followers do not react to the car: it can be rear-ended.
+    The bot is the simulator's (``traffic.drivers``): only the neighbours are found differently.
+    Neighbours: in a lane, the recorded vehicles that occupy it (their body overlaps the lane strip by more
+    than 0.3 m; ahead also those cutting in: there within ``anticipation_s`` along their heading), nearest
+    by centre along x; for the car's own driving also those that overlap its body laterally.
+    Longitudinal: ``traffic.drivers.follow_accel`` behind the leader and the car after it; while changing
+    lanes, the stricter of the origin and target lanes; on an on-ramp also IDM toward the ramp's end (a
+    standing obstacle). Accelerations are bounded to [-6.2, max_accel] m/s^2.
+    Lateral: ``traffic.drivers.lane_keeping_curvature`` toward the centre of the target lane (at the
+    hand-over: the lane the car is heading into within ``lateral_time_s``).
+    Lane changes: every ``change_period_s`` (not within ``change_cooldown_s`` of the end of the last),
+    ``traffic.drivers.change_incentive`` over the adjacent mainline lanes, the followers' accelerations
+    estimated with this car's IDM parameters; from an on-ramp the merge into the rightmost mainline lane is
+    mandatory (only safety counts). Discretionary changes are off unless ``lane_changes=True``. The recorded
+    followers do not react to the car: it can be rear-ended (hence ``follower_horizon_s``).
     """
 
     name = "bot"
@@ -325,7 +299,7 @@ class BotDriver:
         self._lane = self._nearest_lane(sim.x, ahead_y)
         self._origin: int | None = None
         self._step = 0
-        self._last_change = -(10**9)
+        self._ready_at = 0  # first step of the next lane-change decision (cooldown)
         self._period = max(round(c.change_period_s / sim.dt), 1)
         self._cooldown = round(c.change_cooldown_s / sim.dt)
 
@@ -336,15 +310,9 @@ class BotDriver:
             lane = int(np.clip(np.floor(y / road.lane_width_m), 0, road.lanes - 1))
         return lane
 
-    def _idm(self, v, gap, dv) -> np.ndarray:
-        c = self.config
-        return bots.idm_accel(np.asarray(v, np.float64), self._v0, np.asarray(gap, np.float64),
-                              np.asarray(dv, np.float64), c.time_headway_s, c.min_gap_m, c.max_accel_mps2,
-                              c.comfort_decel_mps2)  # fmt: skip
-
-    def _neighbours(self, others: dict, lane: int, body: bool = False) -> tuple[int | None, int | None]:
-        """Indices (into ``others``) of the leader and the follower in ``lane`` (None: nobody); with
-        ``body``, vehicles that overlap the car's own body laterally count as in the lane too."""
+    def _neighbours(self, others: dict, lane: int, body: bool = False) -> tuple[int | None, int | None, int | None]:
+        """Indices (into ``others``) of the leader, the car after it and the follower in ``lane`` (None:
+        nobody); with ``body``, vehicles that overlap the car's own body laterally count as in the lane too."""
         sim, road = self._sim, self._sim.road
         centre = float(road.lane_center_y(lane))
         reach = 0.5 * (road.lane_width_m + others["width"]) - 0.3
@@ -356,9 +324,11 @@ class BotDriver:
         y_soon = others["y"] + others["v"] * np.sin(others["psi"]) * self.config.anticipation_s
         cutting_in = np.abs(y_soon - centre) < reach
         ahead, behind = np.nonzero((occupies | cutting_in) & (dx > 0))[0], np.nonzero(occupies & (dx <= 0))[0]
-        leader = int(ahead[np.argmin(dx[ahead])]) if len(ahead) else None
+        ahead = ahead[np.argsort(dx[ahead], kind="stable")]
+        leader = int(ahead[0]) if len(ahead) else None
+        second = int(ahead[1]) if len(ahead) > 1 else None
         follower = int(behind[np.argmax(dx[behind])]) if len(behind) else None
-        return leader, follower
+        return leader, second, follower
 
     def _gap(self, others: dict, i: int | None, behind: bool = False) -> float:
         """Bumper gap [m] between the car and vehicle ``i`` (inf for None)."""
@@ -367,73 +337,80 @@ class BotDriver:
         dx = (self._sim.x - others["x"][i]) if behind else (others["x"][i] - self._sim.x)
         return float(dx - 0.5 * (others["length"][i] + self._sim.length))
 
-    def _follow_accel(self, others: dict, leader: int | None) -> float:
-        v_lead = others["v"][leader] if leader is not None else self._sim.v
-        return float(self._idm(self._sim.v, self._gap(others, leader), self._sim.v - v_lead))
+    def _idm(self, v: float, gap: float, dv: float) -> float:
+        """IDM acceleration [m/s^2] with this car's settings (also its estimate for recorded followers)."""
+        return float(bots.follow_accel(self.config, np.float64(v), self._v0, np.float64(gap), np.float64(dv)))
+
+    def _follow(self, others: dict, leader: int | None, second: int | None = None) -> float:
+        """The car's IDM acceleration [m/s^2] behind ``leader`` (and the ``second`` car ahead)."""
+        sim, c = self._sim, self.config
+        gaps = [self._gap(others, i) for i in (leader, second)]
+        dvs = [sim.v - others["v"][i] if i is not None else 0.0 for i in (leader, second)]
+        return float(bots.follow_accel(c, np.float64(sim.v), self._v0, *(np.float64(a) for a in (gaps[0], dvs[0],
+                                                                                                gaps[1], dvs[1]))))  # fmt: skip
 
     def _lane_accel(self, others: dict, lane: int, body: bool = False) -> float:
-        """IDM acceleration [m/s^2] behind the leader in ``lane`` (and before the end of a ramp lane)."""
+        """Acceleration [m/s^2] in ``lane``: behind its leader and the car after it, and before the end of
+        a ramp lane."""
         sim, road = self._sim, self._sim.road
-        accel = self._follow_accel(others, self._neighbours(others, lane, body)[0])
+        leader, second, _ = self._neighbours(others, lane, body)
+        accel = self._follow(others, leader, second)
         if road.is_ramp_lane(lane):  # brake for the end of the ramp
             gap = float(road.ramp_end_m(np.array([lane]))[0]) - sim.x - 0.5 * sim.length
-            accel = min(accel, float(self._idm(sim.v, gap, sim.v)))
+            accel = min(accel, float(bots.end_of_lane_accel(self.config, np.float64(sim.v), self._v0, gap)))
         return accel
 
-    def _change_incentive(self, others: dict, target: int) -> float:
-        """MOBIL incentive [m/s^2] of a change to ``target`` (-inf when unsafe)."""
-        sim, c = self._sim, self.config
-        leader, follower = self._neighbours(others, self._lane)
-        new_leader, new_follower = self._neighbours(others, target)
-        gap_ahead, gap_behind = self._gap(others, new_leader), self._gap(others, new_follower, behind=True)
-        if min(gap_ahead, gap_behind) < c.min_change_gap_m:
-            return -np.inf
-        own_gain = self._lane_accel(others, target) - self._lane_accel(others, self._lane)
-        new_gain = old_gain = 0.0
-        if new_follower is not None:
-            v_f = others["v"][new_follower]
-            after = float(self._idm(v_f, gap_behind, v_f - sim.v))
-            closing = max(float(v_f - sim.v), 0.0) * c.follower_horizon_s  # it will not brake for us
-            if after < -c.safe_decel_mps2 or gap_behind < c.min_change_gap_m + closing:
-                return -np.inf
-            lead_gap = self._gap(others, new_leader) + gap_behind + sim.length if new_leader is not None else np.inf
-            v_l = others["v"][new_leader] if new_leader is not None else v_f
-            new_gain = after - float(self._idm(v_f, lead_gap, v_f - v_l))
-        if follower is not None:
-            v_f = others["v"][follower]
-            gap_f = self._gap(others, follower, behind=True)
-            lead_gap = self._gap(others, leader) + gap_f + sim.length if leader is not None else np.inf
-            v_l = others["v"][leader] if leader is not None else v_f
-            old_gain = float(self._idm(v_f, lead_gap, v_f - v_l)) - float(self._idm(v_f, gap_f, v_f - sim.v))
-        road = sim.road
-        if road.is_ramp_lane(self._lane):
-            bias = 10.0  # merging off the ramp is mandatory
-            politeness = 0.0
+    def _follower_accels(self, others: dict, follower: int | None, leader: int | None) -> tuple[float, float]:
+        """IDM accelerations [m/s^2] of ``follower`` behind ``leader`` and behind the car (0, 0 for None)."""
+        if follower is None:
+            return 0.0, 0.0
+        sim, v_f = self._sim, others["v"][follower]
+        gap_to_car = self._gap(others, follower, behind=True)
+        if leader is None:
+            behind_leader = self._idm(v_f, np.inf, 0.0)
         else:
-            bias = float(np.sign(target - self._lane)) * c.right_bias_mps2
-            politeness = c.politeness
-        return float(bots.mobil_incentive(own_gain, new_gain, old_gain, politeness, bias))
+            gap = self._gap(others, leader) + gap_to_car + sim.length
+            behind_leader = self._idm(v_f, gap, v_f - others["v"][leader])
+        return behind_leader, self._idm(v_f, gap_to_car, v_f - sim.v)
+
+    def _change_options(self, others: dict) -> list[tuple[int, float]]:
+        """(target lane, ``change_incentive``) of each allowed change, as the simulator's bots weigh them."""
+        sim, road, c = self._sim, self._sim.road, self.config
+        on_ramp = bool(road.is_ramp_lane(self._lane))
+        leader, second, follower = self._neighbours(others, self._lane)
+        a_own = self._follow(others, leader, second)
+        behind_leader, behind_car = self._follower_accels(others, follower, leader)
+        old_follower = (np.float64(behind_car), np.float64(behind_leader))  # before / after the car leaves
+        options = []
+        for direction in (-1, 1):
+            target = self._lane + direction
+            if not (0 <= target < road.lanes and (not on_ramp or direction < 0)):  # never into a ramp lane
+                continue
+            new_leader, _, new_follower = self._neighbours(others, target)
+            gap_behind = self._gap(others, new_follower, behind=True)
+            closing = others["v"][new_follower] - sim.v if new_follower is not None else 0.0
+            gain = bots.change_incentive(
+                c, float(direction), np.bool_(on_ramp), np.float64(sim.v), np.float64(a_own),
+                np.float64(self._follow(others, new_leader)), np.float64(self._gap(others, new_leader)),
+                np.float64(gap_behind), np.float64(closing),
+                tuple(np.float64(a) for a in self._follower_accels(others, new_follower, new_leader)), old_follower,
+            )  # fmt: skip
+            options.append((target, float(gain)))
+        return options
 
     def _decide_lane(self, others: dict) -> None:
         sim, road, c = self._sim, self._sim.road, self.config
         if self._origin is not None:  # changing: done once near the target lane's centre
-            if abs(sim.y - float(road.lane_center_y(self._lane))) < 0.3:
-                self._origin = None
+            if abs(sim.y - float(road.lane_center_y(self._lane))) < c.change_done_m:
+                self._origin, self._ready_at = None, self._step + self._cooldown
             return
-        on_ramp = bool(road.is_ramp_lane(self._lane))
-        if self._step - self._last_change < self._cooldown or self._step % self._period:
+        if self._step < self._ready_at or self._step % self._period:
             return
-        if not (on_ramp or c.lane_changes):
+        if not (road.is_ramp_lane(self._lane) or c.lane_changes):
             return
-        targets = [road.lanes - 1] if on_ramp else [lane for lane in (self._lane - 1, self._lane + 1)
-                                                   if 0 <= lane < road.lanes]  # fmt: skip
-        best, best_gain = None, c.change_threshold_mps2
-        for target in targets:
-            gain = self._change_incentive(others, target)
-            if gain > best_gain:
-                best, best_gain = target, gain
-        if best is not None:
-            self._origin, self._lane, self._last_change = self._lane, best, self._step
+        best = int(bots.best_lane(np.float64(self._lane), self._change_options(others)))
+        if best != self._lane:
+            self._origin, self._lane = self._lane, best
 
     def act(self, obs: dict, info: dict) -> np.ndarray:
         sim, road, c = self._sim, self._sim.road, self.config
@@ -444,9 +421,9 @@ class BotDriver:
         if self._origin is not None:
             accel = min(accel, self._lane_accel(others, self._origin, body=True))
         accel = float(np.clip(accel, ACTION_LOW[0], c.max_accel_mps2))
-        curvature = bots.lateral_curvature(np.array([sim.y]), np.array([sim.psi]), np.array([sim.v]),
-                                           np.array([float(road.lane_center_y(self._lane))]), sim.dt,
-                                           c.lateral_time_s, c.max_lateral_speed_mps)[0]  # fmt: skip
+        curvature = bots.lane_keeping_curvature(c, np.float64(sim.y), np.float64(sim.psi), np.float64(sim.v),
+                                                np.float64(road.lane_center_y(self._lane)), np.float64(sim.length),
+                                                self._origin is not None, sim.dt)  # fmt: skip
         self._step += 1
         return np.array([accel, float(np.clip(curvature, ACTION_LOW[1], ACTION_HIGH[1]))])
 

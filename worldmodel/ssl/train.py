@@ -1,18 +1,21 @@
 """SSL pretraining of the shared backbone: ``train_ssl(TrainSSLConfig) -> summary`` (``worldmodel train ssl``).
 
-One step, told in order (``SSLTrainer.train_step``):
+``SSLTrainer`` is a ``Task`` of the one training loop (``worldmodel.training.loop``: data position, NaN
+guard, metrics, checkpoint cadence, resume, per-rank RNG, progress bar). One step, told in order
+(``SSLTrainer.train_step``):
 1. the next batch of this rank's shard: windows of Tc + max_offset frames of one car (``WindowDataset``);
 2. two views per window (``make_views``: temporal neighbours, small shifts, erasing; a per-rank generator);
 3. the objective's embeddings of both views (through DDP when distributed), then ``gather_with_grad`` over
    the ranks, so that batch-wide losses (VICReg's variance and covariance, Barlow's cross-correlation,
    NT-Xent's negatives) see the global batch and the gradients equal one process's on the whole batch;
-4. the named loss terms, backward, gradient clipping (optional), AdamW and learning-rate schedule steps;
+4. the named loss terms, backward, gradient clipping (optional), AdamW and learning-rate schedule steps; a
+   step with a non-finite loss or gradient skips the AdamW step, and ``max_bad_steps`` in a row stop the run;
 5. ``after_step`` (BYOL's EMA target), and the health metrics of the step's embeddings and representations.
 Every step's terms and health metrics are one line of ``metrics.jsonl`` (every ``log_every`` steps).
 
 Checkpoints ``checkpoints/last.pt``: ``{"format": 1, "kind": "ssl", "config", "state_dict" (encoder and
 heads), "target" (BYOL's EMA target, or absent), "step", "optimizer", "scheduler", "rng", "views_rng",
-"data", "state_mean", "state_std"}``. At the end ``backbone.pt`` holds the backbone alone
+"data", "skipped", "state_mean", "state_std"}``. At the end ``backbone.pt`` holds the backbone alone
 (``export_backbone``; ``load_backbone`` rebuilds it for the forward model).
 """
 
@@ -21,16 +24,12 @@ from __future__ import annotations
 import logging
 import math
 import os
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.nn.backbone import Backbone, BackboneConfig
@@ -45,17 +44,17 @@ from worldmodel.ssl.gather import gather_with_grad
 from worldmodel.ssl.health import health_metrics
 from worldmodel.ssl.objectives import JointEmbedding, SSLConfig, build_objective
 from worldmodel.ssl.views import ViewConfig, make_views
-from worldmodel.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
-from worldmodel.training.distributed import (
-    DistContext,
-    ResumableSampler,
-    all_reduce_mean,
-    barrier,
-    gather_objects,
-    setup_distributed,
-    teardown_distributed,
+from worldmodel.training.checkpoint import save_checkpoint, seed_everything
+from worldmodel.training.distributed import DistContext, barrier, setup_distributed, teardown_distributed
+from worldmodel.training.loop import (
+    LoopConfig,
+    Task,
+    TrainingLoop,
+    reduce_terms,
+    step_scheduler,
+    warmup_schedule,
+    wrap_ddp,
 )
-from worldmodel.training.run_dir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +110,8 @@ class TrainSSLConfig:
     """Steps between lines of ``metrics.jsonl`` (terms and health averaged over those steps)."""
     ckpt_every: int = 500
     """Steps between writes of ``checkpoints/last.pt`` (and always at the end)."""
+    max_bad_steps: int = 10
+    """Stop after this many consecutive steps with a non-finite loss or gradient (each one is skipped)."""
     resume: bool = True
     """Continue from ``checkpoints/last.pt`` when it exists."""
     progress: bool = True
@@ -123,8 +124,8 @@ class TrainSSLConfig:
             raise ValueError(
                 "TrainSSLConfig: steps >= 0, batch_size >= 2, lr > 0, predictor_lr_scale > 0, grad_clip >= 0"
             )
-        if min(self.log_every, self.ckpt_every) < 1 or self.warmup_steps < 0:
-            raise ValueError("TrainSSLConfig: log_every, ckpt_every >= 1 and warmup_steps >= 0")
+        if min(self.log_every, self.ckpt_every, self.max_bad_steps) < 1 or self.warmup_steps < 0:
+            raise ValueError("TrainSSLConfig: log_every, ckpt_every, max_bad_steps >= 1 and warmup_steps >= 0")
 
     @classmethod
     def ppuu(cls, method: str = "vicreg", **overrides) -> TrainSSLConfig:
@@ -161,6 +162,13 @@ class TrainSSLConfig:
             "views": ViewConfig.from_dict(d["views"]),
         }))  # fmt: skip
 
+    def loop_config(self) -> LoopConfig:
+        """The training loop's part of this config (no validation: the probes are ``eval ssl``)."""
+        return LoopConfig(out=self.out, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+                          log_every=self.log_every, ckpt_every=self.ckpt_every, max_bad_steps=self.max_bad_steps,
+                          workers=self.workers, resume=self.resume, progress=self.progress, stop_at=self.stop_at,
+                          data=self.data)  # fmt: skip
+
 
 def method_defaults(method: str) -> dict:
     """``TrainSSLConfig`` fields that differ by method (both presets).
@@ -188,15 +196,8 @@ def method_defaults(method: str) -> dict:
 
 
 def lr_factor(warmup: int, total: int):
-    """Linear warm-up then cosine decay to 0 (a plain function: the scheduler's state stays plain)."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
+    """Linear warm-up then cosine decay to 0 (``warmup_schedule``; the scheduler's state stays plain)."""
+    return warmup_schedule(warmup, total, cosine=True)
 
 
 # ---------------------------------------------------------------------- backbone export and reuse
@@ -251,39 +252,31 @@ def load_objective(path: str | os.PathLike) -> tuple[JointEmbedding, TrainSSLCon
 
 
 # ---------------------------------------------------------------------- training
-class SSLTrainer:
-    """The state of one rank's SSL run; ``run()`` trains up to ``config.steps``."""
+class SSLTrainer(Task):
+    """One rank's SSL objective as a task of the training loop (``self.loop``); ``run()`` trains up to
+    ``config.steps`` (or ``stop_at``)."""
+
+    kind = "ssl"
+    state_keys = frozenset({"optimizer", "scheduler"})
+    postfix = ("loss", "emb_effective_rank")
 
     def __init__(self, config: TrainSSLConfig, ctx: DistContext) -> None:
         self.config, self.ctx = config, ctx
         c, device = config, ctx.device
-        self.run_dir = RunDir(c.out)
+        self.name = f"ssl ({c.ssl.method})"
         windows = WindowConfig(c.backbone.context_frames, c.views.max_offset, ego_relative=True, split="train")
         self.train_set = WindowDataset(c.data, windows)
-        if c.batch_size % ctx.world_size:
-            raise ValueError(f"batch size {c.batch_size} is not divisible by the {ctx.world_size} processes")
-        self.rank_batch = c.batch_size // ctx.world_size
-        if len(self.train_set) < c.batch_size:
-            raise ValueError(f"{c.data}: {len(self.train_set)} train windows, fewer than one batch of {c.batch_size}")
         self.state_mean = self.train_set.stats["state_mean"]
         self.state_std = self.train_set.stats["state_std"]
-        self.sampler = ResumableSampler(self.train_set, ctx, seed=c.seed)
         seed_everything(c.seed)  # the same initialisation on every rank
         self.objective = build_objective(Backbone(c.backbone), c.ssl).to(device)
-        self.model = self.objective
         if ctx.distributed and device.type == "cuda":  # per-rank BatchNorm statistics on CPU (gloo)
             self.objective = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.objective)
-        if ctx.distributed:
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = DistributedDataParallel(self.objective, device_ids=ids)
+        self.model = wrap_ddp(self.objective, ctx)
         self.optimizer = torch.optim.AdamW(self._param_groups(), lr=c.lr, weight_decay=c.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_factor(c.warmup_steps, c.steps))
         self.views_rng = torch.Generator().manual_seed(c.seed + 104729 * (ctx.rank + 1))
-        seed_everything(c.seed + 7919 * (ctx.rank + 1))
-        self.step = self.epoch = self.batch_in_epoch = 0
-        self.resumed_from: int | None = None
-        if c.resume and self.run_dir.last.exists():
-            self._load(self.run_dir.last)
+        self.loop = TrainingLoop(self, c.loop_config(), ctx)
 
     def _param_groups(self) -> list[dict]:
         """The trainable parameters: the predictor's (if any) at ``lr * predictor_lr_scale``, the rest at lr."""
@@ -296,10 +289,18 @@ class SSLTrainer:
             groups.append({"params": [p for p in trainable if id(p) in mine], "lr": c.lr * c.predictor_lr_scale})
         return groups
 
-    def _load(self, path) -> None:
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint(self, step: int, **extra) -> dict:
+        """``{"format": 1, "kind": "ssl", "config" (the run's), "state_dict" (encoder and heads), "step",
+        "target" (BYOL's EMA target, if any), "state_mean", "state_std", ...}``."""
+        checkpoint = {"format": 1, "kind": "ssl", "config": self.config.to_dict(),
+                      "state_dict": self.objective.online_state_dict(), "step": step}  # fmt: skip
+        if hasattr(self.objective, "target"):
+            checkpoint["target"] = self.objective.target.state_dict()
+        return checkpoint | {"state_mean": self.state_mean, "state_std": self.state_std, **extra}
+
+    def load_weights(self, ckpt: Mapping, path: Path, advice: str) -> None:
         c = self.config
-        advice = self.run_dir.resume_advice()
-        ckpt = load_checkpoint(path, "ssl", advice=advice)
         with checkpoint_errors(path, "invalid config", advice):
             saved = TrainSSLConfig.from_dict(ckpt["config"])
         if saved.ssl != c.ssl:
@@ -308,58 +309,24 @@ class SSLTrainer:
             raise CheckpointError(path, "the checkpoint's backbone differs from this run's",
                                   "use another --out or --no-resume")  # fmt: skip
         load_weights(self.objective, ckpt["state_dict"], path, advice, strict=False)
-        with checkpoint_errors(path, "damaged training state", advice):
-            self._restore_training_state(ckpt, path)
-        self.resumed_from = self.step
-        log.info("resumed from %s at step %d", path, self.step)
-
-    def _restore_training_state(self, ckpt: Mapping, path) -> None:
-        c, ctx = self.config, self.ctx
         if "target" in ckpt:
-            self.objective.target.load_state_dict(ckpt["target"])
+            load_weights(self.objective.target, ckpt["target"], path, advice)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, ckpt: Mapping) -> None:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
-        self.step = ckpt["step"]
-        data = ckpt["data"]
-        self.epoch, self.batch_in_epoch = data["epoch"], data["batch"]
-        if (data["batch_size"], data["world_size"]) == (c.batch_size, ctx.world_size):
-            restore_rng_state(ckpt["rng"][ctx.rank])
-            self.views_rng.set_state(ckpt["views_rng"][ctx.rank])
-        else:
-            log.warning("%s: written with another batch layout; the data order restarts at epoch %d",
-                        path, self.epoch + 1)  # fmt: skip
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
-    def save_last(self) -> None:
-        """Write ``last.pt`` (every rank must call: the RNG states are gathered)."""
-        rng = gather_objects(capture_rng_state(), self.ctx)
-        views_rng = gather_objects(self.views_rng.get_state(), self.ctx)
-        if not self.ctx.is_main:
-            return
-        c = self.config
-        checkpoint = {
-            "format": 1,
-            "kind": "ssl",
-            "config": c.to_dict(),
-            "state_dict": self.objective.online_state_dict(),
-            "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "rng": rng,
-            "views_rng": views_rng,
-            "data": {
-                "epoch": self.epoch,
-                "batch": self.batch_in_epoch,
-                "batch_size": c.batch_size,
-                "world_size": self.ctx.world_size,
-            },  # fmt: skip
-            "state_mean": self.state_mean,
-            "state_std": self.state_std,
-        }
-        if hasattr(self.objective, "target"):
-            checkpoint["target"] = self.objective.target.state_dict()
-        save_checkpoint(checkpoint, self.run_dir.last)
+    def reset_state(self, ckpt: Mapping, step: int) -> None:
+        schedule = lr_factor(self.config.warmup_steps, self.config.steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule, last_epoch=step - 1)
 
+    def generators(self) -> dict[str, torch.Generator]:
+        return {"views_rng": self.views_rng}
+
+    # ------------------------------------------------------------------ steps
     def views(self, batch: Mapping[str, Tensor]):
         """Two views of the batch's windows, on the device."""
         images = torch.cat([batch["context_images"], batch["future_images"]], dim=1)  # B (Tc + K) C H W
@@ -369,10 +336,12 @@ class SSLTrainer:
         dev = self.ctx.device
         return tuple(x.to(dev, non_blocking=True) for x in a), tuple(x.to(dev, non_blocking=True) for x in b)
 
-    def train_step(self, batch: Mapping[str, Tensor]) -> dict[str, float]:
-        """One update on this rank's part of a batch. Returns the loss terms (averaged over ranks), health
-        metrics (of the global batch's embeddings, this rank's representations) and the gradient norm."""
+    def train_step(self, batch: Mapping[str, Tensor], step: int | None = None) -> tuple[dict[str, float], bool]:
+        """Update ``step`` (1-based; default: the loop's next) on this rank's part of a batch. Returns (the loss
+        terms averaged over the ranks, the gradient norm, and when finite the health metrics of the global
+        batch's embeddings and this rank's representations; finite?)."""
         c = self.config
+        step = self.loop.step + 1 if step is None else step
         self.model.train()
         view_a, view_b = self.views(batch)
         outputs = self.model(view_a, view_b)
@@ -385,71 +354,26 @@ class SSLTrainer:
             grad_norm = torch.nn.utils.clip_grad_norm_(params, c.grad_clip)
         else:
             grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
-        names = sorted(terms)
-        values = all_reduce_mean(torch.stack([terms[n].detach().float() for n in names]), self.ctx)
-        out = dict(zip(names, values.tolist(), strict=True)) | {"grad_norm": float(grad_norm)}
-        if math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"]):
+        out, finite = reduce_terms(terms, grad_norm, self.ctx)
+        if finite:
             self.optimizer.step()
-        else:
-            log.warning("step %d: non-finite loss or gradient: update skipped", self.step)
-        self.scheduler.step()
-        out |= self.objective.after_step(self.step, c.steps)
-        out |= health_metrics(gathered["z_a"].detach(), "emb_")
-        out |= health_metrics(outputs["y_a"].detach(), "repr_")
-        return out
+        step_scheduler(self.scheduler)
+        out |= self.objective.after_step(step - 1, c.steps)  # the schedules count from 0
+        if finite:
+            out |= health_metrics(gathered["z_a"].detach(), "emb_")
+            out |= health_metrics(outputs["y_a"].detach(), "repr_")
+        return out, finite
 
-    def run(self) -> dict:
-        c, ctx = self.config, self.ctx
-        if ctx.is_main:
-            self.run_dir.make()
-            self.run_dir.write_config(c.to_dict())
-            self.run_dir.truncate_metrics(self.step)  # a fresh run (step 0) starts an empty file
-        barrier(ctx)
-        # the loader has its own generator: creating its iterator never draws from the global RNG (resume)
-        loader = DataLoader(self.train_set, batch_size=self.rank_batch, sampler=self.sampler, num_workers=c.workers,
-                            drop_last=True, pin_memory=ctx.device.type == "cuda", persistent_workers=c.workers > 0,
-                            generator=torch.Generator().manual_seed(c.seed))  # fmt: skip
-        bar = tqdm(total=c.steps, initial=self.step, unit="step", disable=not (c.progress and ctx.is_main),
-                   desc=f"train ssl ({c.ssl.method})")  # fmt: skip
-        sums: dict[str, float] = {}
-        n, tick, batches, last = 0, time.perf_counter(), None, None
-        end = min(c.steps, c.stop_at) if c.stop_at > 0 else c.steps
-        while self.step < end:
-            if batches is None:
-                self.sampler.set_position(self.epoch, self.batch_in_epoch * self.rank_batch)
-                batches = iter(loader)
-            try:
-                batch = next(batches)
-            except StopIteration:
-                self.epoch, self.batch_in_epoch, batches = self.epoch + 1, 0, None
-                continue
-            self.batch_in_epoch += 1
-            out = self.train_step(batch)
-            self.step += 1
-            n += 1
-            for k, v in out.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.update(1)
-            final = self.step == end
-            if self.step % c.log_every == 0 or final:
-                elapsed = time.perf_counter() - tick
-                last = {"step": self.step, "split": "train", "epoch": self.epoch,
-                        **{k: v / n for k, v in sums.items()}, "lr": self.scheduler.get_last_lr()[0],
-                        "windows_per_s": n * c.batch_size / max(elapsed, 1e-9)}  # fmt: skip
-                if ctx.is_main:
-                    self.run_dir.log_metrics(last)
-                    bar.set_postfix(loss=f"{last['loss']:.4g}", rank=f"{last['emb_effective_rank']:.1f}")
-                sums, n, tick = {}, 0, time.perf_counter()
-            if self.step % c.ckpt_every == 0 or final:
-                self.save_last()
-        bar.close()
+    def summary(self, summary: dict) -> dict:
+        """At the last step, ``backbone.pt`` (rank 0); ``{"steps", "last", "checkpoint", "backbone"}``."""
+        c, step = self.config, summary["step"]
         backbone_path = Path(c.out) / "backbone.pt"
-        if ctx.is_main and self.step == c.steps:
-            export_backbone(self.objective.backbone, backbone_path, self.step, method=c.ssl.method,
+        if self.ctx.is_main and step == c.steps:
+            export_backbone(self.objective.backbone, backbone_path, step, method=c.ssl.method,
                             state_mean=self.state_mean, state_std=self.state_std)  # fmt: skip
-        barrier(ctx)
-        return {"steps": self.step, "last": last, "checkpoint": str(self.run_dir.last),
-                "backbone": str(backbone_path) if self.step == c.steps else None}  # fmt: skip
+        barrier(self.ctx)
+        return {"steps": step, "last": summary["train"], "checkpoint": summary["checkpoint"],
+                "backbone": str(backbone_path) if step == c.steps else None}  # fmt: skip
 
 
 def train_ssl(config: TrainSSLConfig) -> dict:

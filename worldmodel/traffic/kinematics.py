@@ -8,10 +8,13 @@ b [1/m] curvature = heading change per metre travelled). One step of ``dt``:
     v   += a * dt                      (v is kept >= 0)
 
 Replaying the recorded actions of a car from its first state reproduces its trajectory, because
-``invert`` below is the exact inverse of ``step`` (up to float rounding).
+``invert`` below is the exact inverse of ``step`` (up to float rounding). ``invert_actions`` is the one
+place that infers replayable actions from recorded positions (inverted, accelerations clipped as PPUU did).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 
@@ -67,3 +70,29 @@ def invert(
     with np.errstate(divide="ignore", invalid="ignore"):
         curvature = np.where(v * dt > 1e-6, np.tan(turn) / (v * dt), 0.0)
     return psi, v, accel, curvature
+
+
+class InvertedTrack(NamedTuple):
+    """A track's states and replayable actions inferred from its positions (``invert_actions``), all ``[T]``."""
+
+    psi: np.ndarray
+    """Heading [rad]."""
+    v: np.ndarray
+    """Speed [m/s]."""
+    accel: np.ndarray
+    """Acceleration [m/s^2], clipped to ``|a| <= max_accel_mps2``."""
+    curvature: np.ndarray
+    """Curvature [1/m]."""
+    clipped: np.ndarray
+    """bool: where the inverted acceleration exceeded the bound."""
+
+
+def invert_actions(
+    x: np.ndarray, y: np.ndarray, dt: float, max_accel_mps2: float = MAX_REPLAY_ACCEL_MPS2
+) -> InvertedTrack:
+    """``invert`` a trajectory ``[T]`` of positions [m], then clip the accelerations to ``|a| <=
+    max_accel_mps2`` (PPUU): the actions a replay of recorded positions takes (data extraction, the expert
+    driver, ``replay_drift``)."""
+    psi, v, accel, curvature = invert(x, y, dt)
+    clipped = np.abs(accel) > max_accel_mps2
+    return InvertedTrack(psi, v, np.clip(accel, -max_accel_mps2, max_accel_mps2), curvature, clipped)

@@ -23,7 +23,7 @@ Headings of recorded vehicles come from the ``heading`` column when the file has
 velocity (atan2(vy, vx)), held over stops (below ``STOPPED_MPS``).
 
 ``replay_drift`` measures how well actions reproduce recorded trajectories: actions inferred from positions
-(``kinematics.invert``, accelerations clipped as PPUU did), and the exact actions when the file has them.
+(``kinematics.invert_actions``: accelerations clipped as PPUU did), and the exact actions when the file has them.
 """
 
 from __future__ import annotations
@@ -345,7 +345,7 @@ def replay_drift(
 ) -> dict:
     """How far cars drift from their recordings when replayed by actions from their first state.
 
-    ``inferred``: actions inferred from the recorded positions (``kinematics.invert``), accelerations
+    ``inferred``: actions inferred from the recorded positions (``kinematics.invert_actions``), accelerations
     clipped to ``|a| <= MAX_REPLAY_ACCEL_MPS2`` (PPUU), replayed from the inferred first state. ``recorded``
     (only when the file has ``accel`` and ``curvature`` columns): the file's actions, unclipped, replayed
     from the recorded first state (position, heading, speed = hypot(vx, vy)); ~0 for simulated bots.
@@ -379,15 +379,14 @@ def replay_drift(
     valid = np.arange(t_max)[None, :] < counts[:, None]
     src = np.where(valid, starts[:, None] - lo + np.arange(t_max)[None, :], 0)
     x, y = rows["x"][src], rows["y"][src]
-    # inferred actions, car by car (kinematics.invert works on one track)
-    accel, curv = np.zeros((n, t_max)), np.zeros((n, t_max))
+    # inferred actions, car by car (kinematics.invert_actions works on one track)
+    accel, curv, clipped = np.zeros((n, t_max)), np.zeros((n, t_max)), np.zeros((n, t_max), dtype=bool)
     psi0, v0 = np.zeros(n), np.zeros(n)
     for i in range(n):
         c = int(counts[i])
-        psi, v, a, b = kinematics.invert(x[i, :c], y[i, :c], dt)
-        psi0[i], v0[i], accel[i, :c], curv[i, :c] = psi[0], v[0], a, b
-    clipped = np.abs(accel[valid]) > kinematics.MAX_REPLAY_ACCEL_MPS2
-    accel = np.clip(accel, -kinematics.MAX_REPLAY_ACCEL_MPS2, kinematics.MAX_REPLAY_ACCEL_MPS2)
+        psi, v, accel[i, :c], curv[i, :c], clipped[i, :c] = kinematics.invert_actions(x[i, :c], y[i, :c], dt)
+        psi0[i], v0[i] = psi[0], v[0]
+    clipped = clipped[valid]
     xr, yr = _replay(x[:, 0], y[:, 0], psi0, v0, accel[:, :-1], curv[:, :-1], dt)
     out = {
         "vehicles": n,

@@ -9,13 +9,14 @@ Methods (SPEC.md §4), all with the forward model frozen (``Imagination``: eval 
 - ``il``: 1-step imitation, regress the expert's action of the last context frame (MSE; Gaussian NLL for a
   Gaussian policy).
 
-One step: a batch of train windows (context Tc, future T) in the model's units -> the method's loss ->
-backward -> clip the gradient norm (PPUU: 50) -> Adam (1e-4). A NaN guard skips non-finite updates.
-Around it: ``metrics.jsonl`` every ``log_every`` steps (named terms), a validation every ``val_every``
-steps: the model-predicted objective on fixed val windows and, when the dataset directory has its
-trajectories files, a closed-loop drive of ``val_episodes`` val cars in Replay-v0; ``best.pt`` keeps the best
-(closed-loop success, then distance; else the lowest predicted cost). ``last.pt`` (policy, optimiser, RNG,
-data position, uncertainty statistics) every ``ckpt_every`` steps: a run resumes from it.
+``PolicyTrainer`` is a ``Task`` of the one training loop (``worldmodel.training.loop``: data position, NaN
+guard, metrics, cadence, resume, RNG, progress bar); one process. One step: a batch of train windows
+(context Tc, future T) in the model's units -> the method's loss -> backward -> clip the gradient norm
+(PPUU: 50) -> Adam (1e-4), skipped when not finite. A validation every ``val_every`` steps: the
+model-predicted objective on fixed val windows and, when the dataset directory has its trajectories files,
+a closed-loop drive of ``val_episodes`` val cars in Replay-v0; ``best.pt`` keeps the best (closed-loop
+success, then distance; else the lowest predicted cost). ``last.pt`` (policy, optimiser, RNG, data position,
+uncertainty statistics) every ``ckpt_every`` steps: a run resumes from it.
 
 The uncertainty statistics are measured once at the start of a run (``estimate_uncertainty_stats``, expert
 actions, ``stats_windows`` train windows, seeded) and saved in every checkpoint.
@@ -25,28 +26,24 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
-from tqdm.auto import tqdm
 
 from worldmodel.costs import CostConfig, UncertaintyStats
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.evaluation.fm import to_model_units
 from worldmodel.imagination import Context, Imagination, estimate_uncertainty_stats
-from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_checkpoint, load_weights
+from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.policy import CHECKPOINT_KIND, Policy, PolicyConfig
-from worldmodel.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
-from worldmodel.training.distributed import DistContext, ResumableSampler, resolve_device
-from worldmodel.training.fm import TrainingError
-from worldmodel.training.run_dir import RunDir
+from worldmodel.training.checkpoint import save_checkpoint, seed_everything
+from worldmodel.training.distributed import DistContext, resolve_device
+from worldmodel.training.loop import LoopConfig, Task, TrainingLoop, evenly_spaced, reduce_terms
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +135,13 @@ class TrainPolicyConfig:
     def from_dict(cls, d: Mapping) -> TrainPolicyConfig:
         return cls(**(dict(d) | {"costs": CostConfig(**d["costs"])}))
 
+    def loop_config(self, data: str) -> LoopConfig:
+        """The training loop's part of this config (``data``: the episodes file, for messages)."""
+        return LoopConfig(out=self.out, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+                          log_every=self.log_every, val_every=self.val_every, ckpt_every=self.ckpt_every,
+                          max_bad_steps=self.max_bad_steps, workers=self.workers, resume=self.resume,
+                          progress=self.progress, data=data)  # fmt: skip
+
 
 def policy_loss(
     method: str,
@@ -181,13 +185,15 @@ def policy_loss(
     return terms
 
 
-class PolicyTrainer:
-    """The state of one training run; ``run()`` trains up to ``config.steps``."""
+class PolicyTrainer(Task):
+    """A policy as a task of the training loop (``self.loop``, one process); ``run()`` trains up to ``steps``."""
+
+    kind = CHECKPOINT_KIND
 
     def __init__(self, config: TrainPolicyConfig) -> None:
         self.config = c = config
         self.device = resolve_device(c.device)
-        self.run_dir = RunDir(c.out)
+        self.name = f"policy ({c.method})"
         self.episodes_path, self.trajectories_dir = resolve_dataset(c.data)
         seed_everything(c.seed)
         fm = ForwardModel.from_checkpoint(c.fm).to(self.device)
@@ -202,20 +208,16 @@ class PolicyTrainer:
                             f"fewer than one batch of {c.batch_size}")  # fmt: skip
         self.policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind))
         self.policy.set_normalisation(fm.normalisation())
-        self.resuming = c.resume and self.run_dir.last.exists()
-        if not self.resuming and c.init_backbone:
+        loop_config = c.loop_config(str(self.episodes_path))
+        if not loop_config.resuming() and c.init_backbone:
             self._init_backbone(c.init_backbone, fm)
         self.policy.to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
-        self.sampler = ResumableSampler(self.train_set, DistContext(0, 1, 0, self.device, False), seed=c.seed)
-        self.step = self.epoch = self.batch_in_epoch = self.bad_steps = self.skipped = 0
         self.best: tuple | None = None
-        self.resumed_from: int | None = None
-        seed_everything(c.seed + 7919)
-        if self.resuming:
-            self._load(self.run_dir.last)
-        else:
-            self.imagination.stats = self._measure_stats() if c.method == "mpur" else None
+        self.imagination.stats = None
+        self.loop = TrainingLoop(self, loop_config, DistContext(device=self.device))
+        if self.loop.resumed_from is None and c.method == "mpur":
+            self.imagination.stats = self._measure_stats()
 
     # ------------------------------------------------------------------ setup
     def _init_backbone(self, source: str, fm: ForwardModel) -> None:
@@ -229,7 +231,7 @@ class PolicyTrainer:
         log.info("policy trunk initialised from %s", source)
 
     def _batches(self, dataset: WindowDataset, n: int, seed: int):
-        chosen = np.unique(np.linspace(0, len(dataset) - 1, min(n, len(dataset))).round().astype(np.int64))
+        chosen = evenly_spaced(n, len(dataset))
         loader = DataLoader(Subset(dataset, chosen.tolist()), batch_size=self.config.batch_size,
                             num_workers=min(self.config.workers, 2))  # fmt: skip
         for batch in loader:
@@ -243,10 +245,10 @@ class PolicyTrainer:
         return stats
 
     # ------------------------------------------------------------------ checkpoints
-    def checkpoint(self, **extra) -> dict:
+    def checkpoint(self, step: int, **extra) -> dict:
         stats = self.imagination.stats
         return self.policy.checkpoint_dict(
-            self.step,
+            step,
             fm=str(self.config.fm),
             method=self.config.method,
             uncertainty_stats=None if stats is None else stats.to_dict(),
@@ -254,62 +256,44 @@ class PolicyTrainer:
             **extra,
         )
 
-    def save_last(self) -> None:
-        data = {"epoch": self.epoch, "batch": self.batch_in_epoch, "batch_size": self.config.batch_size}
-        ckpt = self.checkpoint(optimizer=self.optimizer.state_dict(), rng=capture_rng_state(), data=data,
-                               best=list(self.best) if self.best else None, skipped=self.skipped)  # fmt: skip
-        save_checkpoint(ckpt, self.run_dir.last)
-
-    def _load(self, path: Path) -> None:
-        """Resume from ``path``: a ``last.pt``, or a ``best.pt`` copied over it (weights, step and uncertainty
-        statistics: the optimiser restarts). Any problem is a ``CheckpointError`` that says how to go on."""
-        advice = self.run_dir.resume_advice()
-        ckpt = load_checkpoint(path, CHECKPOINT_KIND, advice=advice)
+    def load_weights(self, ckpt: Mapping, path: Path, advice: str) -> None:
+        """The policy's weights and the uncertainty statistics (of a ``last.pt`` or a ``best.pt``)."""
         with checkpoint_errors(path, "invalid config", advice):
             same_policy = PolicyConfig.from_dict(ckpt["config"]) == self.policy.config
         if not same_policy:
             raise CheckpointError(path, "the checkpoint's policy config differs from this run's",
                                   "use another --out or --no-resume")  # fmt: skip
         load_weights(self.policy, ckpt["state_dict"], path, advice)
-        self.step, self.skipped = ckpt["step"], ckpt.get("skipped", 0)
-        with checkpoint_errors(path, "damaged training state", advice):
+        with checkpoint_errors(path, "damaged uncertainty statistics", advice):
             stats = ckpt.get("uncertainty_stats")
             self.imagination.stats = None if stats is None else UncertaintyStats.from_dict(stats)
-            if {"optimizer", "rng", "data"} <= set(ckpt):
-                self.optimizer.load_state_dict(ckpt["optimizer"])
-                self.best = tuple(ckpt["best"]) if ckpt.get("best") else None
-                self.epoch, self.batch_in_epoch = ckpt["data"]["epoch"], ckpt["data"]["batch"]
-                same_layout = ckpt["data"]["batch_size"] == self.config.batch_size
-                if same_layout:
-                    restore_rng_state(ckpt["rng"])
-            else:
-                log.warning("%s holds no training state (a best.pt?): resuming its weights at step %d with a "
-                            "fresh optimiser and data order", path, self.step)  # fmt: skip
-                self.best = self._score(ckpt["val"]) if ckpt.get("val") else None
-                self.epoch = self.step * self.config.batch_size // len(self.train_set)
-                same_layout = False
-            if not same_layout:
-                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                seed_everything(self.config.seed + 7919 + self.step)
-        self.resumed_from = self.step
-        log.info("resumed from %s at step %d", path, self.step)
+
+    def state_dict(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "best": list(self.best) if self.best else None}
+
+    def load_state_dict(self, ckpt: Mapping) -> None:
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.best = tuple(ckpt["best"]) if ckpt.get("best") else None
+
+    def reset_state(self, ckpt: Mapping, step: int) -> None:
+        self.best = self._score(ckpt["val"]) if ckpt.get("val") else None
 
     # ------------------------------------------------------------------ steps
-    def train_step(self, batch: Mapping[str, torch.Tensor]) -> tuple[dict[str, float], bool]:
+    def train_step(self, batch: Mapping[str, torch.Tensor], step: int | None = None) -> tuple[dict[str, float], bool]:
+        """One update on a batch of windows (dataset units). Returns (named terms + ``grad_norm``, updated?)."""
         c = self.config
         self.policy.train()
         batch = to_model_units(batch, self.train_set, self.imagination.model)
         terms = policy_loss(c.method, self.policy, self.imagination, batch, c.horizon, c.replicas)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
-        out = {k: float(v.detach()) for k, v in terms.items()} | {"grad_norm": float(grad_norm)}
-        updated = math.isfinite(out["loss"]) and math.isfinite(out["grad_norm"])
+        out, updated = reduce_terms(terms, grad_norm, self.loop.ctx)
         if updated:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return out, updated
 
-    def validate(self) -> dict:
+    def validate(self, step: int | None = None) -> dict:
         """The model-predicted objective (MPUR's, whatever the method) on fixed val windows, and a closed-loop
         drive of val cars when the trajectories are there."""
         c = self.config
@@ -331,19 +315,19 @@ class PolicyTrainer:
                     n += b
             result |= {f"predicted_{k}": v / max(n, 1) for k, v in sums.items()}
         if c.val_episodes > 0 and self.trajectories_dir is not None:
-            result |= self._closed_loop()
+            result |= self._closed_loop(self.loop.step if step is None else step)
         self.policy.train()
         return result
 
-    def _closed_loop(self) -> dict:
+    def _closed_loop(self, step: int) -> dict:
         from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
 
         c = self.config
-        path = self.run_dir.root / "checkpoints" / "val.pt"
-        save_checkpoint(self.checkpoint(), path)
-        out = self.run_dir.root / "val" / f"step-{self.step}.json"
+        root = self.loop.run_dir.root
+        path = save_checkpoint(self.checkpoint(step), root / "checkpoints" / "val.pt")
         report = evaluate_driving(EvalPolicyConfig(driver=str(path), data=str(self.trajectories_dir), split="val",
-                                                   episodes=c.val_episodes, workers=1, seed=c.seed, out=str(out),
+                                                   episodes=c.val_episodes, workers=1, seed=c.seed,
+                                                   out=str(root / "val" / f"step-{step}.json"),
                                                    device=str(self.device), progress=False))  # fmt: skip
         return {"success_rate": report["success_rate"], "mean_distance_m": report["mean_distance_m"],
                 "collision_rate": report["collision_rate"]}  # fmt: skip
@@ -353,81 +337,15 @@ class PolicyTrainer:
             return (val["success_rate"], val["mean_distance_m"])
         return (-val.get("predicted_cost", math.inf), 0.0)
 
-    # ------------------------------------------------------------------ the loop
-    def run(self) -> dict:
-        c = self.config
-        self.run_dir.make()
-        self.run_dir.write_config(c.to_dict())
-        self.run_dir.truncate_metrics(self.step)  # a fresh run (step 0) starts an empty file
-        loader = DataLoader(self.train_set, batch_size=c.batch_size, sampler=self.sampler, num_workers=c.workers,
-                            drop_last=True, persistent_workers=c.workers > 0,
-                            generator=torch.Generator().manual_seed(c.seed))  # fmt: skip
-        bar = tqdm(
-            total=c.steps, initial=self.step, unit="step", disable=not c.progress, desc=f"train policy ({c.method})"
-        )
-        sums: dict[str, float] = {}
-        n_ok = n_interval = 0
-        last_train = last_val = None
-        tick = time.perf_counter()
-        batches = None
-        while self.step < c.steps:
-            if batches is None:
-                self.sampler.set_position(self.epoch, self.batch_in_epoch * c.batch_size)
-                batches = iter(loader)
-            try:
-                batch = next(batches)
-            except StopIteration:
-                if self.batch_in_epoch == 0:
-                    raise TrainingError(f"{self.episodes_path}: an epoch yields no batch of {c.batch_size}") from None
-                self.epoch, self.batch_in_epoch, batches = self.epoch + 1, 0, None
-                continue
-            self.batch_in_epoch += 1
-            self.step += 1
-            terms, updated = self.train_step(batch)
-            n_interval += 1
-            if updated:
-                self.bad_steps, n_ok = 0, n_ok + 1
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + v
-            else:
-                self.bad_steps, self.skipped = self.bad_steps + 1, self.skipped + 1
-                log.warning("step %d: non-finite loss or gradient: update skipped", self.step)
-                if self.bad_steps >= c.max_bad_steps:
-                    raise TrainingError(f"{self.bad_steps} steps in a row with a non-finite loss or gradient")
-            bar.update(1)
-            final = self.step == c.steps
-            if self.step % c.log_every == 0 or final:
-                elapsed = time.perf_counter() - tick
-                last_train = {"step": self.step, "split": "train", **{k: v / max(n_ok, 1) for k, v in sums.items()},
-                              "skipped": n_interval - n_ok, "updates_per_s": n_interval / max(elapsed, 1e-9)}  # fmt: skip
-                self.run_dir.log_metrics(last_train)
-                bar.set_postfix(loss=f"{last_train.get('loss', math.nan):.4g}")
-                sums, n_ok, n_interval, tick = {}, 0, 0, time.perf_counter()
-            if c.val_every > 0 and (self.step % c.val_every == 0 or final):
-                val = self.validate()
-                if val:
-                    last_val = {"step": self.step, "split": "val", **val}
-                    self.run_dir.log_metrics(last_val)
-                    score = self._score(val)
-                    if self.best is None or score > tuple(self.best):
-                        self.best = score
-                        save_checkpoint(self.checkpoint(val=val), self.run_dir.best)
-                tick = time.perf_counter()
-            if self.step % c.ckpt_every == 0 or final:
-                self.save_last()
-                tick = time.perf_counter()
-        bar.close()
-        return {
-            "out": str(self.run_dir.root),
-            "method": c.method,
-            "step": self.step,
-            "resumed_from": self.resumed_from,
-            "skipped_steps": self.skipped,
-            "train": last_train,
-            "val": last_val,
-            "checkpoint": str(self.run_dir.last),
-            "best_checkpoint": str(self.run_dir.best) if self.run_dir.best.exists() else None,
-        }
+    def improved(self, val: Mapping[str, float]) -> bool:
+        score = self._score(val)
+        if self.best is None or score > tuple(self.best):
+            self.best = score
+            return True
+        return False
+
+    def summary(self, summary: dict) -> dict:
+        return summary | {"method": self.config.method}
 
 
 def train_policy(config: TrainPolicyConfig) -> dict:

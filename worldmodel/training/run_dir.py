@@ -52,6 +52,13 @@ class RunDir:
         """Write the resolved run configuration (atomically)."""
         write_json(config, self.config, sort_keys=True)
 
+    def start(self, config: dict, step: int) -> RunDir:
+        """Before a run's first step from ``step``: make the directory, write ``config``, cut the metrics."""
+        self.make()
+        self.write_config(config)
+        self.truncate_metrics(step)  # a fresh run (step 0) starts an empty file
+        return self
+
     def truncate_metrics(self, step: int) -> None:
         """Keep only the metrics lines of steps <= ``step``: before resuming from a checkpoint at ``step``, or
         (``step`` 0) before a fresh start, which drops every line. Atomic."""

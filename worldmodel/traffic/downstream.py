@@ -1,0 +1,34 @@
+"""The traffic beyond the road end (``DownstreamConfig``): per lane, a desired speed that follows a
+mean-reverting random process (Ornstein-Uhlenbeck), common to all lanes in part."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldmodel.traffic.scenario import DownstreamConfig
+
+UPDATE_EVERY = 5  # the process is updated every this many steps
+
+
+class DownstreamSpeed:
+    """Desired speed [m/s] of each lane ``[lanes]`` in the downstream zone (``speed``)."""
+
+    def __init__(self, config: DownstreamConfig, lanes: int, dt: float, rng: np.random.Generator) -> None:
+        self.config, self.dt = config, dt
+        self._state = rng.standard_normal(1 + lanes)  # common + per lane, unit OU
+        self.speed = np.full(lanes, config.speed_mean_mps)
+        self.update(rng, frame=0, first=True)
+
+    def update(self, rng: np.random.Generator, frame: int, first: bool = False) -> None:
+        """Advance the process (on every ``UPDATE_EVERY``-th frame; ``first``: only set the speeds)."""
+        ds = self.config
+        if ds.speed_std_mps == 0:
+            return
+        if not first and frame % UPDATE_EVERY:
+            return
+        decay = np.exp(-self.dt * UPDATE_EVERY / ds.time_constant_s)
+        if not first:
+            self._state = decay * self._state + np.sqrt(1 - decay**2) * rng.standard_normal(len(self._state))
+        c = ds.lane_correlation
+        z = np.sqrt(c) * self._state[0] + np.sqrt(1 - c) * self._state[1:]
+        self.speed = np.maximum(ds.speed_mean_mps + ds.speed_std_mps * z, ds.speed_min_mps)
