@@ -1,19 +1,26 @@
-"""The ``worldmodel`` command: parse, call one library function, print. ``worldmodel <command> --help``."""
+"""The ``worldmodel`` command: parse, call one library function, print. ``worldmodel <command> --help``.
+
+The flags of config fields are made from the config dataclasses (``worldmodel.config_cli``: a flag's type,
+default and help are its field's); the others (presets, paths, benchmarks) are written by hand.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
+from worldmodel.config_cli import ConfigFlags, command_list
 from worldmodel.data.hdf5 import DataError
 from worldmodel.evaluation.cli import add_eval_policy_parser as _add_eval_policy_parser
 from worldmodel.evaluation.cli import add_eval_worlds_parser as _add_eval_worlds_parser
 from worldmodel.evaluation.cli import add_render_rollout_parser as _add_render_rollout_parser
+from worldmodel.fm_cli import add_eval_parser as _add_fm_eval_parser
+from worldmodel.fm_cli import add_train_parser as _add_fm_train_parser
 from worldmodel.ssl.cli import add_eval_parser as _add_ssl_eval_parser
 from worldmodel.ssl.cli import add_train_parser as _add_ssl_train_parser
 from worldmodel.traffic.scenario import ScenarioError
@@ -24,23 +31,27 @@ class UserError(Exception):
     """Bad input from the user: printed as one line, exit code 1."""
 
 
-def _cmd_sim(args: argparse.Namespace) -> int:
-    from worldmodel.sim_run import SimRunConfig, run_simulation
+@functools.cache
+def _sim_flags() -> ConfigFlags:
+    from worldmodel.sim_run import SimRunConfig
 
-    summary = run_simulation(
-        SimRunConfig(
-            scenario=args.scenario,
-            seconds=args.seconds,
-            warmup_s=args.warmup,
-            seed=args.seed,
-            video=args.video,
-            video_every=args.video_every,
-            summary=args.summary,
-            progress=not args.no_progress,
-        )  # fmt: skip
-    )
-    print(json.dumps(summary, indent=2))
-    return 0
+    return ConfigFlags(SimRunConfig, rename={"warmup_s": "warmup"})
+
+
+@functools.cache
+def _data_flags() -> dict[str, ConfigFlags]:
+    """The config flags of ``data record`` and ``data extract`` (``--no-progress`` is every data command's)."""
+    from worldmodel.data.extract import ExtractConfig
+    from worldmodel.data.record import RecordConfig
+
+    return {"record": ConfigFlags(RecordConfig, rename={"warmup_s": "warmup"}, exclude=("progress",)),
+            "extract": ConfigFlags(ExtractConfig, exclude=("progress",))}  # fmt: skip
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from worldmodel.sim_run import run_simulation
+
+    return _print(run_simulation(_sim_flags().config(args)))
 
 
 def _print(obj: dict) -> int:
@@ -51,11 +62,10 @@ def _print(obj: dict) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     progress = not args.no_progress
     if args.data_command == "record":
-        from worldmodel.data.record import RecordConfig, record
+        from worldmodel.data.record import record
 
+        config = _data_flags()["record"].config(args, progress=progress)
         _mkdir_for(args.out)
-        config = RecordConfig(scenario=args.scenario, minutes=args.minutes, warmup_s=args.warmup, seed=args.seed,
-                              progress=progress)  # fmt: skip
         return _print(record(config, args.out))
     if args.data_command == "import-ngsim":
         from worldmodel.data.ngsim import import_ngsim
@@ -73,10 +83,11 @@ def _cmd_data(args: argparse.Namespace) -> int:
             import_ppuu(args.dir, args.out, state_shift=not args.no_state_shift, old_channels=args.old_channels)
         )
     if args.data_command == "extract":
-        from worldmodel.data.extract import ExtractConfig, extract
+        from worldmodel.data.extract import extract
 
+        config = _data_flags()["extract"].config(args, progress=progress)
         _mkdir_for(args.out)
-        return _print(extract(args.files, args.out, ExtractConfig(workers=args.workers, progress=progress)))
+        return _print(extract(args.files, args.out, config))
     if args.data_command == "build":
         from worldmodel.data.recipes import build
 
@@ -119,45 +130,9 @@ def _bench_policy(quick: bool) -> dict:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from worldmodel.nn.forward_model import ForwardModelConfig
-    from worldmodel.training.fm import TrainFMConfig, train_fm
+    from worldmodel.fm_cli import run_train
 
-    if args.train_command != "fm":
-        raise UserError(f"unknown train command {args.train_command}")
-    overrides = {
-        name: getattr(args, name)
-        for name in ("beta", "prior_beta", "dropout", "z_dropout", "free_bits", "kl_anneal_steps", "image_update")
-    }
-    overrides = {name: value for name, value in overrides.items() if value is not None}
-    preset = {"tiny": ForwardModelConfig.tiny, "ppuu": ForwardModelConfig.ppuu}[args.preset]
-    model = preset(args.mode, **overrides)
-    if args.context_frames is not None:
-        model = replace(model, backbone=replace(model.backbone, context_frames=args.context_frames))
-    config = TrainFMConfig(
-        data=args.data,
-        out=args.out,
-        model=model,
-        predict_frames=args.predict_frames,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        lr_warmup_steps=args.lr_warmup,
-        lr_schedule=args.lr_schedule,
-        seed=args.seed,
-        device=args.device,
-        amp=args.amp,
-        val_every=args.val_every,
-        val_windows=args.val_windows,
-        ckpt_every=args.ckpt_every,
-        log_every=args.log_every,
-        workers=args.workers,
-        warm_start=args.warm_start,
-        backbone=args.backbone,
-        freeze_backbone=args.freeze_backbone,
-        resume=args.resume,
-        progress=not args.no_progress,
-    )
-    summary = train_fm(config)
+    summary = run_train(args)
     if _is_main_process():  # under torchrun, rank 0 speaks
         print(json.dumps(summary, indent=2))
     return 0
@@ -170,19 +145,9 @@ def _is_main_process() -> bool:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from worldmodel.evaluation.fm import EvalFMConfig, evaluate_fm
+    from worldmodel.fm_cli import run_eval
 
-    if args.eval_command != "fm":
-        raise UserError(f"unknown eval command {args.eval_command}")
-    config = EvalFMConfig(checkpoint=args.checkpoint, data=args.data, split=args.split, k=args.k,
-                          horizon=args.horizon, windows=args.windows, seed=args.seed, batch_size=args.batch_size,
-                          device=args.device, workers=args.workers, progress=not args.no_progress)  # fmt: skip
-    result = evaluate_fm(config, out=args.out)
-    print(json.dumps({"out": args.out, "plot": str(Path(args.out).with_suffix(".png")) if args.out else None,
-                      "protocol": result["protocol"], "summary": result["summary"],
-                      "action_sensitivity": result["action_sensitivity"], "uncertainty": result["uncertainty"]},
-                     indent=2))  # fmt: skip
-    return 0
+    return _print(run_eval(args))
 
 
 def _bench_ssl(quick: bool) -> dict:
@@ -223,28 +188,37 @@ def _cmd_render(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="worldmodel", description="World models for model-based control on traffic.")
+    parser = argparse.ArgumentParser(prog="worldmodel", description="World models for model-based control on traffic.",
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("sim", help="run a scenario: top-down video + realism summary (JSON)")
-    p.add_argument("--scenario", default="i80", help="scenario name in envs/ or a TOML path (default: i80)")
-    p.add_argument("--seconds", type=float, default=300.0, help="simulated seconds after the warm-up")
-    p.add_argument("--warmup", type=float, default=120.0, help="warm-up seconds, not counted (default 120)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--video", default=None, help="write a top-down video of the section (.mp4 or .gif)")
-    p.add_argument("--video-every", type=int, default=1, help="keep every k-th frame in the video")
-    p.add_argument("--summary", default=None, help="JSON summary path (default: next to the video)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _sim_flags().add_to(p)
     p.set_defaults(func=_cmd_sim)
+    _add_data_parser(sub)
+    _add_train_parser(sub)
+    _add_eval_parser(sub)
+    _add_render_parser(sub)
 
+    p = sub.add_parser("bench", help="throughput benchmarks, one JSON object on stdout")
+    p.add_argument("what", choices=["sim", "data", "fm", "ssl", "policy"], help="what to measure")
+    p.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
+    p.set_defaults(func=_cmd_bench)
+
+    commands = command_list(parser)
+    width = max(len(path) for path, _ in commands) + 2
+    parser.epilog = "commands (worldmodel COMMAND --help for its flags):\n" + "\n".join(
+        f"  {path:<{width}}{text}" for path, text in commands
+    )
+    return parser
+
+
+def _add_data_parser(sub) -> None:
     data = sub.add_parser("data", help="datasets: record, import, extract, build, inspect")
     dsub = data.add_subparsers(dest="data_command", required=True)
     p = dsub.add_parser("record", help="simulate a scenario and record every car in its section (trajectories.h5)")
-    p.add_argument("--scenario", default="i80", help="scenario name in envs/ or a TOML path")
-    p.add_argument("--minutes", type=float, default=15.0, help="recorded minutes (after the warm-up)")
-    p.add_argument("--warmup", type=float, default=120.0, help="warm-up seconds before recording")
-    p.add_argument("--seed", type=int, default=0)
+    _data_flags()["record"].add_to(p)
     p.add_argument("--out", required=True, help="output trajectories.h5")
     p = dsub.add_parser("import-ngsim", help="import an NGSIM trajectory text file (trajectories.h5)")
     p.add_argument("file", help="NGSIM trajectories .txt (18 columns, feet)")
@@ -259,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = dsub.add_parser("extract", help="trajectories -> episodes (views, states, actions, costs)")
     p.add_argument("files", nargs="+", help="trajectories.h5 file(s)")
     p.add_argument("--out", required=True, help="output episodes.h5")
-    p.add_argument("--workers", type=int, default=1, help="worker processes")
+    _data_flags()["extract"].add_to(p)
     p = dsub.add_parser("build", help="build a dataset from a recipe (datasets/<name>.toml)")
     p.add_argument("recipe", help="recipe TOML")
     p.add_argument("--out-dir", default=None, help="output directory (default: datasets/<name>/)")
@@ -270,87 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
     data.set_defaults(func=_cmd_data)
 
-    _add_train_parser(sub)
-    _add_eval_parser(sub)
-    _add_render_parser(sub)
-
-    p = sub.add_parser("bench", help="throughput benchmarks, one JSON object on stdout")
-    p.add_argument("what", choices=["sim", "data", "fm", "ssl", "policy"], help="what to measure")
-    p.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
-    p.set_defaults(func=_cmd_bench)
-    return parser
-
 
 def _add_train_parser(sub) -> None:
-    train = sub.add_parser("train", help="train models: fm (forward model), ssl (backbone pretraining)")
+    train = sub.add_parser("train", help="train models: fm (forward model), ssl (backbone), policy (in imagination)")
     tsub = train.add_subparsers(dest="train_command", required=True)
-    p = tsub.add_parser("fm", help="train the forward model (runs under torchrun for DDP)")
-    p.add_argument("--data", required=True, help="episodes.h5 (train split; validation on the val split)")
-    p.add_argument("--out", default="runs/fm", help="run directory (default runs/fm)")
-    p.add_argument("--preset", choices=["tiny", "ppuu"], default="ppuu", help="model size (default ppuu)")
-    p.add_argument("--mode", choices=["deterministic", "vae", "vae-lp"], default="vae")
-    p.add_argument("--steps", type=int, default=200_000, help="total optimiser steps (default 200000)")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch, split over processes (default 64)")
-    p.add_argument("--predict-frames", type=int, default=20, help="predicted frames per window (default 20)")
-    p.add_argument("--context-frames", type=int, default=None,
-                   help="context frames Tc (default: the preset's, ppuu 20, tiny 4)")  # fmt: skip
-    p.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate (default 1e-4)")
-    p.add_argument("--lr-warmup", type=int, default=0, help="linear warm-up steps (default 0)")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
-    p.add_argument("--beta", type=float, default=None, help="KL weight (default: the preset's, 1e-6)")
-    p.add_argument("--dropout", type=float, default=None, help="dropout (default: the preset's, 0.1)")
-    p.add_argument("--z-dropout", type=float, default=None, help="z-dropout (default: the preset's, 0.5)")
-    p.add_argument("--free-bits", type=float, default=None, help="free bits per latent unit [nats] (default 0)")
-    p.add_argument("--kl-anneal", dest="kl_anneal_steps", type=int, default=None,
-                   help="linear warm-up of beta over this many steps (default 0: none)")  # fmt: skip
-    p.add_argument("--prior-beta", type=float, default=None,
-                   help="vae-lp: weight of the prior's fit KL(sg(q) || p) (default 1)")  # fmt: skip
-    p.add_argument("--image-update", choices=["logit", "pixel"], default=None,
-                   help="image update: logit (sigmoid(delta + logit(last))) or pixel (last + delta, clamped); "
-                   "default: the preset's")  # fmt: skip
-    p.add_argument("--warm-start", default=None, help="initialise from a (deterministic) checkpoint")
-    p.add_argument("--backbone", default=None, help="initialise the backbone from a backbone.pt (train ssl)")
-    p.add_argument("--freeze-backbone", action="store_true", help="keep the backbone's weights fixed")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1, ...")
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (CUDA only)")
-    p.add_argument("--val-every", type=int, default=1000, help="steps between validation passes (0: never)")
-    p.add_argument("--val-windows", type=int, default=512, help="val windows per validation pass")
-    p.add_argument("--ckpt-every", type=int, default=1000, help="steps between checkpoints/last.pt writes")
-    p.add_argument("--log-every", type=int, default=10, help="steps between metrics.jsonl lines")
-    p.add_argument("--workers", type=int, default=2, help="data loader workers per process")
-    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from checkpoints/last.pt if it exists (default yes)")  # fmt: skip
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(func=_cmd_train)
+    _add_fm_train_parser(tsub).set_defaults(func=_cmd_train)
     _add_ssl_train_parser(tsub).set_defaults(func=_cmd_train_ssl)
     _add_policy_train_parser(tsub).set_defaults(func=_cmd_train_policy)
 
 
 def _add_eval_parser(sub) -> None:
-    ev = sub.add_parser("eval", help="evaluate models: fm (forward model), ssl (probes of a pretrained encoder)")
+    ev = sub.add_parser("eval", help="evaluate: fm (predictions), ssl (probes), policy (driving), worlds (planners')")
     esub = ev.add_subparsers(dest="eval_command", required=True)
-    p = esub.add_parser("fm", help="per-step prediction metrics of a forward model (JSON + plot)")
-    p.add_argument("--checkpoint", required=True, help="forward-model checkpoint (.pt)")
-    p.add_argument("--data", required=True, help="episodes.h5")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test")
-    p.add_argument("--k", type=int, default=10, help="sampled futures and dropout replicas (default 10)")
-    p.add_argument("--horizon", type=int, default=20, help="predicted steps (default 20)")
-    p.add_argument("--windows", type=int, default=200, help="windows evaluated (default 200)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="windows per batch (default 16)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=0, help="data loader workers")
-    p.add_argument("--out", default=None, help="output JSON (a .png plot is written next to it)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ev.set_defaults(func=_cmd_eval)
+    _add_fm_eval_parser(esub).set_defaults(func=_cmd_eval)
     _add_ssl_eval_parser(esub).set_defaults(func=_cmd_eval_ssl)
     _add_eval_policy_parser(esub)  # sets its own func
     _add_eval_worlds_parser(esub)  # sets its own func
 
 
 def _add_render_parser(sub) -> None:
-    render = sub.add_parser("render", help="videos: predictions (forward model)")
+    render = sub.add_parser("render", help="videos: predictions (forward model), rollout (a driven car)")
     rsub = render.add_subparsers(dest="render_command", required=True)
     p = rsub.add_parser("predictions", help="video of true vs predicted futures of a few windows")
     p.add_argument("--checkpoint", required=True, help="forward-model checkpoint (.pt)")
