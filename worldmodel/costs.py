@@ -20,7 +20,8 @@ hinged means ``mean(relu((var - mu_t) / sigma_t - hinge))``. The replicas themse
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -30,6 +31,9 @@ from worldmodel.traffic.view import LANES, OFFROAD, VEHICLES, ViewSpec
 
 #: Names of the costs, in the column order of episodes.h5 ``/costs`` and of ``pixel_costs_numpy``.
 COST_NAMES = ("proximity", "lane", "offroad")
+#: The fields of ``CostConfig`` that shape the masks (a dataset's costs were computed with them; they travel
+#: with the dataset and the models trained on it); the others are the weights of an objective.
+COST_GEOMETRY = ("safe_time_s", "safe_margin_m", "overlap_tolerance_m", "lane_width_m")
 #: Terms of the uncertainty cost, in the row order of ``prediction_variances`` and ``UncertaintyStats``.
 UNCERTAINTY_TERMS = ("images", "states", "cost")
 
@@ -71,6 +75,21 @@ class CostConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> CostConfig:
+        """From ``to_dict`` or an episodes file's ``costs`` attribute: keys that are not fields are ignored (a
+        PPUU import describes its costs in words), missing fields take their defaults."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{name: value for name, value in d.items() if name in known})
+
+    def geometry(self) -> dict:
+        """The ``COST_GEOMETRY`` fields: ``{name: value}``."""
+        return {name: getattr(self, name) for name in COST_GEOMETRY}
+
+    def with_geometry(self, other: CostConfig) -> CostConfig:
+        """This config (its weights) with ``other``'s geometry (``COST_GEOMETRY``)."""
+        return replace(self, **other.geometry())
 
 
 def _as_tensors(*values: Tensor | float, like: Tensor | None = None) -> list[Tensor]:

@@ -39,6 +39,7 @@ from worldmodel.costs import (
     uncertainty_cost,
 )
 from worldmodel.nn.forward_model import ForwardModel
+from worldmodel.nn.forward_model_config import view_text
 from worldmodel.nn.policy import Policy
 from worldmodel.traffic.view import ViewSpec
 
@@ -64,11 +65,12 @@ class Context:
 
 
 class Imagination:
-    """A frozen forward model, its cost functions (``costs``, default ``CostConfig()``) and (optionally) its
-    uncertainty statistics.
+    """A frozen forward model, its cost functions (``costs``; default: the model's, ``cost_config`` of its
+    config, the cost parameters of its training data) and (optionally) its uncertainty statistics.
 
-    ``view``: the geometry of the model's frames (defaults to ``ViewSpec()``, PPUU's). The model is put in
-    eval mode and its parameters stop requiring gradients (shared with the caller: do not train it after).
+    ``view``: the geometry of the model's frames (default: the model's, ``view_spec`` of its config; its size
+    must be the model's). The model is put in eval mode and its parameters stop requiring gradients (shared
+    with the caller: do not train it after).
     """
 
     def __init__(
@@ -80,8 +82,12 @@ class Imagination:
     ):
         self.model = model.eval().set_dropout(False)
         self.model.requires_grad_(False)
-        self.cost_config, self.stats = costs or CostConfig(), stats
-        self.view = ViewSpec() if view is None else view
+        self.cost_config, self.stats = costs or model.config.cost_config, stats
+        self.view = model.config.view_spec if view is None else view
+        own = model.config.view_spec
+        if (self.view.height_px, self.view.width_px) != (own.height_px, own.width_px):
+            raise ValueError(f"Imagination: the view is {view_text(self.view)}, the model's frames "
+                             f"{view_text(own)}")  # fmt: skip
 
     @property
     def device(self) -> torch.device:

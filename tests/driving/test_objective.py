@@ -83,3 +83,26 @@ def test_target_speed_is_the_traffic_ahead_in_the_lane_else_the_limit():
     assert target_speed({k: v[[0, 3, 4]] for k, v in vehicles.items()}, road) == 25.0  # nobody ahead: the limit
     with pytest.raises(ValueError, match="unknown objective preset"):
         ObjectiveConfig.preset("fast")
+
+
+@pytest.mark.parametrize("power, interior", [(1.0, False), (2.0, True)])
+def test_a_convex_proximity_settles_a_squeezed_ego_between_leader_and_follower(power, interior):
+    """An ego at 8 m/s between a car 12 m ahead and one 12 m behind (centre to centre): with linear ramps the
+    sum of the two peaks is cheapest at an end of the gap (against one of the cars), squared it is cheapest
+    in between."""
+    images = torch.zeros(1, 1, 3, SPEC.height_px, SPEC.width_px, dtype=torch.float64)
+    forward, lateral = SPEC.pixel_centres_m()
+    cols = np.nonzero(np.abs(lateral) <= 0.9)[0]
+    for centre in (12.0, -12.0):
+        rows = np.nonzero(np.abs(forward - centre) <= 2.25)[0]
+        images[0, 0, VEHICLES, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = 1.0
+    config = ObjectiveConfig.drive(proximity_ahead=1.0, proximity_behind=0.8, proximity_power=power)
+    offsets = torch.linspace(-6.0, 6.0, 49, dtype=torch.float64)
+    states = torch.zeros(49, 1, 4, dtype=torch.float64)
+    states[:, 0, 0], states[:, 0, 3] = offsets, 8.0  # on the reference line, moved along it
+    terms = evaluate(config, pixel_set(images), torch.zeros(1, 1, 3, dtype=torch.float64), states,
+                     torch.zeros(49, 1, 2, dtype=torch.float64), torch.zeros(49, 2, dtype=torch.float64),
+                     torch.zeros(49, dtype=torch.float64), torch.tensor([4.5, 1.8], dtype=torch.float64))  # fmt: skip
+    proximity = terms["proximity_ahead"] + terms["proximity_behind"]
+    best = offsets[proximity.argmin()].abs().item()
+    assert (best < 3.0) == interior, (power, best)

@@ -102,3 +102,22 @@ def test_wider_lateral_profile_reaches_a_car_half_a_lane_aside():
     assert costs_at_pose(pixel_set(images), zero, speed, 4.5, 1.8)["proximity_ahead"].item() == 0.0
     wide = costs_at_pose(pixel_set(images), zero, speed, 4.5, 1.8, lateral_reach_m=2.5)["proximity_ahead"]
     assert wide.item() > 0.0
+
+
+def test_offroad_ahead_sees_the_end_of_the_ego_lane_and_not_the_neighbours():
+    images = torch.zeros(1, 1, 3, SPEC.height_px, SPEC.width_px, dtype=torch.float64)
+    forward, lateral = SPEC.pixel_centres_m()
+    rows = np.nonzero(forward >= 12.0)[0]  # the lane ends 12 m ahead of the ego's centre
+    cols = np.nonzero(np.abs(lateral) <= 1.85)[0]
+    images[0, 0, OFFROAD, rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1] = 1.0
+    speed = torch.full((1, 1), 10.0, dtype=torch.float64)
+
+    def ahead(lateral_m, reach=30.0):
+        pose = torch.tensor([[[0.0, lateral_m, 0.0]]], dtype=torch.float64)
+        return costs_at_pose(pixel_set(images), pose, speed, 4.5, 1.8, offroad_ahead_m=reach)
+
+    here, aside = ahead(0.0), ahead(3.7)
+    assert 0.5 < here["offroad_ahead"].item() < 0.7  # 9.75 m beyond the front of 30 m; pixels off the centre line
+    assert here["offroad"].item() == 0.0  # not yet off the road
+    assert aside["offroad_ahead"].item() == 0.0  # a lane to the left, the way is clear
+    assert ahead(0.0, reach=0.0)["offroad_ahead"].item() == 0.0  # off unless asked for

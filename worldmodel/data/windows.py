@@ -30,8 +30,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from worldmodel.costs import CostConfig
 from worldmodel.data import hdf5
 from worldmodel.data.episodes import SPLITS, EpisodeReader
+from worldmodel.data.hdf5 import DataError
+from worldmodel.traffic.view import ViewSpec
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +102,23 @@ def relative_position_moments(states: np.ndarray, anchors: np.ndarray, before: i
     return mean, np.where(std < 1e-6, 1.0, std)
 
 
+def _settings(view: dict, costs: dict, path: Path) -> tuple[ViewSpec, CostConfig]:
+    """An episodes file's ``view`` and ``costs`` attributes as a ``ViewSpec`` and a ``CostConfig``."""
+    try:
+        return ViewSpec(**view), CostConfig.from_dict(costs)
+    except (TypeError, ValueError) as exc:
+        raise DataError(path, f"bad view or cost parameters ({exc})") from exc
+
+
 class WindowDataset(Dataset):
     """Windows of one split of an episodes.h5 file; an item is a dict of float32 tensors:
 
     ``context_images`` [Tc, 3, H, W] in [0, 1], ``context_states`` [Tc, 4] normalised, ``actions`` [Tp, 2]
     normalised, ``future_images`` [Tp, 3, H, W] in [0, 1], ``future_states`` [Tp, 4] normalised,
     ``future_costs`` [Tp, 3], ``car_size`` [2] (length, width [m]), ``ego_mask`` [H, W] in [0, 1].
+
+    The settings the file was made with: ``view`` (``ViewSpec``: H, W and resolution of its views) and
+    ``cost_config`` (``CostConfig`` of its cost parameters; fields the file does not name are the defaults).
     """
 
     def __init__(self, path: str | os.PathLike, config: WindowConfig = WindowConfig()) -> None:
@@ -112,6 +126,7 @@ class WindowDataset(Dataset):
         with EpisodeReader(self.path) as reader:  # validates the file
             self.episodes = reader.episodes
             self.file_stats = reader.stats
+            self.view, self.cost_config = _settings(reader.view, reader.costs, self.path)
             states = reader.read(0, reader.num_frames, names=("states",))["states"] if config.ego_relative else None
         split = SPLITS.index(config.split)
         chosen = np.flatnonzero(self.episodes["split"] == split)

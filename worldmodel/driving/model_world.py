@@ -10,11 +10,14 @@ With ``replicas`` > 1 the K futures include MC-dropout replicas, which the plann
 worst case) treats like the z draws, and, with the objective's ``uncertainty`` weight, whose disagreement
 on the cost at the ego's pose is penalised (``driving.uncertainty``, calibrated on training windows when the
 world is made).
+The frames are the model's: ``view`` is the view it was trained on (``ForwardModelConfig.view_spec``), and the
+world's objective scores them with the geometry of the model's cost parameters (``cost_config``; the weights
+stay the objective's). A planner over this world must use both (``world.view``, ``world.objective``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -74,7 +77,10 @@ class ModelWorld:
         loaded = load_checkpoint(checkpoint, "forward_model")
         self.model = ForwardModel.from_checkpoint(loaded).to(self.device).eval()
         self.model.requires_grad_(False)
-        self.config, self.objective = config, objective or ObjectiveConfig()
+        self.view = self.model.config.view_spec  # the geometry of the model's frames
+        objective = objective or ObjectiveConfig()
+        self.config = config
+        self.objective = replace(objective, costs=objective.costs.with_geometry(self.model.config.cost_config))
         self.samples = config.samples if self.model.config.stochastic else 1
         self.generator = torch.Generator(self.device).manual_seed(seed)
         self.seed, self.uncertainty = seed, None  # PoseUncertaintyStats, calibrated at the first call

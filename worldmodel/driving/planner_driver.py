@@ -40,7 +40,7 @@ class PlannerDriver(FirstSlot):
     def __init__(self, planner: PlannerConfig, objective: ObjectiveConfig, world: WorldProvider,
                  spec: ViewSpec | None = None, seed: int = 0, objective_name: str = "drive"):  # fmt: skip
         self.planner_config, self.objective, self.world, self.seed = planner, objective, world, seed
-        self.spec = spec or ViewSpec()
+        self.spec = self.view = spec or ViewSpec()  # ``view``: the episodes' environments render with it
         self.needs_context = world.name == "model"
         self.name = f"plan:{planner.method}[{world.name},{objective_name}]"
         self._planner: Planner | None = None
@@ -145,9 +145,9 @@ def make_planner_driver(method: str, *, world: str = "cv", objective: str = "dri
         if fm is None:
             raise ValueError("the model world needs a forward model: pass --fm CHECKPOINT")
         provider = ModelWorld(fm, ModelWorldConfig(**world_options), objective_config, device=device, seed=seed)
-    else:
-        provider = RenderedWorld(world)
-    return PlannerDriver(planner, objective_config, provider, seed=seed, objective_name=objective)
+        # the model's frames have the view (and cost geometry) of its training data
+        return PlannerDriver(planner, provider.objective, provider, provider.view, seed, objective)
+    return PlannerDriver(planner, objective_config, RenderedWorld(world), seed=seed, objective_name=objective)
 
 
 def _convert(spec, value):

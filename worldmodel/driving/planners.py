@@ -132,7 +132,9 @@ class Planner:
 
     def pixels(self, inputs: PlanInputs) -> PixelSet:
         """The world frames' pixels that the costs read, ``[B, 1, K, F, N]`` (computed once per plan)."""
-        return pixel_set(inputs.frames.images, self.spec, self.config.lane_rows_m).expand_leading(1)
+        return pixel_set(
+            inputs.frames.images, self.spec, self.config.lane_rows_m, self.objective.road_ahead_m
+        ).expand_leading(1)
 
     def cost(
         self, inputs: PlanInputs, actions: Tensor, pixels: PixelSet | None = None

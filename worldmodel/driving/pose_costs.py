@@ -43,7 +43,7 @@ from worldmodel.costs import CostConfig
 from worldmodel.traffic.view import LANES, OFFROAD, VEHICLES, ViewSpec
 
 #: Keys of ``costs_at_pose``.
-POSE_COST_NAMES = ("proximity_ahead", "proximity_behind", "lane", "offroad")
+POSE_COST_NAMES = ("proximity_ahead", "proximity_behind", "lane", "offroad", "offroad_ahead")
 
 
 @dataclass(frozen=True)
@@ -90,9 +90,11 @@ def _gather(flat: Tensor, keep: Tensor | None, forward: Tensor, lateral: Tensor,
     return Points(f.reshape(*lead, n), l.reshape(*lead, n), values.reshape(*lead, c, n))
 
 
-def pixel_set(images: Tensor, spec: ViewSpec | None = None, lane_rows_m: float | None = None) -> PixelSet:
+def pixel_set(images: Tensor, spec: ViewSpec | None = None, lane_rows_m: float | None = None,
+              road_ahead_m: float = 0.0) -> PixelSet:  # fmt: skip
     """The ``PixelSet`` of frames ``[..., T, 3, H, W]``: every pixel in both groups (``lane_rows_m`` None; the
-    dense computation), or the pixels that can matter (see the module docstring)."""
+    dense computation), or the pixels that can matter (see the module docstring); ``road_ahead_m``: road
+    pixels are also kept this much further ahead (for ``offroad_ahead``)."""
     spec = ViewSpec() if spec is None else spec
     *lead, c, h, w = images.shape
     flat = images.reshape(-1, c, h * w)  # [M, 3, HW]
@@ -105,7 +107,7 @@ def pixel_set(images: Tensor, spec: ViewSpec | None = None, lane_rows_m: float |
         keep_vehicles = keep_road = None
     else:
         keep_vehicles = vehicles[:, 0] > 0  # [M, HW]
-        keep_road = (road > 0).any(1) & (forward.abs() <= lane_rows_m)
+        keep_road = (road > 0).any(1) & (forward >= -lane_rows_m) & (forward <= lane_rows_m + road_ahead_m)
     return PixelSet(_gather(vehicles, keep_vehicles, forward, lateral, lead),
                     _gather(road, keep_road, forward, lateral, lead))  # fmt: skip
 
@@ -133,11 +135,14 @@ def costs_at_pose(
     rear_reach_m: float = 0.0,
     lateral_reach_m: float | None = None,
     softness: float = 0.0,
+    offroad_ahead_m: float = 0.0,
 ) -> dict[str, Tensor]:
     """Costs ``POSE_COST_NAMES`` ``[..., T]`` in [0, 1] of an ego at ``relative`` poses ``[..., T, 3]`` on the
     frames' ``pixels`` (see the module docstring). The speed is detached (as in PPUU, it sets the safe distance
     only); ``config`` defaults to ``CostConfig()``; ``rear_reach_m`` 0 and ``lateral_reach_m`` None give PPUU's
-    masks."""
+    masks; ``offroad_ahead_m`` > 0: ``offroad_ahead`` is the off-road in the ego's lane band ahead of its
+    front, by a ramp falling from 1 at the front to 0 at ``offroad_ahead_m`` beyond it (a lane that ends,
+    seen while there is time to leave it); 0 when ``offroad_ahead_m`` is 0."""
     config = CostConfig() if config is None else config
     dtype = pixels.road.values.dtype
     speed = speed_mps.detach().to(dtype)[..., None]  # [..., T, 1]
@@ -161,12 +166,20 @@ def costs_at_pose(
     along = ramp(f.abs(), half_length, torch.where(ahead, safe, safe.clamp(min=rear_reach_m)))
     near = along * across * pixels.vehicles.values[..., 0, :]  # [..., T, N]
     f, l = in_ego_frame(pixels.road)
-    lane_mask = (f.abs() <= length / 2).to(dtype) * (1 - l.abs() / (config.lane_width_m / 2)).clamp(min=0)
+    band = (1 - l.abs() / (config.lane_width_m / 2)).clamp(min=0)
+    lane_mask = (f.abs() <= length / 2).to(dtype) * band
+    if offroad_ahead_m > 0:
+        front = (f - length / 2) / offroad_ahead_m
+        ahead_mask = (front > 0).to(dtype) * (1 - front).clamp(min=0) * band
+        offroad_ahead = peak(ahead_mask * pixels.road.values[..., 1, :], softness)
+    else:
+        offroad_ahead = torch.zeros_like(f[..., 0])
     return {
         "proximity_ahead": peak(near * ahead, softness),
         "proximity_behind": peak(near * ~ahead, softness),
         "lane": peak(lane_mask * pixels.road.values[..., 0, :], softness),
         "offroad": peak(lane_mask * pixels.road.values[..., 1, :], softness),
+        "offroad_ahead": offroad_ahead,
     }
 
 

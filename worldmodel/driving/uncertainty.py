@@ -18,12 +18,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.objective import evaluate
 from worldmodel.driving.pose_costs import pixel_set
+from worldmodel.nn.forward_model_config import view_text
 
 #: The objective's terms read from the world's frames (the rest depend on the ego alone).
-POSE_TERMS = ("proximity_ahead", "proximity_behind", "proximity", "lane", "offroad")
+POSE_TERMS = ("proximity_ahead", "proximity_behind", "proximity", "lane", "offroad", "offroad_ahead")
 
 
 def pose_cost(terms: dict[str, Tensor]) -> Tensor:
@@ -63,6 +65,9 @@ def calibrate(world, data: str, windows: int, steps: list[int], horizon: int, la
     model = world.model
     dataset = WindowDataset(data, WindowConfig(context_frames=model.config.backbone.context_frames,
                                                predict_frames=horizon, split="train"))  # fmt: skip
+    if dataset.view != model.config.view_spec:
+        raise DataError(data, f"its views are {view_text(dataset.view)}, the forward model's "
+                        f"{view_text(model.config.view_spec)}; calibrate on data of the model's view")  # fmt: skip
     if len(dataset) < 2:
         raise ValueError(f"{data}: fewer than 2 training windows to calibrate the uncertainty cost")
     generator = torch.Generator().manual_seed(seed)
@@ -93,7 +98,8 @@ def _pose_variance(world, dataset: WindowDataset, batch: dict, steps: list[int],
     t = future.shape[1]
     states = torch.zeros(b, k, t, 4)
     states[..., 3] = torch.linalg.vector_norm(future[..., 2:4], dim=-1)[:, None]
-    terms = evaluate(world.objective, pixel_set(frames, lane_rows_m=lane_rows_m), torch.zeros(b, k, f, 3), states,
+    pixels = pixel_set(frames, model.config.view_spec, lane_rows_m, world.objective.road_ahead_m)  # the model's view
+    terms = evaluate(world.objective, pixels, torch.zeros(b, k, f, 3), states,
                      torch.zeros(b, k, t, 2), torch.zeros(b, k, 2), torch.zeros(b, k),
                      batch["car_size"][:, None].expand(b, k, 2), every)  # fmt: skip
     return replica_variance(pose_cost(terms), world.config.replicas)

@@ -29,7 +29,7 @@ The recordings: the dataset directory holds the trajectories files next to episo
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,13 +39,14 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from worldmodel.costs import CostConfig, pixel_costs
-from worldmodel.data.episodes import SPLITS, EpisodeReader
+from worldmodel.data.episodes import SPLITS
 from worldmodel.data.hdf5 import DataError, write_json
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.worlds import RenderedWorld
 from worldmodel.evaluation.driving import dataset_files, locate_vehicle
 from worldmodel.evaluation.fm import load_model, select_windows, to_model_units, window_dataset
 from worldmodel.nn.forward_model import ForwardModel
+from worldmodel.nn.forward_model_config import view_text
 from worldmodel.traffic.replay import ReplaySimulation
 from worldmodel.traffic.view import VEHICLES, ViewSpec
 from worldmodel.training.distributed import resolve_device
@@ -98,15 +99,11 @@ def _open_windows(config: WorldErrorConfig, episodes: Path) -> tuple[WindowDatas
     context = model.config.backbone.context_frames
     if config.context_frames not in (None, context):
         raise ValueError(f"context_frames {config.context_frames}: the forward model {config.fm} takes {context}")
-    return window_dataset(episodes, model, meta, config.split, config.horizon), model, meta
-
-
-def _view_and_costs(episodes: Path) -> tuple[ViewSpec, CostConfig]:
-    """The view geometry and cost parameters the episodes were extracted with."""
-    with EpisodeReader(episodes) as reader:
-        view, costs = reader.view, reader.costs
-    known = {f.name for f in fields(CostConfig)}
-    return ViewSpec(**view), CostConfig(**{name: value for name, value in costs.items() if name in known})
+    dataset = window_dataset(episodes, model, meta, config.split, config.horizon)
+    if dataset.view != model.config.view_spec:
+        raise DataError(episodes, f"its views are {view_text(dataset.view)}, but the forward model {config.fm} "
+                        f"was trained on {view_text(model.config.view_spec)}; compare on data of the model's view")  # fmt: skip
+    return dataset, model, meta
 
 
 class _Recordings:
@@ -237,7 +234,8 @@ def compare_worlds(config: WorldErrorConfig) -> dict:
         raise ValueError(f"{config.data}: the {config.split} split has no window of "
                          f"{dataset.config.window_frames} frames")  # fmt: skip
     chosen = select_windows(len(dataset), config.windows, config.seed)
-    scores = _score_windows(_Comparison(dataset, model, files, *_view_and_costs(episodes)), chosen, config.progress)
+    comparison = _Comparison(dataset, model, files, dataset.view, dataset.cost_config)  # the episodes' settings
+    scores = _score_windows(comparison, chosen, config.progress)
     check = summarise({"oracle": scores.pop("oracle")})
     result = {
         "protocol": asdict(config)

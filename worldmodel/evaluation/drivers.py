@@ -1,5 +1,5 @@
-"""Drivers of the controlled car in ``ReplayEnv``: the ``Driver`` protocol, the simple drivers and
-``make_driver``.
+"""Drivers of the controlled car in ``ReplayEnv``: the simple drivers and ``make_driver`` (the ``Driver``
+protocol is re-exported from ``driver_protocol``).
 
 Simple drivers (no model, no torch):
 
@@ -20,7 +20,8 @@ observations (``ReplayEnvConfig.return_context``), which saves ``context_frames 
 Drivers without the attribute get the context.
 
 A driver may also drive several episodes in lockstep (``LockstepDriver``: one batched network forward per
-step for all of them); the harness wraps any other driver with ``OneSlot``.
+step for all of them); the harness wraps any other driver with ``OneSlot``. The protocols and their adapters
+are in ``worldmodel.evaluation.driver_protocol`` (re-exported here).
 """
 
 from __future__ import annotations
@@ -28,95 +29,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
 from worldmodel.data.trajectories import TrajectoryReader
 from worldmodel.envs import ACTION_HIGH, ACTION_LOW, ReplayEnv, ReplayEnvConfig
+from worldmodel.evaluation.driver_protocol import Driver, FirstSlot, LockstepDriver, OneSlot, as_lockstep
 from worldmodel.traffic import drivers as bots
 from worldmodel.traffic import kinematics
 from worldmodel.traffic.replay import ReplaySimulation, recorded_headings
 
 #: Driver specs served by this module (anything else is a model driver).
 SIMPLE_DRIVERS = ("no-action", "expert", "bot")
-
-
-class Driver(Protocol):
-    """What drives the controlled car of a ``ReplayEnv`` episode."""
-
-    name: str
-
-    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
-        """Called after ``env.reset``; ``info["context"]`` (when the harness asked for it) is the list of
-        context observations (dicts with ``"image"`` uint8 [4, H, W] and ``"state"`` float32 [4] (x, y, vx,
-        vy) [m, m/s]), the last one ``obs``."""
-        ...
-
-    def act(self, obs: dict, info: dict) -> np.ndarray:
-        """The action for the current observation: float [2] (accel [m/s^2], curvature [1/m])."""
-        ...
-
-    def diagnostics(self) -> dict[str, float]:
-        """Extra numbers about the last ``act`` (e.g. ``{"uncertainty": u}``); ``{}`` for simple drivers."""
-        ...
-
-
-class LockstepDriver(Protocol):
-    """Drives several episodes at once, each in its own environment; slot ``s`` holds one episode at a time.
-    ``max_slots``: how many slots it can drive (None: any number)."""
-
-    name: str
-    max_slots: int | None
-
-    def reset_slot(self, slot: int, env: ReplayEnv, obs: dict, info: dict) -> None:
-        """A new episode in ``slot`` (as ``Driver.reset``)."""
-        ...
-
-    def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
-        """Actions ``[len(slots), 2]`` (SI) for the current observations of those slots, in that order."""
-        ...
-
-    def slot_diagnostics(self, slot: int) -> dict[str, float]:
-        """``Driver.diagnostics`` of the slot's last action."""
-        ...
-
-
-class OneSlot:
-    """A per-episode ``Driver`` as a ``LockstepDriver`` of one slot."""
-
-    max_slots = 1
-
-    def __init__(self, driver: Driver) -> None:
-        self.driver, self.name = driver, driver.name
-        self.needs_context = bool(getattr(driver, "needs_context", True))
-
-    def reset_slot(self, slot: int, env: ReplayEnv, obs: dict, info: dict) -> None:
-        self.driver.reset(env, obs, info)
-
-    def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
-        return np.asarray(self.driver.act(observations[0], infos[0]), dtype=np.float64)[None]
-
-    def slot_diagnostics(self, slot: int) -> dict[str, float]:
-        return self.driver.diagnostics()
-
-
-class FirstSlot:
-    """The ``Driver`` methods of a ``LockstepDriver`` that drives one episode in slot 0 (a mixin)."""
-
-    def reset(self, env: ReplayEnv, obs: dict, info: dict) -> None:
-        self.reset_slot(0, env, obs, info)
-
-    def act(self, obs: dict, info: dict) -> np.ndarray:
-        return self.act_slots([0], [obs], [info])[0]
-
-    def diagnostics(self) -> dict[str, float]:
-        return self.slot_diagnostics(0)
-
-
-def as_lockstep(driver: Driver | LockstepDriver) -> LockstepDriver:
-    """``driver`` itself if it drives in lockstep (has ``act_slots``), else ``OneSlot(driver)``."""
-    return driver if hasattr(driver, "act_slots") else OneSlot(driver)
 
 
 def open_replay_env(
@@ -455,3 +379,19 @@ def make_driver(spec: str, *, fm: str | None = None, device: str = "cpu", seed: 
         raise ValueError(f"unknown driver {spec!r}: expected one of {list(SIMPLE_DRIVERS)} (model drivers are "
                          "not installed)") from None  # fmt: skip
     return make_model_driver(spec, fm=fm, device=device, seed=seed, **options)
+
+
+__all__ = [
+    "SIMPLE_DRIVERS",
+    "BotConfig",
+    "BotDriver",
+    "Driver",
+    "ExpertDriver",
+    "FirstSlot",
+    "LockstepDriver",
+    "NoActionDriver",
+    "OneSlot",
+    "as_lockstep",
+    "make_driver",
+    "open_replay_env",
+]

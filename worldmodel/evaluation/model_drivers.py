@@ -6,7 +6,8 @@ They follow the ``worldmodel.evaluation.drivers.Driver`` protocol (``reset(env, 
 - a policy checkpoint path (``train policy``): the policy acts on its window of the last Tc real
   observations (views + ego mask, states with positions relative to the current frame); with ``fm``, its
   ``diagnostics()`` add the model's epistemic uncertainty of the policy's next ``uncertainty_horizon`` steps
-  (normalised, hinged, as in training; for videos, not for evaluation: it costs K rollouts per step);
+  (normalised, hinged, as in training, on the model's view and cost geometry; for videos, not for
+  evaluation: it costs K rollouts per step);
 - ``plan:grad`` / ``plan:cem``: ``worldmodel.driving.planner_driver`` (planners over a world provider:
   ``world=oracle|cv|model``, the model world with the forward model ``fm``).
 
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.costs import UncertaintyStats, uncertainty_cost
+from worldmodel.costs import CostConfig, UncertaintyStats, uncertainty_cost
 from worldmodel.evaluation.drivers import FirstSlot
 from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel
@@ -112,7 +113,14 @@ class PolicyDriver(FirstSlot):
         stats = ckpt.get("uncertainty_stats")
         if fm is not None and stats is not None:
             model = ForwardModel.from_checkpoint(load_checkpoint(fm, "forward_model")).to(self.device)
-            self.imagination = Imagination(model, stats=UncertaintyStats.from_dict(stats))
+            # the policy's training weights (hinge) on the model's view and cost geometry
+            trained = (ckpt.get("train_config") or {}).get("costs")
+            costs = model.config.cost_config
+            if trained is not None:
+                costs = CostConfig.from_dict(trained).with_geometry(costs)
+            self.imagination = Imagination(model, costs, stats=UncertaintyStats.from_dict(stats))
+        # the environments render the model's view (a policy without a model: PPUU's, the runner's default)
+        self.view = None if self.imagination is None else self.imagination.model.config.view_spec
         self.horizon, self.replicas, self.seed = uncertainty_horizon, replicas, seed
         self._slots: dict[int, _Slot] = {}
 

@@ -40,9 +40,10 @@ class BackboneConfig:
     in_channels: int = 3
     """Image channels C of each frame (3: lanes, vehicles, off-road; a policy may add the ego mask)."""
     height: int = 117
-    """Image rows H (along the heading)."""
+    """Image rows H (along the heading): PPUU's view's by default; ``train fm`` sets its data's
+    (``ForwardModelConfig.for_data``)."""
     width: int = 24
-    """Image columns W (across the heading)."""
+    """Image columns W (across the heading): PPUU's view's by default, or the data's, as ``height``."""
     state_dim: int = 4
     """State size S: (x, y, vx, vy), normalised."""
     context_frames: int = 20

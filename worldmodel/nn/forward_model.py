@@ -18,12 +18,14 @@ The rollout keeps a ``RolloutCache``: the per-frame features, states and last fr
 A step encodes only the newly predicted frame; the context is encoded once.
 
 Shapes: B batch, K samples, T time (Tc context, Tp predicted), C, H, W image, S state, A action, Z latent.
+
+The configuration and its presets are in ``forward_model_config``, the latent heads and their KL in
+``latent`` (both re-exported here).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -31,100 +33,13 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor, nn
 
-from worldmodel.nn.backbone import (
-    Backbone,
-    BackboneConfig,
-    Decoder,
-    MapEmbedding,
-    ResidualBottleneck,
-    activation,
-    conv_stack,
-    mlp,
-)
+from worldmodel.nn.backbone import Backbone, Decoder, MapEmbedding, ResidualBottleneck
 from worldmodel.nn.checkpointing import SelfContainedCheckpoint, load_checkpoint
+from worldmodel.nn.forward_model_config import IMAGE_UPDATES, MODES, ForwardModelConfig
+from worldmodel.nn.latent import LatentHead, gaussian_kl
 from worldmodel.nn.normalisation import NormalisedIO
 
-MODES = ("deterministic", "vae", "vae-lp")
-IMAGE_UPDATES = ("logit", "pixel")
 CHECKPOINT_KIND = "forward_model"
-
-
-@dataclass(frozen=True)
-class ForwardModelConfig:
-    """Forward model configuration. Presets: ``ppuu(mode)`` (PPUU's sizes), ``tiny(mode)`` (tests, CPU)."""
-
-    backbone: BackboneConfig = field(default_factory=BackboneConfig.ppuu)
-    """Sizes of the shared backbone and decoder (its ``dropout`` is overridden by ``dropout`` below)."""
-    mode: str = "deterministic"
-    """``"deterministic"``, ``"vae"`` (fixed N(0, I) prior) or ``"vae-lp"`` (learned prior)."""
-    n_z: int = 32
-    """Latent size Z per step."""
-    latent_channels: int = 32
-    """Channels of the posterior's and prior's conv paths (the posterior reads the target frame's cached
-    features through a narrow conv path of its own, batched over the Tp targets)."""
-    beta: float = 1e-6
-    """Weight of the KL term."""
-    z_dropout: float = 0.5
-    """Probability, per step and per sample in training, of using a prior sample instead of the posterior."""
-    dropout: float = 0.1
-    """Dropout of every hidden layer, backbone included (epistemic uncertainty by MC dropout)."""
-    prior_beta: float = 1.0
-    """Weight of the learned prior's fit, ``KL(sg(q) || p)`` (``"vae-lp"``). Its gradient reaches the prior
-    network only: the posterior and the features the prior reads are detached, and so are the prior samples
-    that z-dropout feeds to the decoder. The posterior keeps its own ``beta * KL(q || sg(p))``. With PPUU's
-    single ``beta * KL(q || p)`` the prior's fit is weighted 1e-6 while z-dropout's reconstruction gradient
-    pulls the prior to a point (sigma_p -> 0): samples from it no longer differ, which is how a learned prior
-    loses to the fixed one on best-of-K."""
-    free_bits: float = 0.0
-    """Free bits [nats] per latent unit: the KL of a unit (mean over batch and steps) is clamped below at this."""
-    kl_anneal_steps: int = 0
-    """Linear warm-up of beta from 0 over this many training steps (0: no annealing); needs ``loss(step=)``."""
-    active_unit_threshold: float = 0.01
-    """A latent unit is active when its KL (mean over batch and steps) exceeds this [nats]."""
-    image_update: str = "logit"
-    """How the image update is applied: ``"logit"`` (sigmoid of delta + logit of the last frame) or
-    ``"pixel"`` (last frame + delta, clamped to [0, 1] with a straight-through gradient)."""
-    logit_eps: float = 1e-3
-    """Pixels are clamped to [eps, 1 - eps] before the logit (``image_update="logit"``)."""
-    zero_init: bool = True
-    """Start with zero image and state updates (the untrained model copies the last frame and state)."""
-
-    def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"ForwardModelConfig.mode must be one of {MODES}, got {self.mode!r}")
-        if self.image_update not in IMAGE_UPDATES:
-            raise ValueError(f"ForwardModelConfig.image_update must be one of {IMAGE_UPDATES}")
-        if not 0.0 <= self.z_dropout <= 1.0:
-            raise ValueError(f"ForwardModelConfig.z_dropout must be in [0, 1], got {self.z_dropout}")
-        if self.backbone.dropout != self.dropout:  # one source of truth: the model's dropout
-            object.__setattr__(self, "backbone", replace(self.backbone, dropout=self.dropout))
-
-    @classmethod
-    def ppuu(cls, mode: str = "vae", **overrides) -> ForwardModelConfig:
-        """PPUU's model: 64-128-256 convs, 20 context frames, n_z 32, beta 1e-6, z-dropout 0.5."""
-        return cls(**({"backbone": BackboneConfig.ppuu(), "mode": mode} | overrides))
-
-    @classmethod
-    def tiny(cls, mode: str = "vae", **overrides) -> ForwardModelConfig:
-        """A small model for tests and the CPU quickstart (``BackboneConfig.tiny()``, n_z 8)."""
-        kwargs = dict(backbone=BackboneConfig.tiny(), mode=mode, n_z=8, latent_channels=8)
-        return cls(**(kwargs | overrides))
-
-    @property
-    def stochastic(self) -> bool:
-        """Whether the model has a latent z (``"vae"``, ``"vae-lp"``)."""
-        return self.mode != "deterministic"
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["backbone"] = self.backbone.to_dict()
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping) -> ForwardModelConfig:
-        d = dict(d)
-        d["backbone"] = BackboneConfig.from_dict(d["backbone"])
-        return cls(**d)
 
 
 class RolloutCache(NamedTuple):
@@ -136,51 +51,6 @@ class RolloutCache(NamedTuple):
     """[B, Tc, S] normalised states of the window."""
     image: Tensor
     """[B, C, H, W] the window's last frame, in [0, 1]."""
-
-
-class LatentHead(nn.Module):
-    """A diagonal Gaussian over z from the fused map (and, for a posterior, from the target frame).
-
-    context: [B, D, h, w] -> 1x1 conv to ``latent_channels``; target (posterior only): per-frame features
-    [B, F, h1, w1] -> convs down to [latent_channels, h, w] (``encode_targets``, batched over time);
-    then an MLP on both, flattened -> (mu, logvar), each [B, Z].
-    """
-
-    def __init__(self, config: BackboneConfig, n_z: int, channels: int, posterior: bool):
-        super().__init__()
-        c = config
-        h, w = c.map_size
-        act = activation(c.dropout, c.negative_slope, maps=True)
-        self.context = nn.Sequential(nn.Conv2d(c.feature_dim, channels, 1), *act)
-        self.target = None
-        if posterior:
-            n_down = len(c.widths) - c.frame_layers
-            if n_down > 0:
-                layers = conv_stack([c.frame_channels] + [channels] * n_down, c.dropout, c.negative_slope, False)
-            else:
-                layers = [nn.Conv2d(c.frame_channels, channels, 1), *activation(c.dropout, c.negative_slope, True)]
-            self.target = nn.Sequential(*layers)
-        n_in = (2 if posterior else 1) * channels * h * w
-        self.net = mlp([n_in, c.hidden, c.hidden, 2 * n_z], c.dropout, c.negative_slope)
-
-    def encode_targets(self, features: Tensor) -> Tensor:
-        """features: [B, T, F, h1, w1] (target frames) -> [B, T, latent_channels, h, w]."""
-        b = features.shape[0]
-        x = self.target(rearrange(features, "b t f h w -> (b t) f h w"))
-        return rearrange(x, "(b t) c h w -> b t c h w", b=b)
-
-    def forward(self, h: Tensor, target: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """h: [B, D, h, w]; target: [B, latent_channels, h, w] from ``encode_targets`` (posterior)."""
-        x = self.context(h).flatten(1)
-        if target is not None:
-            x = torch.cat([x, target.flatten(1)], dim=1)
-        mu, logvar = self.net(x).chunk(2, dim=-1)
-        return mu, logvar.clamp(-10.0, 10.0)
-
-
-def gaussian_kl(mu_q: Tensor, logvar_q: Tensor, mu_p: Tensor, logvar_p: Tensor) -> Tensor:
-    """KL(N(mu_q, e^logvar_q) || N(mu_p, e^logvar_p)) per unit, same shape as the inputs [nats]."""
-    return 0.5 * (logvar_p - logvar_q + (logvar_q.exp() + (mu_q - mu_p) ** 2) / logvar_p.exp() - 1.0)
 
 
 class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
@@ -503,4 +373,13 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         return f"mode={self.config.mode!r}, parameters={n / 1e6:.2f}M"
 
 
-__all__ = ["MODES", "ForwardModel", "ForwardModelConfig", "RolloutCache", "gaussian_kl"]
+__all__ = [
+    "CHECKPOINT_KIND",
+    "IMAGE_UPDATES",
+    "MODES",
+    "ForwardModel",
+    "ForwardModelConfig",
+    "LatentHead",
+    "RolloutCache",
+    "gaussian_kl",
+]

@@ -12,6 +12,10 @@ told in order (``FMTrainer.train_step``):
 5. optimiser and scheduler steps.
 Validation every ``val_every`` (``split: "val"``) keeps ``best.pt`` at each new best validation loss.
 
+The data's settings travel with the model: the backbone takes the size of the training file's views, and
+the file's view and cost parameters are recorded in the model's config (``ForwardModelConfig.for_data``;
+a model config that asks for another view is refused, one line naming the file), so in every checkpoint.
+
 Resume: ``last.pt`` holds the model, optimiser, scheduler and grad-scaler states, every rank's RNG states
 and the data position, so that on CPU a run of N steps resumed for N more ends with the same parameters as
 a run of 2N steps, bit for bit. Validation draws its latents from a generator of its own and runs without
@@ -34,6 +38,7 @@ from torch.utils.data import DataLoader, Subset
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.forward_model import CHECKPOINT_KIND, ForwardModel, ForwardModelConfig
+from worldmodel.nn.forward_model_config import view_text
 from worldmodel.training.checkpoint import seed_everything
 from worldmodel.training.distributed import DistContext, all_reduce_sum, setup_distributed, teardown_distributed
 from worldmodel.training.loop import (
@@ -66,7 +71,8 @@ class TrainFMConfig:
     out: str = "runs/fm"
     """Run directory: config.json, metrics.jsonl, checkpoints/last.pt and best.pt."""
     model: ForwardModelConfig = field(default_factory=lambda: ForwardModelConfig.ppuu("vae"))
-    """The model (its backbone's ``context_frames`` is the windows' context length)."""
+    """The model (its backbone's ``context_frames`` is the windows' context length; its input size, view and
+    cost parameters are the data's, see ``ForwardModelConfig.for_data``)."""
     predict_frames: int = 20
     """Frames predicted autoregressively per window (PPUU: 20)."""
     ego_relative: bool = True
@@ -162,12 +168,14 @@ class FMTrainer(Task):
     state_keys = TRAINING_STATE - {"rng", "data"}
 
     def __init__(self, config: TrainFMConfig, ctx: DistContext) -> None:
-        self.config, self.ctx = config, ctx
         c, device = config, ctx.device
         self.name = f"fm ({c.model.mode})"
         windows = WindowConfig(c.model.backbone.context_frames, c.predict_frames, c.ego_relative, "train")
         self.train_set = WindowDataset(c.data, windows)
         self.val_set = WindowDataset(c.data, replace(windows, split="val"))
+        # the data's view sizes the backbone; view and cost parameters are recorded in the model's config
+        c = replace(c, model=c.model.for_data(self.train_set.view, self.train_set.cost_config, c.data))
+        self.config, self.ctx = c, ctx
         loop_config = c.loop_config()
         # model: the same initialisation on every rank (the loop then seeds per-rank dropout and latents)
         seed_everything(c.seed)
@@ -183,6 +191,10 @@ class FMTrainer(Task):
             model.backbone.requires_grad_(False)
         if c.warm_start and not resuming:
             warm = ForwardModel.from_checkpoint(c.warm_start)  # checks the file whole: config and weights
+            if warm.config.view_spec != c.model.view:
+                raise CheckpointError(c.warm_start, f"trained on views of {view_text(warm.config.view_spec)}, "
+                                      f"{c.data}'s are {view_text(c.model.view)}",
+                                      "warm-start from a model of the data's view")  # fmt: skip
             report = model.load_deterministic(warm.state_dict())
             if not report["loaded"]:
                 raise CheckpointError(c.warm_start, "no weight of it fits this model (another size of model?)",
@@ -207,7 +219,8 @@ class FMTrainer(Task):
 
     def load_weights(self, ckpt: Mapping, path, advice: str) -> None:
         with checkpoint_errors(path, "invalid config", advice):
-            same_model = ForwardModelConfig.from_dict(ckpt["config"]) == self.config.model
+            # a checkpoint from before views were recorded has PPUU's, as the model's config says when resolved
+            same_model = ForwardModelConfig.from_dict(ckpt["config"]).resolved() == self.config.model.resolved()
         if not same_model:
             raise CheckpointError(path, "the checkpoint's model config differs from this run's",
                                   "use another --out or --no-resume")  # fmt: skip

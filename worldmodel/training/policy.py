@@ -18,6 +18,9 @@ a closed-loop drive of ``val_episodes`` val cars in Replay-v0; ``best.pt`` keeps
 success, then distance; else the lowest predicted cost). ``last.pt`` (policy, optimiser, RNG, data position,
 uncertainty statistics) every ``ckpt_every`` steps: a run resumes from it.
 
+The dataset's settings: its views must be the forward model's (one-line ``DataError`` otherwise), and the
+costs' geometry (``costs.COST_GEOMETRY``) is the dataset's; the run's ``costs`` set the weights only.
+
 The uncertainty statistics are measured once at the start of a run (``estimate_uncertainty_stats``, expert
 actions, ``stats_windows`` train windows, seeded) and saved in every checkpoint.
 """
@@ -40,6 +43,7 @@ from worldmodel.evaluation.fm import to_model_units
 from worldmodel.imagination import Context, Imagination, estimate_uncertainty_stats
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.forward_model import ForwardModel
+from worldmodel.nn.forward_model_config import view_text
 from worldmodel.nn.policy import CHECKPOINT_KIND, Policy, PolicyConfig
 from worldmodel.training.checkpoint import save_checkpoint, seed_everything
 from worldmodel.training.distributed import DistContext, resolve_device
@@ -79,7 +83,8 @@ class TrainPolicyConfig:
     replicas: int = 10
     """K: dropout replicas of the uncertainty cost."""
     costs: CostConfig = field(default_factory=CostConfig)
-    """Cost weights, discount, uncertainty weight (0: no uncertainty cost) and hinge."""
+    """Cost weights, discount, uncertainty weight (0: no uncertainty cost) and hinge; the geometry
+    (``COST_GEOMETRY``: safe distance, tolerance, lane width) is the dataset's, whatever is set here."""
     steps: int = 100_000
     """Total optimiser steps (a resumed run continues up to this)."""
     batch_size: int = 6
@@ -197,12 +202,18 @@ class PolicyTrainer(Task):
         self.episodes_path, self.trajectories_dir = resolve_dataset(c.data)
         seed_everything(c.seed)
         fm = ForwardModel.from_checkpoint(c.fm).to(self.device)
-        self.imagination = Imagination(fm, c.costs)
         tc = fm.config.backbone.context_frames
         horizon = c.horizon if c.method != "il" else 1
         windows = WindowConfig(tc, horizon, ego_relative=True, split="train")
         self.train_set = WindowDataset(self.episodes_path, windows)
         self.val_set = WindowDataset(self.episodes_path, replace(windows, split="val"))
+        if self.train_set.view != fm.config.view_spec:
+            raise DataError(self.episodes_path, f"its views are {view_text(self.train_set.view)}, but the forward "
+                            f"model {c.fm} was trained on {view_text(fm.config.view_spec)}; train the policy on "
+                            "data of the model's view")  # fmt: skip
+        # the weights are the run's, the geometry the dataset's (saved resolved in config.json and checkpoints)
+        self.config = c = replace(c, costs=c.costs.with_geometry(self.train_set.cost_config))
+        self.imagination = Imagination(fm, c.costs)
         if len(self.train_set) < c.batch_size:
             raise DataError(self.episodes_path, f"{len(self.train_set)} train windows of {tc} + {horizon} frames, "
                             f"fewer than one batch of {c.batch_size}")  # fmt: skip
