@@ -55,7 +55,7 @@ def test_help_for_every_command():
 
 
 def test_bench_sim_reports_the_contract_fields():
-    from worldmodel.bench import bench_sim
+    from worldmodel.bench.pipeline import bench_sim
 
     result = bench_sim(quick=True, scenario="tiny")
     for key in ("vehicle_steps_per_s", "vehicles", "views_per_s", "reference_views_per_s", "machine"):

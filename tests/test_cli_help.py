@@ -1,4 +1,4 @@
-"""``--help`` of every command, and flags made from the config dataclasses (``worldmodel.config_cli``)."""
+"""``--help`` of every command, and flags made from the config dataclasses (``worldmodel.cli.config``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from worldmodel.cli import build_parser, main
-from worldmodel.config_cli import ConfigFlags, build, command_list, field_docs
+from worldmodel.cli.config import ConfigFlags, build, command_list, field_docs
 from worldmodel.nn.forward_model import ForwardModelConfig
 from worldmodel.training.fm import TrainFMConfig
 from worldmodel.training.policy import TrainPolicyConfig
@@ -78,8 +78,8 @@ def test_train_fm_help_is_the_field_docstrings_with_the_dataclass_defaults(capsy
 
 def test_defaults_of_other_commands_come_from_their_dataclasses():
     from worldmodel.data.record import RecordConfig
-    from worldmodel.evaluation.driving import EvalPolicyConfig
-    from worldmodel.sim_run import SimRunConfig
+    from worldmodel.driving.closed_loop import EvalPolicyConfig
+    from worldmodel.viz.sim_run import SimRunConfig
 
     for path, cls, rename in ((("sim",), SimRunConfig, {"warmup_s": "warmup"}),
                               (("data", "record"), RecordConfig, {"warmup_s": "warmup"}),
@@ -102,7 +102,7 @@ def test_flags_of_the_scripts_keep_their_meaning():
     args = parser.parse_args(["train", "fm", "--data", "e.h5", "--preset", "tiny", "--context-frames", "20",
                               "--mode", "vae-lp", "--image-update", "pixel", "--kl-anneal", "7", "--lr-warmup", "3",
                               "--beta", "1e-4", "--freeze-backbone", "--no-resume", "--no-progress"])  # fmt: skip
-    from worldmodel.fm_cli import train_config
+    from worldmodel.cli.fm import train_config
 
     c = train_config(args)
     assert (c.model.mode, c.model.image_update, c.model.kl_anneal_steps, c.model.beta) == ("vae-lp", "pixel", 7, 1e-4)
@@ -111,7 +111,7 @@ def test_flags_of_the_scripts_keep_their_meaning():
     default = train_config(parser.parse_args(["train", "fm", "--data", "e.h5"]))
     assert default == TrainFMConfig(data="e.h5")  # no flag: the dataclass's run and the ppuu vae model
 
-    from worldmodel.training.policy_cli import train_config as policy_config
+    from worldmodel.cli.policy import train_config as policy_config
 
     args = parser.parse_args(["train", "policy", "--fm", "f.pt", "--data", "d", "--policy", "gaussian",
                               "--uncertainty-weight", "0", "--init-backbone", "none"])  # fmt: skip
@@ -168,7 +168,7 @@ def test_the_helper_types_defaults_renames_and_presets():
 
 
 def test_train_fm_on_a_cpu_says_how_long_before_starting(monkeypatch):
-    from worldmodel import fm_cli
+    from worldmodel.cli import fm as fm_cli
 
     monkeypatch.setattr(fm_cli, "step_seconds", lambda config: 2.0)
     long = dataclasses.replace(fm_cli.preset("ppuu"), data=__file__, device="cpu")  # any existing file
@@ -180,7 +180,7 @@ def test_train_fm_on_a_cpu_says_how_long_before_starting(monkeypatch):
 
 
 def test_step_seconds_measures_a_real_step():
-    from worldmodel import fm_cli
+    from worldmodel.cli import fm as fm_cli
 
     config = dataclasses.replace(fm_cli.preset("tiny"), predict_frames=2, batch_size=8)
     assert 0 < fm_cli.step_seconds(config) < 60

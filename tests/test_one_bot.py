@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from worldmodel.data.trajectories import TrajectoryWriter
-from worldmodel.envs import ReplayEnv, ReplayEnvConfig
-from worldmodel.evaluation.drivers import BotConfig, BotDriver
+from worldmodel.driving.drivers import BotConfig, BotDriver
+from worldmodel.driving.envs import ReplayEnv, ReplayEnvConfig
 from worldmodel.traffic import kinematics
 from worldmodel.traffic.scenario import scenario_from_dict
 from worldmodel.traffic.simulation import TrafficSimulation

@@ -13,12 +13,12 @@ from worldmodel.costs import CostConfig
 from worldmodel.data.extract import ExtractConfig, extract
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.record import RecordConfig, record
+from worldmodel.driving.drivers import open_replay_env
+from worldmodel.driving.envs import ReplayEnvConfig
+from worldmodel.driving.imagination import Context, Imagination
 from worldmodel.driving.model_world import ModelWorld
 from worldmodel.driving.planner_driver import PlannerDriver
 from worldmodel.driving.planners import PlannerConfig
-from worldmodel.envs import ReplayEnvConfig
-from worldmodel.evaluation.drivers import open_replay_env
-from worldmodel.imagination import Context, Imagination
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.traffic.view import ViewSpec
 from worldmodel.training.fm import train_fm
@@ -130,7 +130,7 @@ def test_checkpoints_without_a_view_load_with_ppuus(micro_data, tmp_path):
 
 
 def test_the_evaluation_harness_drives_the_model_world_in_the_models_view(small_data, small_fm):
-    from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
+    from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
 
     result = evaluate_driving(EvalPolicyConfig(
         driver="plan:grad", data=str(small_data), fm=str(small_fm), split="train", episodes=1, max_steps=3, out=None,

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from worldmodel.nn.checkpointing import load_weights
-from worldmodel.training.checkpoint import save_checkpoint, seed_everything
-from worldmodel.training.distributed import DistContext
+from worldmodel.nn.distributed import DistContext
+from worldmodel.nn.saving import save_checkpoint, seed_everything
 from worldmodel.training.loop import LoopConfig, Task, TrainingError, TrainingLoop, evenly_spaced, reduce_terms
 from worldmodel.training.run_dir import RunDir
 

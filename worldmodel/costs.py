@@ -15,7 +15,7 @@ dropout masks): ``prediction_variances`` takes, per window and step, the varianc
 images, of the (normalised) states and of the total cost; ``uncertainty_cost`` normalises each with per-step
 statistics (``UncertaintyStats``, measured once on training windows with the expert's actions) and sums the
 hinged means ``mean(relu((var - mu_t) / sigma_t - hinge))``. The replicas themselves are run by
-``worldmodel.imagination``.
+``worldmodel.driving.imagination``.
 """
 
 from __future__ import annotations
@@ -280,7 +280,7 @@ def prediction_variances(images: Tensor, states: Tensor, costs: Tensor) -> Tenso
 @dataclass(frozen=True)
 class UncertaintyStats:
     """Per-step mean and std ``[3, T]`` (rows ``UNCERTAINTY_TERMS``) of the replica variances, measured on
-    training windows with the expert's actions (``worldmodel.imagination.estimate_uncertainty_stats``).
+    training windows with the expert's actions (``worldmodel.driving.imagination.estimate_uncertainty_stats``).
     Steps beyond T use the last column."""
 
     mean: Tensor

@@ -25,8 +25,8 @@ from worldmodel.data.ngsim import import_ngsim
 from worldmodel.data.recipes import load_recipe
 from worldmodel.data.record import RecordConfig, record
 from worldmodel.data.trajectories import TrajectoryReader, TrajectoryWriter
-from worldmodel.sim_run import SimRunConfig
 from worldmodel.traffic.scenario import ScenarioError, load_scenario
+from worldmodel.viz.sim_run import SimRunConfig
 
 TINY_ROAD = """
 [road]

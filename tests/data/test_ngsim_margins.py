@@ -12,7 +12,7 @@ from data_helpers import assert_one_line_error
 from worldmodel.data.extract import ExtractConfig, extract
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.ngsim import FT_M, LOOK_AHEAD_M, import_ngsim
-from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
+from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
 
 LANE_FT = 12.0
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from worldmodel.data.record import RecordConfig, record
+from worldmodel.data.replay import recorded_headings
 from worldmodel.data.trajectories import TrajectoryReader
 from worldmodel.driving import kinematics
 from worldmodel.traffic import kinematics as simulator_kinematics
-from worldmodel.traffic.replay import recorded_headings
 
 DT = 0.1
 

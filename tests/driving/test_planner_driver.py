@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from worldmodel.data.trajectories import TrajectoryWriter
+from worldmodel.driving.drivers import open_replay_env
+from worldmodel.driving.envs import ReplayEnvConfig
 from worldmodel.driving.planner_driver import make_planner_driver
-from worldmodel.envs import ReplayEnvConfig
-from worldmodel.evaluation.drivers import open_replay_env
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import RoadConfig
 

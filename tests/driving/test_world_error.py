@@ -13,7 +13,7 @@ from worldmodel.data.extract import ExtractConfig, extract
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.world_error import WorldErrorConfig, compare_worlds
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
-from worldmodel.training.checkpoint import save_checkpoint
+from worldmodel.nn.saving import save_checkpoint
 
 HORIZON = 10
 

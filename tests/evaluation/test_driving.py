@@ -15,9 +15,7 @@ from worldmodel.cli import main
 from worldmodel.data.extract import ExtractConfig
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.trajectories import TrajectoryWriter
-from worldmodel.envs import ACTION_LOW, ReplayEnvConfig
-from worldmodel.evaluation.drivers import make_driver, open_replay_env
-from worldmodel.evaluation.driving import (
+from worldmodel.driving.closed_loop import (
     EVENTS,
     Episode,
     EpisodeRunner,
@@ -28,9 +26,11 @@ from worldmodel.evaluation.driving import (
     summarise,
     wilson_interval,
 )
-from worldmodel.evaluation.rollout_video import compose_frame, render_rollout
+from worldmodel.driving.drivers import make_driver, open_replay_env
+from worldmodel.driving.envs import ACTION_LOW, ReplayEnvConfig
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import RoadConfig
+from worldmodel.viz.rollout_video import compose_frame, render_rollout
 
 
 def run(data, driver="no-action", **kw):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from worldmodel.evaluation.driving import summarise, wilson_interval
+from worldmodel.driving.closed_loop import summarise, wilson_interval
 from worldmodel.evaluation.table import main, markdown, table_rows
 
 

@@ -9,7 +9,7 @@ import torch
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.evaluation.fm import EvalFMConfig, evaluate_fm
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
-from worldmodel.training.checkpoint import save_checkpoint
+from worldmodel.nn.saving import save_checkpoint
 
 
 def untrained_checkpoint(path, data, mode: str, random_decoder: bool = False):

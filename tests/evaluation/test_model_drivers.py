@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
-from worldmodel.envs import ACTION_HIGH, ACTION_LOW
-from worldmodel.evaluation.drivers import make_driver, open_replay_env
-from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
+from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
+from worldmodel.driving.drivers import make_driver, open_replay_env
+from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.nn.policy import Policy, PolicyConfig
 from worldmodel.training.policy import TrainPolicyConfig, train_policy

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 
+from worldmodel.bench.ssl import bench_ssl
 from worldmodel.cli import main
+from worldmodel.cli import ssl as ssl_cli
 from worldmodel.nn.backbone import BackboneConfig
-from worldmodel.ssl import cli as ssl_cli
-from worldmodel.ssl.bench import bench_ssl
 from worldmodel.ssl.objectives import METHODS
 
 

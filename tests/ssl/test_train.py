@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from worldmodel.nn.backbone_export import load_backbone
+from worldmodel.nn.checkpointing import load_checkpoint
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.ssl.evaluate import evaluate_ssl, mean_over_seeds, verdict
 from worldmodel.ssl.objectives import SSLConfig
 from worldmodel.ssl.probes import TARGETS, ProbeConfig
-from worldmodel.ssl.train import TrainSSLConfig, load_backbone, method_defaults, train_ssl
-from worldmodel.training.checkpoint import load_checkpoint
+from worldmodel.ssl.train import TrainSSLConfig, method_defaults, train_ssl
 
 
 def _config(data, out, method="vicreg", **overrides) -> TrainSSLConfig:
@@ -89,8 +90,8 @@ def test_method_defaults_reach_both_presets_and_the_predictor_learning_rate(micr
         simsiam = preset("simsiam")
         assert simsiam.predictor_lr_scale == 10.0 and simsiam.weight_decay == 1e-4
     assert TrainSSLConfig.ppuu("byol").backbone.widths == (64, 128, 256)
+    from worldmodel.nn.distributed import DistContext
     from worldmodel.ssl.train import SSLTrainer
-    from worldmodel.training.distributed import DistContext
 
     trainer = SSLTrainer(_config(micro_data, tmp_path / "s", "simsiam", predictor_lr_scale=10.0), DistContext())
     lrs = [g["lr"] for g in trainer.optimizer.param_groups]

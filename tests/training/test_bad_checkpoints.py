@@ -17,7 +17,7 @@ from fm_helpers import train_config
 from worldmodel.cli import main
 from worldmodel.nn.checkpointing import CheckpointError, load_checkpoint
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
-from worldmodel.training.checkpoint import save_checkpoint
+from worldmodel.nn.saving import save_checkpoint
 from worldmodel.training.fm import train_fm
 
 

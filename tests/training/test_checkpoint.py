@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from worldmodel.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state, save_checkpoint
+from worldmodel.nn.checkpointing import load_checkpoint
+from worldmodel.nn.saving import capture_rng_state, restore_rng_state, save_checkpoint
 from worldmodel.training.run_dir import RunDir
 
 

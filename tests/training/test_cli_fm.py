@@ -4,7 +4,7 @@ import json
 
 import imageio.v2 as imageio
 
-from worldmodel import bench_fm
+from worldmodel.bench import fm as bench_fm
 from worldmodel.cli import main
 
 

@@ -8,7 +8,7 @@ import json
 from fm_helpers import train_config
 
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
-from worldmodel.training.checkpoint import save_checkpoint
+from worldmodel.nn.saving import save_checkpoint
 from worldmodel.training.fm import train_fm
 from worldmodel.training.policy import TrainPolicyConfig, train_policy
 from worldmodel.training.run_dir import RunDir

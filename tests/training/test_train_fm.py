@@ -9,8 +9,8 @@ import torch
 from fm_helpers import train_config, write_micro_episodes
 
 from worldmodel.evaluation.fm import EvalFMConfig, evaluate_fm
+from worldmodel.nn.distributed import DistContext
 from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.training.distributed import DistContext
 from worldmodel.training.fm import FMTrainer, TrainFMConfig, TrainingError, train_fm
 
 
@@ -104,8 +104,9 @@ def test_backbone_from_ssl_initialises_and_freezes(micro_data, tmp_path):
     """``--backbone``: the model starts from an exported (e.g. SSL-pretrained) backbone; ``--freeze-backbone``
     keeps it fixed while the rest trains."""
     from worldmodel.nn.backbone import Backbone
-    from worldmodel.ssl.train import export_backbone
-    from worldmodel.training.checkpoint import load_checkpoint, seed_everything
+    from worldmodel.nn.backbone_export import export_backbone
+    from worldmodel.nn.checkpointing import load_checkpoint
+    from worldmodel.nn.saving import seed_everything
 
     config = train_config(micro_data, tmp_path / "run", mode="deterministic", steps=4, val_every=0)
     torch.manual_seed(123)

@@ -22,11 +22,10 @@ from worldmodel.files import AtomicPath as AtomicPath  # re-exported: the writer
 from worldmodel.files import FileError
 from worldmodel.files import atomic_output as atomic_output
 from worldmodel.files import write_json as write_json
+from worldmodel.traffic.kinematics import DT_S
 
 #: Version of both file formats written by this package.
 FORMAT_VERSION = 1
-#: Time step of every recording [s].
-DT_S = 0.1
 
 
 def check_dt(dt: float, path, what: str = "file") -> float:

@@ -118,7 +118,7 @@ def inspect_trajectories(path: str | os.PathLike) -> dict:
             },
         )
         # replaying recorded cars by actions (as PPUU does): how far the inferred actions drift, on a sample
-        from worldmodel.traffic.replay import replay_drift
+        from worldmodel.data.replay import replay_drift
 
         out["replay_drift"] = replay_drift(reader, max_vehicles=200)
         return out

@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from worldmodel.data.hdf5 import DT_S, DataError
+from worldmodel.data.hdf5 import DataError
 from worldmodel.data.trajectories import TrajectoryWriter
+from worldmodel.traffic.kinematics import DT_S
 from worldmodel.traffic.scenario import resolve_scenario
 from worldmodel.traffic.simulation import TrafficSimulation
 

@@ -24,12 +24,12 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from worldmodel.driving.model_drivers import ObservationWindow
 from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.uncertainty import calibrate
 from worldmodel.driving.worlds import WorldFrames
-from worldmodel.evaluation.model_drivers import ObservationWindow
+from worldmodel.nn.checkpointing import load_checkpoint
 from worldmodel.nn.forward_model import ForwardModel
-from worldmodel.training.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)

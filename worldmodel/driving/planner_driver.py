@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
+from worldmodel.driving.drivers import FirstSlot
 from worldmodel.driving.objective import PRESETS, ObjectiveConfig, target_speed
 from worldmodel.driving.planners import PlanInputs, Planner, PlannerConfig, shift
 from worldmodel.driving.worlds import WORLDS, RenderedWorld, WorldProvider
-from worldmodel.evaluation.drivers import FirstSlot
 from worldmodel.traffic.view import ViewSpec
 
 

@@ -30,12 +30,12 @@ import torch
 from torch import Tensor
 
 from worldmodel.driving import kinematics
+from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.lane_plans import LanePlanConfig, lane_plans
 from worldmodel.driving.objective import ObjectiveConfig, evaluate
 from worldmodel.driving.pose_costs import PixelSet, pixel_set
 from worldmodel.driving.uncertainty import pose_cost, replica_variance
 from worldmodel.driving.worlds import WorldFrames
-from worldmodel.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.traffic.view import ViewSpec
 
 #: Planning methods.

@@ -23,7 +23,7 @@ layer; the providers draw the ego as nothing, and the layers (alternating along 
 drawn together) differ, so a few edge pixels beside the ego and at the view's rear edge differ.
 
 The recordings: the dataset directory holds the trajectories files next to episodes.h5
-(``evaluation.driving.dataset_files``); an episode's vehicle id maps to its file and recorded id by
+(``closed_loop.dataset_files``); an episode's vehicle id maps to its file and recorded id by
 ``locate_vehicle``, and episode row k is the car's k-th recorded frame.
 """
 
@@ -41,15 +41,15 @@ from tqdm.auto import tqdm
 from worldmodel.costs import CostConfig, pixel_costs
 from worldmodel.data.episodes import SPLITS
 from worldmodel.data.hdf5 import DataError, write_json
+from worldmodel.data.replay import ReplaySimulation
 from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.driving.closed_loop import dataset_files, locate_vehicle
 from worldmodel.driving.worlds import RenderedWorld
-from worldmodel.evaluation.driving import dataset_files, locate_vehicle
-from worldmodel.evaluation.fm import load_model, select_windows, to_model_units, window_dataset
+from worldmodel.nn.distributed import resolve_device
 from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.forward_model_config import view_text
-from worldmodel.traffic.replay import ReplaySimulation
+from worldmodel.nn.model_windows import load_model, select_windows, to_model_units, window_dataset
 from worldmodel.traffic.view import VEHICLES, ViewSpec
-from worldmodel.training.distributed import resolve_device
 
 #: Windows read (and rolled out by the forward model) per batch.
 BATCH_WINDOWS = 16

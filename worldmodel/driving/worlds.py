@@ -25,8 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from worldmodel.data.replay import ReplaySimulation
 from worldmodel.traffic.raster import EgoRasterizer
-from worldmodel.traffic.replay import ReplaySimulation
 from worldmodel.traffic.view import ViewSpec
 
 #: World providers by name (``--world``); ``model`` is built by ``model_world``.

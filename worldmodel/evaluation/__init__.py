@@ -1,4 +1,5 @@
-"""Evaluation: forward-model prediction metrics (``fm``) and the metric formulas (``metrics``).
+"""Evaluation: forward-model prediction metrics (``fm``), the metric formulas (``metrics``) and the markdown
+table of closed-loop results (``table``; the closed-loop harness itself is ``worldmodel.driving``).
 
 Public names: ``EvalFMConfig``, ``evaluate_fm`` (from ``fm``); ``psnr``, ``ssim``, ``spearman`` (from
 ``metrics``). Importing this package runs nothing.

@@ -33,12 +33,11 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.evaluation.metrics import mean_pairwise, mse, psnr_from_mse, spearman, ssim
 from worldmodel.files import make_dir, write_json
-from worldmodel.nn.checkpointing import load_checkpoint
-from worldmodel.nn.forward_model import CHECKPOINT_KIND, ForwardModel
-from worldmodel.training.distributed import resolve_device
+from worldmodel.nn.distributed import resolve_device
+from worldmodel.nn.forward_model import ForwardModel
+from worldmodel.nn.model_windows import load_model, predict, select_windows, to_model_units, window_dataset
 
 log = logging.getLogger(__name__)
 
@@ -73,72 +72,6 @@ class EvalFMConfig:
     def __post_init__(self) -> None:
         if self.k < 2 or self.horizon < 1 or self.windows < 2 or self.batch_size < 2:
             raise ValueError("EvalFMConfig: k >= 2, horizon >= 1, windows >= 2 and batch_size >= 2")
-
-
-def load_model(checkpoint: str | Path, device: torch.device) -> tuple[ForwardModel, dict]:
-    """The model of a checkpoint, on ``device``, in eval mode with dropout off; and the checkpoint's metadata.
-
-    Raises ``CheckpointError`` (one line) for any problem with the file."""
-    ckpt = load_checkpoint(checkpoint, CHECKPOINT_KIND, map_location="cpu")
-    model = ForwardModel.from_checkpoint(ckpt).to(device).eval()
-    model.set_dropout(False)
-    train_config = ckpt.get("train_config")
-    meta = {"step": ckpt.get("step"), "train_config": train_config if isinstance(train_config, dict) else {}}
-    return model, meta
-
-
-def window_dataset(data: str | Path, model: ForwardModel, meta: Mapping, split: str, horizon: int) -> WindowDataset:
-    """Windows of the model's context length and ``horizon`` predicted frames, as the model was trained."""
-    ego_relative = bool(meta.get("train_config", {}).get("ego_relative", True))
-    config = WindowConfig(model.config.backbone.context_frames, horizon, ego_relative, split)
-    return WindowDataset(data, config)
-
-
-def select_windows(n_available: int, n: int, seed: int) -> np.ndarray:
-    """``min(n, n_available)`` distinct window indices drawn with ``seed``, in random order."""
-    return np.random.default_rng(seed).choice(n_available, size=min(n, n_available), replace=False)
-
-
-def to_model_units(batch: Mapping[str, Tensor], dataset: WindowDataset, model: ForwardModel) -> dict[str, Tensor]:
-    """Move a dataset batch to the model's device, states and actions in the model's normalisation."""
-    device = model.state_mean.device
-    out = {k: v.to(device) for k, v in batch.items()}
-    for key in ("context_states", "future_states"):
-        si = dataset.denormalise_states(batch[key]).to(device)
-        out[key] = model.normalise_states(si)
-    out["actions"] = model.normalise_actions(dataset.denormalise_actions(batch["actions"]).to(device))
-    return out
-
-
-@torch.no_grad()
-def predict(
-    model: ForwardModel,
-    batch: Mapping[str, Tensor],
-    k: int,
-    generator: torch.Generator,
-    shuffled: bool = True,
-    mc_k: int | None = None,
-) -> dict[str, dict[str, Tensor]]:
-    """Every prediction the evaluation needs, for a batch in model units (``to_model_units``).
-
-    Returns ``{"mean", "shuffled"}``: images [B, Tp, C, H, W], states [B, Tp, S] normalised; ``{"samples",
-    "mc"}``: [B, K, Tp, ...] (z samples without dropout; ``mc_k`` (default K) dropout replicas with z = the
-    prior mean). The model is left in eval mode with dropout off.
-    """
-    args = (batch["context_images"], batch["context_states"])
-    actions = batch["actions"]
-    model.eval().set_dropout(False)
-    out = {"mean": model.rollout(*args, actions)}
-    if shuffled:
-        out["shuffled"] = model.rollout(*args, actions.roll(1, dims=0))
-    if model.config.stochastic:
-        out["samples"] = model.rollout(*args, actions, z="sample", n_samples=k, generator=generator)
-    else:  # no latent: every "sample" is the mean prediction
-        out["samples"] = {name: x[:, None].expand(-1, k, *x.shape[1:]) for name, x in out["mean"].items()}
-    model.set_dropout(True)
-    out["mc"] = model.rollout(*args, actions, z=None, n_samples=mc_k or k)
-    model.set_dropout(False)
-    return out
 
 
 def _errors(
@@ -317,7 +250,7 @@ def evaluate_fm(config: EvalFMConfig, out: str | Path | None = None) -> dict:
         **result,
     }
     if out is not None:
-        from worldmodel.render import plot_fm_eval
+        from worldmodel.viz.render import plot_fm_eval
 
         out = write_json(result, out)
         plot_fm_eval(result, out.with_suffix(".png"))

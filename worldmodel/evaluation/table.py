@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from worldmodel.evaluation.driving import wilson_interval
+from worldmodel.driving.closed_loop import wilson_interval
 
 #: Summary keys copied into a row (None where a file lacks them).
 SUMMARY_KEYS = ("episodes", "success_rate", "success_rate_ci95", "success_not_at_fault_rate",

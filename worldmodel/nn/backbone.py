@@ -66,7 +66,7 @@ class BackboneConfig:
     """M: fused channels per cached channel (the size of the temporal basis for ``"basis"``)."""
     bottleneck_channels: int = 64
     """Channels inside the residual bottleneck. PPUU's u-network keeps all D = 256 (15 % of the training
-    FLOPs at ``ppuu()``); 64 costs 4 % and trains ~1.1x faster (``bench_fm``: ``wide_bottleneck``)."""
+    FLOPs at ``ppuu()``); 64 costs 4 % and trains ~1.1x faster (``bench.fm``: ``wide_bottleneck``)."""
     hidden: int = 256
     """Hidden width of the MLPs (state, action and latent embeddings, latent heads, state head)."""
     embed_channels: int = 32

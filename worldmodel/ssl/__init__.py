@@ -4,15 +4,15 @@ Public names: the losses (``nt_xent``, ``barlow_twins``, ``vicreg``, ``byol``, `
 ``gather_with_grad`` (``gather``); ``ViewConfig``, ``make_views`` (``views``); ``Encoder`` (``heads``); the
 objectives ``VICReg``, ``BarlowTwins``, ``SimCLR``, ``BYOL``, ``SimSiam``, ``SSLConfig``, ``build_objective``
 (``objectives``); ``health_metrics``, ``effective_rank`` (``health``); ``ProbeConfig``, ``evaluate_probes``
-(``probes``); ``TrainSSLConfig``, ``train_ssl``, ``export_backbone``, ``load_backbone`` (``train``);
-``evaluate_ssl`` (``evaluate``); ``bench_ssl`` (``bench``). Importing this package runs nothing and imports
-no torch (the names resolve on first use, PEP 562), so that ``worldmodel --help`` stays fast.
+(``probes``); ``TrainSSLConfig``, ``train_ssl`` (``train``); ``evaluate_ssl`` (``evaluate``). The backbone's
+export and reuse live in ``worldmodel.nn.backbone_export``, the benchmark in ``worldmodel.bench.ssl``.
+Importing this package runs nothing and imports no torch (the names resolve on first use, PEP 562), so
+that ``worldmodel --help`` stays fast.
 """
 
 from importlib import import_module
 
 _WHERE = {
-    "bench_ssl": "bench",
     "evaluate_ssl": "evaluate",
     "gather_with_grad": "gather",
     "effective_rank": "health",
@@ -33,8 +33,6 @@ _WHERE = {
     "ProbeConfig": "probes",
     "evaluate_probes": "probes",
     "TrainSSLConfig": "train",
-    "export_backbone": "train",
-    "load_backbone": "train",
     "train_ssl": "train",
     "ViewConfig": "views",
     "make_views": "views",

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 
 from worldmodel.nn.backbone import Backbone
+from worldmodel.nn.distributed import resolve_device
 from worldmodel.ssl.heads import Encoder
 from worldmodel.ssl.probes import TARGETS, ProbeConfig, evaluate_probes, load_probe_split
 from worldmodel.ssl.train import load_objective
-from worldmodel.training.distributed import resolve_device
 
 PROBES = ("ridge_r2", "ridge_few_r2", "knn_r2")
 """The R^2 columns compared with the random baseline."""

@@ -16,7 +16,8 @@ Every step's terms and health metrics are one line of ``metrics.jsonl`` (every `
 Checkpoints ``checkpoints/last.pt``: ``{"format": 1, "kind": "ssl", "config", "state_dict" (encoder and
 heads), "target" (BYOL's EMA target, or absent), "step", "optimizer", "scheduler", "rng", "views_rng",
 "data", "skipped", "state_mean", "state_std"}``. At the end ``backbone.pt`` holds the backbone alone
-(``export_backbone``; ``load_backbone`` rebuilds it for the forward model).
+(``worldmodel.nn.backbone_export``: ``export_backbone``; ``load_backbone`` rebuilds it for the forward
+model).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +34,7 @@ from torch import Tensor
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.nn.backbone import Backbone, BackboneConfig
+from worldmodel.nn.backbone_export import export_backbone
 from worldmodel.nn.checkpointing import (
     CheckpointError,
     advice_for,
@@ -40,12 +42,12 @@ from worldmodel.nn.checkpointing import (
     load_checkpoint,
     load_weights,
 )
+from worldmodel.nn.distributed import DistContext, barrier, setup_distributed, teardown_distributed
+from worldmodel.nn.saving import seed_everything
 from worldmodel.ssl.gather import gather_with_grad
 from worldmodel.ssl.health import health_metrics
 from worldmodel.ssl.objectives import JointEmbedding, SSLConfig, build_objective
 from worldmodel.ssl.views import ViewConfig, make_views
-from worldmodel.training.checkpoint import save_checkpoint, seed_everything
-from worldmodel.training.distributed import DistContext, barrier, setup_distributed, teardown_distributed
 from worldmodel.training.loop import (
     LoopConfig,
     Task,
@@ -200,42 +202,6 @@ def lr_factor(warmup: int, total: int):
     return warmup_schedule(warmup, total, cosine=True)
 
 
-# ---------------------------------------------------------------------- backbone export and reuse
-def export_backbone(backbone: Backbone, path: str | os.PathLike, step: int = 0, **extra) -> Path:
-    """Write ``{"format": 1, "kind": "backbone", "config", "state_dict", "step", ...}`` atomically."""
-    checkpoint = {
-        "format": 1,
-        "kind": "backbone",
-        "config": backbone.config.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in backbone.state_dict().items()},
-        "step": int(step),
-        **extra,
-    }
-    return save_checkpoint(checkpoint, path)
-
-
-def load_backbone(path: str | os.PathLike, config: BackboneConfig | None = None, freeze: bool = False) -> Backbone:
-    """A ``Backbone`` from ``export_backbone``'s file (``weights_only=True``).
-
-    ``config``: the config the caller needs (e.g. ``ForwardModelConfig.backbone``); it must equal the
-    file's up to ``dropout`` (no weights), and is the one used. ``freeze``: its parameters get no gradient
-    (``requires_grad=False``). The forward model takes it as ``ForwardModel(config, backbone=...)``.
-    """
-    advice = advice_for("backbone")
-    checkpoint = load_checkpoint(path, "backbone", advice=advice)
-    with checkpoint_errors(path, "invalid config", advice):
-        saved = BackboneConfig.from_dict(checkpoint["config"])
-    if config is not None and replace(config, dropout=saved.dropout) != saved:
-        raise CheckpointError(path, f"the backbone was trained with {saved}, the model asks for {config}",
-                              "pretrain with the same --preset as the model")  # fmt: skip
-    with checkpoint_errors(path, "invalid config", advice):
-        backbone = Backbone(config or saved)
-    load_weights(backbone, checkpoint["state_dict"], path, advice)
-    if freeze:
-        backbone.requires_grad_(False)
-    return backbone
-
-
 def load_objective(path: str | os.PathLike) -> tuple[JointEmbedding, TrainSSLConfig, dict]:
     """(objective with its trained weights, run config, {"state_mean", "state_std", "step"}) from last.pt."""
     advice = advice_for("ssl")
@@ -388,8 +354,6 @@ def train_ssl(config: TrainSSLConfig) -> dict:
 __all__ = [
     "SSLTrainer",
     "TrainSSLConfig",
-    "export_backbone",
-    "load_backbone",
     "load_objective",
     "method_defaults",
     "train_ssl",

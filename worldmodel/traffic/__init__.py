@@ -5,8 +5,8 @@ invert, invert_actions), ``drivers`` (the bot: DriverSettings, IDM, MOBIL, lane 
 (oriented boxes), ``vehicles`` (the simulator's vehicle array), ``occupancy`` (LaneOccupancy), ``inflow``
 (Inflow), ``downstream`` (DownstreamSpeed), ``collisions`` (overlapping pairs, ContactMemory),
 ``simulation`` (TrafficSimulation), ``stats`` (SectionStats), ``view`` (ViewSpec), ``raster``
-(EgoRasterizer, render_topdown), ``replay`` (ReplaySimulation). Import what you need from the module;
-nothing runs here.
+(EgoRasterizer, render_topdown). A recording replayed as traffic is ``data.replay``: this
+package imports nothing else of ``worldmodel``. Import what you need from the module; nothing runs here.
 """
 
 __all__ = [
@@ -18,7 +18,6 @@ __all__ = [
     "kinematics",
     "occupancy",
     "raster",
-    "replay",
     "road",
     "scenario",
     "simulation",

@@ -1,7 +1,7 @@
 """The bot: IDM car-following, MOBIL lane changes, lane keeping. Vectorised over cars ``[N]``.
 
 One driver model for every bot: the simulator's (``simulation.py``, all its cars at once) and the
-closed-loop ``BotDriver`` (``evaluation/drivers.py``, one car among recorded traffic). Each finds its
+closed-loop ``BotDriver`` (``driving/drivers.py``, one car among recorded traffic). Each finds its
 neighbours its own way (lane occupancy keys; the recorded cars' positions) and hands their gaps, speeds and
 accelerations to the functions here, with one ``DriverSettings``.
 

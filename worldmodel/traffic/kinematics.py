@@ -18,6 +18,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+#: Time step of the simulator and of every recording [s] (DESIGN.md §4).
+DT_S = 0.1
 #: Replayed actions are clipped to |a| <= this [m/s^2] (PPUU).
 MAX_REPLAY_ACCEL_MPS2 = 6.2
 

@@ -18,7 +18,7 @@ from typing import Any, get_type_hints
 import numpy as np
 import tomllib
 
-from worldmodel.data.hdf5 import DT_S
+from worldmodel.traffic.kinematics import DT_S
 
 
 class ScenarioError(ValueError):

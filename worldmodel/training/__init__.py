@@ -1,12 +1,11 @@
-"""Training loops: the forward model (``fm``), their checkpoints, run directories and DDP helpers.
+"""Training: the shared loop (``loop``), the forward model (``fm``), the policy (``policy``), run directories.
 
-Public names: ``TrainFMConfig``, ``train_fm``, ``FMTrainer``, ``TrainingError`` (from ``fm``);
-``save_checkpoint``, ``load_checkpoint`` (from ``checkpoint``); ``RunDir`` (from ``run_dir``).
-Importing this package runs nothing.
+Public names: ``TrainFMConfig``, ``train_fm``, ``FMTrainer``, ``TrainingError`` (from ``fm``); ``RunDir``
+(from ``run_dir``). Checkpoint files and DDP helpers live below, in ``worldmodel.nn.saving`` and
+``worldmodel.nn.distributed``. Importing this package runs nothing.
 """
 
-from worldmodel.training.checkpoint import load_checkpoint, save_checkpoint
 from worldmodel.training.fm import FMTrainer, TrainFMConfig, TrainingError, train_fm
 from worldmodel.training.run_dir import RunDir
 
-__all__ = ["FMTrainer", "RunDir", "TrainFMConfig", "TrainingError", "load_checkpoint", "save_checkpoint", "train_fm"]
+__all__ = ["FMTrainer", "RunDir", "TrainFMConfig", "TrainingError", "train_fm"]

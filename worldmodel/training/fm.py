@@ -36,11 +36,12 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
+from worldmodel.nn.distributed import DistContext, all_reduce_sum, setup_distributed, teardown_distributed
 from worldmodel.nn.forward_model import CHECKPOINT_KIND, ForwardModel, ForwardModelConfig
 from worldmodel.nn.forward_model_config import view_text
-from worldmodel.training.checkpoint import seed_everything
-from worldmodel.training.distributed import DistContext, all_reduce_sum, setup_distributed, teardown_distributed
+from worldmodel.nn.saving import seed_everything
 from worldmodel.training.loop import (
     LoopConfig,
     Task,
@@ -183,8 +184,6 @@ class FMTrainer(Task):
         model.set_normalisation(self.train_set.stats)
         resuming = loop_config.resuming()
         if c.backbone and not resuming:
-            from worldmodel.ssl.train import load_backbone
-
             model.backbone.load_state_dict(load_backbone(c.backbone, c.model.backbone).state_dict())
             log.info("backbone initialised from %s", c.backbone)
         if c.freeze_backbone:

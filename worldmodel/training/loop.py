@@ -42,14 +42,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from worldmodel.nn.checkpointing import checkpoint_errors, load_checkpoint
-from worldmodel.training.checkpoint import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
-from worldmodel.training.distributed import (
+from worldmodel.nn.distributed import (
     DistContext,
     ResumableSampler,
     all_reduce_mean,
     barrier,
     gather_objects,
 )
+from worldmodel.nn.saving import capture_rng_state, restore_rng_state, save_checkpoint, seed_everything
 from worldmodel.training.run_dir import RunDir
 
 log = logging.getLogger(__name__)

@@ -39,14 +39,15 @@ from torch.utils.data import DataLoader, Subset
 from worldmodel.costs import CostConfig, UncertaintyStats
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
-from worldmodel.evaluation.fm import to_model_units
-from worldmodel.imagination import Context, Imagination, estimate_uncertainty_stats
+from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
+from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
+from worldmodel.nn.distributed import DistContext, resolve_device
 from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.forward_model_config import view_text
+from worldmodel.nn.model_windows import to_model_units
 from worldmodel.nn.policy import CHECKPOINT_KIND, Policy, PolicyConfig
-from worldmodel.training.checkpoint import save_checkpoint, seed_everything
-from worldmodel.training.distributed import DistContext, resolve_device
+from worldmodel.nn.saving import save_checkpoint, seed_everything
 from worldmodel.training.loop import LoopConfig, Task, TrainingLoop, evenly_spaced, reduce_terms
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,6 @@ class PolicyTrainer(Task):
         if source == "fm":
             state = fm.backbone.state_dict()
         else:
-            from worldmodel.ssl.train import load_backbone
-
             state = load_backbone(source, replace(self.policy.config.backbone, in_channels=3)).state_dict()
         self.policy.load_backbone_weights(state)
         log.info("policy trunk initialised from %s", source)
@@ -331,7 +330,7 @@ class PolicyTrainer(Task):
         return result
 
     def _closed_loop(self, step: int) -> dict:
-        from worldmodel.evaluation.driving import EvalPolicyConfig, evaluate_driving
+        from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
 
         c = self.config
         root = self.loop.run_dir.root
