@@ -24,6 +24,8 @@ from worldmodel.traffic.view import ViewSpec
 from worldmodel.training.fm import train_fm
 from worldmodel.training.policy import TrainPolicyConfig, train_policy
 
+pytestmark = pytest.mark.slow  # minutes of CPU: deselect with -m "not slow"
+
 #: Not PPUU's 117 x 24 at 1.62 px/m: fewer pixels, another resolution.
 VIEW = ViewSpec(height_px=49, width_px=16, px_per_m=1.25)
 #: Another cost geometry than ``CostConfig()``'s.

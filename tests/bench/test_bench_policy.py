@@ -1,11 +1,14 @@
 """bench policy's timed steps run (tiny sizes) and do what they claim: our update trains the policy only,
 the PPUU-pattern reference fills the model's gradients too."""
 
+import pytest
 import torch
 
 import worldmodel.bench.policy as bench
 from worldmodel.nn.backbone import BackboneConfig
 from worldmodel.nn.forward_model import ForwardModelConfig
+
+pytestmark = pytest.mark.slow  # minutes of CPU: deselect with -m "not slow"
 
 
 def test_update_steps_run_at_tiny_size(monkeypatch):

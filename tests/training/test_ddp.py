@@ -5,10 +5,13 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 from fm_helpers import train_config
 
 from worldmodel.training.fm import train_fm
+
+pytestmark = pytest.mark.slow  # minutes of CPU: deselect with -m "not slow"
 
 
 def test_two_processes_take_the_same_step_as_one(micro_data, tmp_path):
