@@ -2,8 +2,9 @@
 # Driving on i80-sim (the README's driving table): every car of the test split (seed 0) in Replay-v0, driven by
 # the expert, the bot, no-action, and the planners (gradient MPC, CEM) over three worlds: the recorded future
 # (oracle, privileged), constant velocity (cv) and the forward model (model); plan:grad with PPUU's objective in
-# the oracle world reproduces its failure. CPU recipe (2 cores): the forward model takes ~25 min, each planner
-# row ~10-25 min. Stages whose JSON exists are skipped; the table is printed at the end.
+# the oracle world reproduces its failure. CPU recipe (2 cores): the forward model takes ~25 min; a planner row
+# over all 428 test cars ~40 min (grad, oracle world), the model world about twice that, CEM about three times.
+# Stages whose JSON exists are skipped; the table is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
