@@ -15,6 +15,7 @@ from worldmodel.driving.closed_loop_config import EvalPolicyConfig
 from worldmodel.driving.driver_protocol import as_lockstep
 from worldmodel.driving.envs import ReplayEnvConfig
 from worldmodel.driving.episode_selection import Episode
+from worldmodel.traffic.view import ViewSpec
 
 
 def episode_seed(seed: int, vehicle: int) -> int:
@@ -105,9 +106,9 @@ class EpisodeRunner:
             from worldmodel.driving.drivers import open_replay_env
 
             needs_context = bool(getattr(self.driver, "needs_context", True))
-            view = getattr(self.driver, "view", None)  # a driver whose model sees another view than PPUU's
+            view = getattr(self.driver, "view", None) or ViewSpec()  # a driver's model may see another view
             env_config = ReplayEnvConfig(context_frames=self.config.context_frames, return_context=needs_context,
-                                         max_steps=self.config.max_steps, **({"view": view} if view else {}))  # fmt: skip
+                                         max_steps=self.config.max_steps, view=view)  # fmt: skip
             recording = self._recordings.get(k)
             env = self._envs[slot, k] = open_replay_env(self.files[k], env_config, recording=recording)
             self._recordings.setdefault(k, env.sim)
