@@ -60,6 +60,10 @@ class Points:
         add = lambda x: x.reshape(x.shape[:1] + (1,) * dims + x.shape[1:])  # noqa: E731
         return Points(add(self.forward), add(self.lateral), add(self.values))
 
+    def select(self, frames: slice) -> Points:
+        """The pixels of some of the frames along the first axis."""
+        return Points(self.forward[frames], self.lateral[frames], self.values[frames])
+
 
 @dataclass(frozen=True)
 class PixelSet:
@@ -72,6 +76,10 @@ class PixelSet:
     def expand_leading(self, dims: int) -> PixelSet:
         """The same pixels with ``dims`` axes of size 1 inserted after the first."""
         return PixelSet(self.vehicles.expand_leading(dims), self.road.expand_leading(dims))
+
+    def select(self, frames: slice) -> PixelSet:
+        """The pixels of some of the frames along the first axis."""
+        return PixelSet(self.vehicles.select(frames), self.road.select(frames))
 
 
 def _gather(flat: Tensor, keep: Tensor | None, forward: Tensor, lateral: Tensor, lead: list[int]) -> Points:

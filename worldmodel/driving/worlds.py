@@ -95,30 +95,82 @@ class _Renderer:
         return rasterizer.render(vehicles, np.array([0]))[0]
 
 
-class RenderedWorld:
-    """``oracle`` (the recorded future) or ``cv`` (constant velocity from the current frame), rendered."""
+@dataclass(frozen=True)
+class ReuseTolerance:
+    """How far a frame rendered for an earlier control step may be from the new reference pose and still be
+    reused (the oracle's recorded future does not change between control steps; the costs are read at the
+    ego's pose wherever the frame is centred, so only the frame's coverage moves)."""
 
-    def __init__(self, name: str, spec: ViewSpec | None = None) -> None:
+    along_m: float = 2.0
+    across_m: float = 0.5
+    heading_rad: float = 0.03
+
+    def close(self, rendered: np.ndarray, wanted: np.ndarray) -> bool:
+        """Whether a frame centred on ``rendered`` (x, y, psi) may stand for one centred on ``wanted``."""
+        dx, dy = wanted[0] - rendered[0], wanted[1] - rendered[1]
+        cos, sin = np.cos(rendered[2]), np.sin(rendered[2])
+        return (abs(dx * cos + dy * sin) <= self.along_m and abs(dy * cos - dx * sin) <= self.across_m
+                and abs(wanted[2] - rendered[2]) <= self.heading_rad)  # fmt: skip
+
+
+class RenderedWorld:
+    """``oracle`` (the recorded future) or ``cv`` (constant velocity from the current frame), rendered.
+
+    The oracle's frames are kept per episode and world frame and reused while the new reference stays within
+    ``reuse`` of the pose they were rendered at (about one frame in five is rendered anew); None: always
+    render. The cv world's frames depend on the current observation and are rendered at every call."""
+
+    def __init__(
+        self, name: str, spec: ViewSpec | None = None, reuse: ReuseTolerance | None = ReuseTolerance()
+    ) -> None:
         if name not in ("oracle", "cv"):
             raise ValueError(f"RenderedWorld: {name!r} is not a rendered world (oracle, cv)")
         self.name, self.privileged = name, name == "oracle"
         self.renderer = _Renderer(spec or ViewSpec())
+        self.reuse = reuse if self.privileged else None
+        self._kept: dict[int, tuple[ReplaySimulation, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
+        self.rendered = self.reused = 0
 
     def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor | None = None,
                 windows: list | None = None) -> WorldFrames:  # fmt: skip
         b, t = reference.shape[:2]
         spec = self.renderer.spec
         out = np.empty((b, 1, t, 3, spec.height_px, spec.width_px), dtype=np.uint8)
+        centres = np.array(reference, dtype=np.float64)  # [B, F, 3]: where each frame is centred
+        self._kept = {id(sim): (sim, self._frames_of(sim)) for sim in sims}  # finished episodes dropped
         for i, sim in enumerate(sims):
+            kept = self._kept[id(sim)][1]
             now = None if self.privileged else recorded_others(sim, sim.frame)
             for k, step in enumerate(steps):
-                if self.privileged:
-                    others = recorded_others(sim, sim.frame + step)
-                else:
-                    others = constant_velocity(now, step * sim.dt)
-                out[i, 0, k] = self.renderer.view(sim, others, reference[i, k])
+                frame = sim.frame + step
+                if frame in kept and self.reuse.close(kept[frame][0], centres[i, k]):
+                    centres[i, k], out[i, 0, k] = kept[frame]
+                    self.reused += 1
+                    continue
+                others = recorded_others(sim, frame) if self.privileged else constant_velocity(now, step * sim.dt)
+                out[i, 0, k] = self.renderer.view(sim, others, centres[i, k])
+                self.rendered += 1
+                if self.reuse is not None:
+                    kept[frame] = (centres[i, k].copy(), out[i, 0, k].copy())
         images = torch.from_numpy(out).float().div_(255.0)
-        return WorldFrames(images, torch.from_numpy(np.asarray(reference, dtype=np.float32)))
+        return WorldFrames(images, torch.from_numpy(centres.astype(np.float32)))
+
+    def _frames_of(self, sim: ReplaySimulation) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """The frames kept for ``sim``'s episode (those of past world frames dropped)."""
+        if self.reuse is None:
+            return {}
+        owner, kept = self._kept.get(id(sim), (None, {}))
+        if owner is not sim:  # a new episode (an id can be reused once an old simulation is gone)
+            kept = {}
+        return {frame: entry for frame, entry in kept.items() if frame > sim.frame}
 
 
-__all__ = ["WORLDS", "RenderedWorld", "WorldFrames", "WorldProvider", "constant_velocity", "recorded_others"]
+__all__ = [
+    "WORLDS",
+    "RenderedWorld",
+    "ReuseTolerance",
+    "WorldFrames",
+    "WorldProvider",
+    "constant_velocity",
+    "recorded_others",
+]
