@@ -6,6 +6,7 @@ import pytest
 from worldmodel.traffic import kinematics
 from worldmodel.traffic.scenario import resolve_scenario
 from worldmodel.traffic.simulation import TrafficSimulation
+from worldmodel.traffic.vehicles import ORIGIN
 
 
 def run(seed: int, steps: int = 300) -> TrafficSimulation:
@@ -111,7 +112,7 @@ def lateral_offsets(scenario, steps: int = 600) -> np.ndarray:
     for step in range(steps):
         sim.step()
         if step >= steps // 2:
-            keeping = sim.lane == sim._d[9, : sim.n]  # ORIGIN == LANE: not mid-change
+            keeping = sim.lane == sim._d[ORIGIN, : sim.n]  # not mid-change
             on_main = keeping & (sim.lane < sim.road.lanes)
             offsets.append((sim.y - sim.road.lane_center_y(sim.lane))[on_main])
     return np.concatenate(offsets)

@@ -50,6 +50,7 @@ def bench_sim(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict
         vehicle_steps += sim.n
     sim_s = time.perf_counter() - t0
     rasterizer = EgoRasterizer(sim.road)
+    rasterizer.render(sim.snapshot())  # warm-up: the rasteriser's reusable buffers are allocated once
     frames = 5 if quick else 30
     views = 0
     render_s = 0.0

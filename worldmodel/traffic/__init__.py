@@ -3,9 +3,9 @@
 Modules: ``scenario`` (Scenario, load_scenario, resolve_scenario), ``road`` (Road), ``kinematics`` (step,
 invert, invert_actions), ``drivers`` (the bot: DriverSettings, IDM, MOBIL, lane keeping), ``geometry``
 (oriented boxes), ``vehicles`` (the simulator's vehicle array), ``occupancy`` (LaneOccupancy), ``inflow``
-(Inflow), ``downstream`` (DownstreamSpeed), ``collisions`` (overlapping pairs, ContactMemory),
-``simulation`` (TrafficSimulation), ``stats`` (SectionStats), ``view`` (ViewSpec), ``raster``
-(EgoRasterizer, render_topdown). A recording replayed as traffic is ``data.replay``: this
+(Inflow), ``downstream`` (DownstreamSpeed), ``collisions`` (overlapping pairs, BandSweep, ContactMemory),
+``lane_changes`` (the bots' MOBIL decisions, all at once), ``simulation`` (TrafficSimulation), ``stats``
+(SectionStats), ``view`` (ViewSpec), ``raster`` (EgoRasterizer, render_topdown). A recording replayed as traffic is ``data.replay``: this
 package imports nothing else of ``worldmodel``. Import what you need from the module; nothing runs here.
 """
 
@@ -16,6 +16,7 @@ __all__ = [
     "geometry",
     "inflow",
     "kinematics",
+    "lane_changes",
     "occupancy",
     "raster",
     "road",

@@ -202,13 +202,17 @@ def turn_limit_rad(length_m: np.ndarray) -> np.ndarray:
     return np.minimum(MAX_HEADING_RAD, np.arcsin(np.minimum(1.0, MAX_SWING_M / (0.5 * length_m))))
 
 
+def keep_limit_rad(length_m: np.ndarray) -> np.ndarray:
+    """Heading bound [rad] of a car keeping its lane: its ends swing at most ``KEEP_SWING_M``."""
+    return np.arcsin(np.minimum(1.0, KEEP_SWING_M / (0.5 * length_m)))
+
+
 def heading_limit_rad(length_m: np.ndarray, changing: np.ndarray, turn_limit: np.ndarray | None = None) -> np.ndarray:
     """Heading bound [rad]: ``turn_limit`` (default ``turn_limit_rad(length_m)``) while changing lanes;
     while keeping the lane also so small that the ends swing at most ``KEEP_SWING_M`` (with the simulator's
     wander clearance, two long trucks side by side never touch)."""
     turn = turn_limit_rad(length_m) if turn_limit is None else turn_limit
-    keep = np.arcsin(np.minimum(1.0, KEEP_SWING_M / (0.5 * length_m)))
-    return np.where(changing, turn, np.minimum(turn, keep))
+    return np.where(changing, turn, np.minimum(turn, keep_limit_rad(length_m)))
 
 
 def lateral_curvature(
@@ -225,12 +229,28 @@ def lateral_curvature(
     """Curvature [1/m] that steers toward ``y_target``: the heading that gives a lateral speed of
     ``(y_target - y) / lateral_time_s`` (bounded) is reached in one step when the curvature bound allows
     (``max_curvature`` = 1 / the tightest turning radius). ``max_heading_rad`` may be per car."""
+    return steering_curvature(y, psi, v, y_target, dt, lateral_time_s, max_lateral_speed_mps,
+                              np.sin(max_heading_rad), max_curvature)  # fmt: skip
+
+
+def steering_curvature(
+    y: np.ndarray,
+    psi: np.ndarray,
+    v: np.ndarray,
+    y_target: np.ndarray,
+    dt: float,
+    lateral_time_s: float,
+    max_lateral_speed_mps: float,
+    sin_max_heading: np.ndarray | float,
+    max_curvature: float = 0.1,
+) -> np.ndarray:
+    """``lateral_curvature`` given the sine of the heading bound (the simulator keeps it per car)."""
     lateral_speed = clip((y_target - y) / lateral_time_s, -max_lateral_speed_mps, max_lateral_speed_mps)
     speed = np.maximum(v, 0.1)
-    psi_target = np.arcsin(clip(lateral_speed / speed, -np.sin(max_heading_rad), np.sin(max_heading_rad)))
+    psi_target = np.arcsin(clip(lateral_speed / speed, -sin_max_heading, sin_max_heading))
     travel = v * dt
-    with np.errstate(divide="ignore", invalid="ignore"):
-        b = np.where(travel > 1e-4, np.tan(clip(psi_target - psi, -1.2, 1.2)) / travel, 0.0)
+    # where the car barely moves the curvature is 0 (the division there is discarded: no warning)
+    b = np.where(travel > 1e-4, np.tan(clip(psi_target - psi, -1.2, 1.2)) / np.maximum(travel, 1e-4), 0.0)
     return clip(b, -max_curvature, max_curvature)
 
 

@@ -32,10 +32,13 @@ def step(
     accel: np.ndarray,
     curvature: np.ndarray,
     dt: float,
+    cos_psi: np.ndarray | None = None,
+    sin_psi: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One kinematic step for arrays of cars ``[N]`` (float64 recommended). Returns new (x, y, psi, v)."""
-    x_new = x + v * np.cos(psi) * dt
-    y_new = y + v * np.sin(psi) * dt
+    """One kinematic step for arrays of cars ``[N]`` (float64 recommended). Returns new (x, y, psi, v).
+    ``cos_psi``, ``sin_psi``: the heading's cosine and sine if the caller has them already."""
+    x_new = x + v * (np.cos(psi) if cos_psi is None else cos_psi) * dt
+    y_new = y + v * (np.sin(psi) if sin_psi is None else sin_psi) * dt
     psi_new = psi + np.arctan(curvature * v * dt)
     v_new = np.maximum(v + accel * dt, 0.0)
     return x_new, y_new, psi_new, v_new

@@ -14,7 +14,9 @@ centred and heading up. How one frame is made (``EgoRasterizer.render``):
 
 Speed: OpenCV's own thread pool slows these many small operations down (1.7x here); entry points that
 render in bulk call ``single_threaded_opencv()`` once (the CLI, the benchmarks, extraction workers) and
-get their parallelism from worker processes instead.
+get their parallelism from worker processes instead. The large intermediate images (fine canvases, the
+stacked layers, the warped views) live in buffers reused from frame to frame: a fresh array of a few MB
+costs page faults worth as much as the work done on it.
 """
 
 from __future__ import annotations
@@ -67,6 +69,21 @@ def ego_masks(spec: ViewSpec, length_m: np.ndarray, width_m: np.ndarray) -> np.n
     return np.rint(255.0 * rows[:, :, None] * cols[:, None, :]).astype(np.uint8)
 
 
+class _Scratch:
+    """Arrays reused from call to call, by name (the returned views are overwritten by the next call)."""
+
+    def __init__(self) -> None:
+        self._flat: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype=np.uint8) -> np.ndarray:
+        """A contiguous array of ``shape`` and ``dtype`` (contents undefined)."""
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        flat = self._flat.get(name)
+        if flat is None or flat.size < size:
+            flat = self._flat[name] = np.empty(max(size, 0 if flat is None else 2 * flat.size), dtype=np.uint8)
+        return flat[:size].view(dtype).reshape(shape)
+
+
 @dataclass
 class _Canvas:
     """A window of the road in raster pixels: columns along x, rows along y, starting at column ``c0`` and row
@@ -81,7 +98,8 @@ class _Canvas:
 
 
 class EgoRasterizer:
-    """Renders ego views of cars on a ``Road``. Reuse one instance: the static layers are drawn once."""
+    """Renders ego views of cars on a ``Road``. Reuse one instance: the static layers are drawn once, the
+    working buffers allocated once (so one instance must not render in two threads at once)."""
 
     def __init__(self, road: Road, spec: ViewSpec | None = None, oversample: int = 4):
         self.road = road
@@ -94,7 +112,9 @@ class EgoRasterizer:
         # cv2 fills every fine pixel an edge touches: a polygon grows by half a fine pixel on each side, so
         # shapes are drawn that much smaller and their area coverage comes out unbiased
         self._fill_inset_m = 1.0 / (oversample * self.spec.px_per_m)
-        self._static = self._draw_static()  # [rows, cols, 2] uint8: lanes, off-road
+        self._scratch = _Scratch()
+        self._static = self._draw_static()  # ([rows, cols], [rows, cols]) uint8: lanes, off-road
+        self._scratch = _Scratch()  # (the whole road's fine canvases are not needed again)
 
     # -------------------------------------------------------------------------------- drawing
     def _grid(self, x0: float, x1: float, y0: float | None = None, y1: float | None = None) -> _Canvas:
@@ -116,23 +136,28 @@ class EgoRasterizer:
         fine -= np.array([canvas.c0, canvas.r0]) * (self.oversample << _SHIFT)
         return fine.astype(np.int32)
 
-    def _downsample(self, fine: np.ndarray, canvas: _Canvas) -> np.ndarray:
+    def _downsample(self, fine: np.ndarray, canvas: _Canvas, name: str) -> np.ndarray:
         """Box filter down to the view's resolution: halving steps use OpenCV's fast 2x path (10x faster
-        than one 4x step, and the same area average up to uint8 rounding)."""
+        than one 4x step, and the same area average up to uint8 rounding). Returns a scratch array ``name``."""
         factor = self.oversample
         while factor > 1 and factor % 2 == 0:
             factor //= 2
-            fine = cv2.resize(fine, (canvas.cols * factor, canvas.rows * factor), interpolation=cv2.INTER_AREA)
+            dst = self._scratch.get(f"{name}/{factor}", (canvas.rows * factor, canvas.cols * factor))
+            fine = cv2.resize(fine, dst.shape[::-1], dst=dst, interpolation=cv2.INTER_AREA)
         if factor > 1:
-            fine = cv2.resize(fine, (canvas.cols, canvas.rows), interpolation=cv2.INTER_AREA)
+            dst = self._scratch.get(f"{name}/1", (canvas.rows, canvas.cols))
+            fine = cv2.resize(fine, dst.shape[::-1], dst=dst, interpolation=cv2.INTER_AREA)
         return fine
 
-    def _fine_canvas(self, canvas: _Canvas) -> np.ndarray:
-        return np.zeros((canvas.rows * self.oversample, canvas.cols * self.oversample), dtype=np.uint8)
+    def _fine_canvas(self, canvas: _Canvas, name: str) -> np.ndarray:
+        """A zeroed scratch canvas ``name`` at ``oversample`` x the view's resolution."""
+        fine = self._scratch.get(name, (canvas.rows * self.oversample, canvas.cols * self.oversample))
+        fine.fill(0)
+        return fine
 
     def _draw_static(self) -> np.ndarray:
         canvas = self._grid(self.x_min, self.x_max)
-        offroad = self._fine_canvas(canvas)
+        offroad = self._fine_canvas(canvas, "fine/offroad")
         offroad[:] = 255
         h = 0.5 * self._fill_inset_m
         for x0, y0, x1, y1 in self.road.paved_rectangles():
@@ -140,23 +165,34 @@ class EgoRasterizer:
                 canvas, np.array([x0 + h, x1 - h, x1 - h, x0 + h]), np.array([y0 + h, y0 + h, y1 - h, y1 - h])
             )
             cv2.fillConvexPoly(offroad, quad, 0, lineType=cv2.LINE_8, shift=_SHIFT)
-        lanes = self._fine_canvas(canvas)
+        lanes = self._fine_canvas(canvas, "fine/lanes")
         half = 0.5 / self.spec.px_per_m - h  # markings one view pixel wide
         for y, x0, x1 in self.road.markings():
             quad = self._to_fine(canvas, np.array([x0, x1, x1, x0]), np.array([y - half, y - half, y + half, y + half]))
             cv2.fillConvexPoly(lanes, quad, 255, lineType=cv2.LINE_8, shift=_SHIFT)
-        return np.stack([self._downsample(lanes, canvas), self._downsample(offroad, canvas)], axis=-1)
+        return self._downsample(lanes, canvas, "lanes").copy(), self._downsample(offroad, canvas, "offroad").copy()
 
-    def _vehicle_layers(self, canvas: _Canvas, vehicles: dict, layer: np.ndarray) -> np.ndarray:
-        """Vehicles drawn into two layers ``[rows, cols, 2]`` uint8 by their ``layer`` (0/1)."""
+    def _vehicle_layers(self, canvas: _Canvas, vehicles: dict, layer: np.ndarray) -> list[np.ndarray]:
+        """Vehicles drawn into two layers ``[rows, cols]`` uint8 by their ``layer`` (0/1) (scratch arrays)."""
         inset = self._fill_inset_m
         corners = box_corners(vehicles["x"], vehicles["y"], vehicles["psi"], np.maximum(vehicles["length"] - inset, 0),
                               np.maximum(vehicles["width"] - inset, 0))  # fmt: skip
         pts = self._to_fine(canvas, corners[..., 0], corners[..., 1])  # [N, 4, 2]
-        fine = [self._fine_canvas(canvas), self._fine_canvas(canvas)]
+        fine = [self._fine_canvas(canvas, "fine/0"), self._fine_canvas(canvas, "fine/1")]
         for quad, k in zip(pts, layer, strict=True):
             cv2.fillConvexPoly(fine[k], quad, 255, lineType=cv2.LINE_8, shift=_SHIFT)
-        return np.stack([self._downsample(f, canvas) for f in fine], axis=-1)
+        return [self._downsample(f, canvas, f"layer/{k}") for k, f in enumerate(fine)]
+
+    def _warp(self, stack: np.ndarray, maps: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
+        """Sample ``stack`` [rows, cols, 4] (bilinear; outside: lanes 0, off-road 255) at the view pixels of every
+        ego: ``maps`` [E, 2, 3] take view pixel (c, r) to canvas pixel ``maps @ (c, r, 1)``. Returns a scratch
+        array ``[E, H, W, 4]``."""
+        e, h, w = shape
+        warped = self._scratch.get("warped", (e, h, w, 4))
+        for i in range(e):
+            cv2.warpAffine(stack, maps[i], (w, h), dst=warped[i], flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderValue=(0, 255, 0, 0))  # fmt: skip
+        return warped
 
     @staticmethod
     def alternating_layers(lane: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -181,7 +217,7 @@ class EgoRasterizer:
         spec, ppm = self.spec, self.spec.px_per_m
         n = len(vehicles["x"])
         egos = np.arange(n) if egos is None else np.asarray(egos, dtype=np.int64)
-        out = np.zeros((len(egos), 3, spec.height_px, spec.width_px), dtype=np.uint8)
+        out = np.empty((len(egos), 3, spec.height_px, spec.width_px), dtype=np.uint8)
         if len(egos) == 0:
             return out
         ex, ey, epsi = vehicles["x"][egos], vehicles["y"][egos], vehicles["psi"][egos]
@@ -200,9 +236,10 @@ class EgoRasterizer:
         lane = np.asarray(vehicles.get("lane", np.zeros(n)))[near_idx]
         layer_of_near = self.alternating_layers(lane, sub["x"])
         layers = self._vehicle_layers(canvas, sub, layer_of_near)
-        static = self._static[canvas.r0 : canvas.r0 + canvas.rows, canvas.c0 : canvas.c0 + canvas.cols]
-        stack = np.concatenate([static, layers], axis=-1)  # lanes, off, A, B
-        stack = np.ascontiguousarray(stack)
+        rows, cols = slice(canvas.r0, canvas.r0 + canvas.rows), slice(canvas.c0, canvas.c0 + canvas.cols)
+        static = [plane[rows, cols] for plane in self._static]
+        # the layers stacked [rows, cols, 4]: lanes, off-road, A, B
+        stack = cv2.merge(static + layers, dst=self._scratch.get("stack", (canvas.rows, canvas.cols, 4)))
         layer = np.zeros(n, dtype=np.int64)
         layer[near_idx] = layer_of_near
         # affine maps from view pixels (c, r) to canvas pixels (u, v), pixel centres at integers
@@ -211,8 +248,6 @@ class EgoRasterizer:
         tu = ((ex - self.x_min) * ppm - 0.5 + cos * spec.ego_row + sin * spec.ego_col) - canvas.c0
         tv = ((ey - self.y_min) * ppm - 0.5 + sin * spec.ego_row - cos * spec.ego_col) - canvas.r0
         maps = np.stack([np.stack([-sin, -cos, tu], -1), np.stack([cos, -sin, tv], -1)], axis=1)  # [E, 2, 3]
-        size = (spec.width_px, spec.height_px)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
         # the ego's own footprint + the spread of drawing and interpolation, as row/column ranges
         margin = _ERASE_MARGIN_PX
         half_rows = 0.5 * np.asarray(vehicles["length"])[egos] * ppm + margin
@@ -221,16 +256,17 @@ class EgoRasterizer:
         r1 = np.floor(spec.ego_row + half_rows).astype(np.int64) + 1
         c0 = np.maximum(np.ceil(spec.ego_col - half_cols), 0).astype(np.int64)
         c1 = np.floor(spec.ego_col + half_cols).astype(np.int64) + 1
-        own = 2 + layer[egos]
-        warped = np.empty((len(egos), spec.height_px, spec.width_px, 4), dtype=np.uint8)
-        for i in range(len(egos)):
-            cv2.warpAffine(stack, maps[i], size, dst=warped[i], flags=flags, borderValue=(0, 255, 0, 0))
-            warped[i, r0[i] : r1[i], c0[i] : c1[i], own[i]] = 0
+        own = layer[egos]
         e, h, w = len(egos), spec.height_px, spec.width_px
-        lanes, offroad, a, b = cv2.split(warped.reshape(e * h, w, 4))  # contiguous planes, fast
-        out[:, LANES] = lanes.reshape(e, h, w)
-        out[:, OFFROAD] = offroad.reshape(e, h, w)
-        out[:, VEHICLES] = cv2.max(a, b).reshape(e, h, w)
+        warped = self._warp(stack, maps, (e, h, w))
+        planes = [self._scratch.get(f"plane/{c}", (e * h, w)) for c in range(4)]  # lanes, off-road, A, B
+        planes = cv2.split(warped.reshape(e * h, w, 4), planes)  # contiguous planes, fast
+        vehicle_layers = [planes[2].reshape(e, h, w), planes[3].reshape(e, h, w)]
+        for i in range(e):
+            vehicle_layers[own[i]][i, r0[i] : r1[i], c0[i] : c1[i]] = 0
+        out[:, LANES] = planes[0].reshape(e, h, w)
+        out[:, OFFROAD] = planes[1].reshape(e, h, w)
+        out[:, VEHICLES] = cv2.max(planes[2], planes[3], dst=planes[2]).reshape(e, h, w)
         return out
 
 

@@ -3,17 +3,22 @@
 Bots drive with IDM + MOBIL + lane keeping (``drivers.py``, the same bot as the closed-loop ``BotDriver``);
 controlled cars take actions from outside. Every car moves with the same kinematics (``kinematics.step``);
 bots' actions are rounded to float32 before they are applied, so recorded actions replay their trajectories
-exactly. The vehicle array's rows are in ``vehicles.py``.
+exactly. The vehicle array's rows are in ``vehicles.py``; after the ``n`` cars come a few stand-in columns:
+"no car" ahead (at +inf) and behind (at -inf), and the end of each ramp lane (a standing obstacle).
 
-One ``step()`` is a fixed sequence of array operations, whatever the number of vehicles:
-1. neighbours: sort lane keys (``occupancy.py``: a car is listed in every lane its body overlaps),
-   ``searchsorted`` for leaders;
-2. IDM accelerations (own lane and every lane the body overlaps, ramp ends, the downstream zone
-   (``downstream.py``)), noise;
-3. MOBIL once per ``lane_change_period_s`` for every driver at once (decisions at a lower rate than the
-   dynamics; cars that change into the same gap see each other at once through the occupancy);
-4. lane keeping -> curvature; controlled cars' actions; kinematics;
-5. collisions (``collisions.py``), exits; inflow from the queues comes first, every ``_SPAWN_EVERY`` steps.
+One ``step()`` is a fixed sequence of array operations, whatever the number of vehicles (a step costs
+about 200 numpy calls on arrays of ~200 elements: their number, not their size, sets the speed):
+1. neighbours: sort lane keys (``occupancy.py``: a car is listed in every lane its body overlaps; sentinel
+   keys turn "nobody there" into a stand-in column), ``searchsorted`` for leaders and the cars after them;
+2. IDM accelerations in one pass over ``[3, entries]`` pairs (behind the leader and the car after it in the
+   own lane and every lane the body overlaps; ramp cars behind their lane's end), desired speeds capped in
+   the downstream zone (``downstream.py``); noise (one draw for acceleration noise and lateral wander);
+3. MOBIL once per ``lane_change_period_s`` for every driver at once (``lane_changes.py``: decisions at a
+   lower rate than the dynamics; cars that change into the same gap see each other through the occupancy);
+4. lane keeping -> curvature; controlled cars' actions; kinematics (the heading's cosine and sine are kept
+   in the vehicle array from one step to the next);
+5. collisions (``collisions.py``: a band sweep proves most steps free of contacts, else the exact test),
+   exits; inflow from the queues comes first, every ``_SPAWN_EVERY`` steps.
 All randomness comes from one seeded ``np.random.Generator``: same seed, same traffic, bit for bit.
 """
 
@@ -24,34 +29,36 @@ from dataclasses import dataclass
 import numpy as np
 
 from worldmodel.traffic import kinematics
-from worldmodel.traffic.collisions import ContactMemory, overlapping_pairs
+from worldmodel.traffic.collisions import BandSweep, ContactMemory, overlapping_pairs
 from worldmodel.traffic.downstream import DownstreamSpeed
-from worldmodel.traffic.drivers import (
-    DriverSettings,
-    best_lane,
-    change_incentive,
-    clip,
-    end_of_lane_accel,
-    follow_accel,
-    lane_keeping_curvature,
-    turn_limit_rad,
-)
+from worldmodel.traffic.drivers import DriverSettings, idm_accel, steering_curvature, turn_limit_rad
 from worldmodel.traffic.inflow import Inflow, initial_traffic
-from worldmodel.traffic.occupancy import NO_LANE, LaneOccupancy
+from worldmodel.traffic.lane_changes import lane_change_targets
+from worldmodel.traffic.occupancy import AHEAD_NONE, BEHIND_NONE, COURTESY_ZONE_M, NO_LANE, LaneOccupancy
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import Scenario
 from worldmodel.traffic.stats import SectionStats
 
 # the rows of the vehicle array
 from worldmodel.traffic.vehicles import (  # isort: skip
-    ACCEL, AMAX, BCOMF, CONTROLLED, COOLDOWN, CURV, HEADWAY, ID, KIND, LANE, LENGTH, MAX_HEADING, N_FIELDS,
-    NOISE, ORIGIN, PARAMETER_ROWS, POLITE, PSI, S0, SPAWN_FRAME, THRESH, V, V0, WANDER, WIDTH, X, Y,
-    draw_vehicles,
+    ACCEL, ACCEL_LIMIT, AMAX, BCOMF, CONTROLLED, COOLDOWN, COS, CURV, FOLLOWER_ROWS, HEADWAY, ID, KIND, LANE,
+    LEADER_ROWS, LENGTH, MAX_HEADING, N_FIELDS, NOISE, ORIGIN, PARAMETER_ROWS, POLITE, PSI, S0, SIN, SIN_KEEP,
+    SIN_TURN, SPAWN_FRAME, THRESH, V, V0, WANDER, WANDER_BOUND, WIDTH, X, Y, HALF_LENGTH, HALF_WIDTH,
+    HALF_DIAGONAL, derive, draw_vehicles,
 )  # fmt: skip
 
 _WANDER_CLEARANCE_M = 0.3  # lateral wander keeps a bot's side at least this far inside its lane [m]
 _CONTACT_MEMORY_S = 10.0  # a pair of cars that touches again within this time is the same collision [s]
 _SPAWN_EVERY = 10  # inflow is admitted every this many steps (1 s; up to 3,600 vehicles/h/lane)
+_NO_IDS = np.zeros(0, dtype=np.int64)
+
+
+def _ou(std: float, time_constant_s: float, dt: float) -> tuple[float, float] | None:
+    """(decay per step, shock scale) of an Ornstein-Uhlenbeck process of stationary ``std``; None if 0."""
+    if std <= 0:
+        return None
+    decay = np.exp(-dt / time_constant_s)
+    return decay, std * np.sqrt(1 - decay**2)
 
 
 @dataclass
@@ -75,10 +82,10 @@ class TrafficSimulation:
 
     def __init__(self, scenario: Scenario, seed: int = 0, capacity: int = 1024):
         self.scenario = scenario
-        self.road = Road(scenario.road)
+        self.road = road = Road(scenario.road)
         self.dt = scenario.dt_s
         self.capacity = capacity
-        b = scenario.behaviour
+        b, nz = scenario.behaviour, scenario.noise
         self._period_steps = max(1, round(b.lane_change_period_s / self.dt))
         # the bots' settings shared by all drivers; the per-driver ones are columns (``_settings``)
         self._shared = dict(right_bias_mps2=b.right_bias_mps2, safe_decel_mps2=b.safe_decel_mps2,
@@ -87,7 +94,23 @@ class TrafficSimulation:
                             lateral_time_s=b.lateral_time_s, max_lateral_speed_mps=b.max_lateral_speed_mps)  # fmt: skip
         self._lane_keeping = DriverSettings(**self._shared)
         self._inflow = Inflow(scenario, self.road, self.dt)
-        self._lane_end = self.road.ramp_end_m(np.arange(self.road.total_lanes))  # [lanes_total], inf mainline
+        self._lanes, self._top = road.lanes, road.total_lanes - 1
+        lane_end = road.ramp_end_m(np.arange(road.total_lanes))  # [lanes_total], inf mainline
+        # where each lane's courtesy zone starts [m], by integer lane (inf on the mainline, at NO_LANE)
+        self._courtesy_start = np.concatenate([lane_end - COURTESY_ZONE_M, np.full(1 - NO_LANE, np.inf)])
+        # the columns after the cars that stand for "no car" ahead (at +inf) and behind (at -inf) and for
+        # the end of each ramp lane (a standing obstacle): [N_FIELDS, 2 + ramps] (``occupancy.py``)
+        stand_ins = np.zeros((N_FIELDS, 2 + len(road.ramps)))
+        stand_ins[X, AHEAD_NONE], stand_ins[X, BEHIND_NONE] = np.inf, -np.inf
+        stand_ins[X, 2:] = lane_end[road.lanes :]
+        stand_ins[[V0, HEADWAY, S0, AMAX, BCOMF]] = 1.0  # a harmless driver, should one be asked
+        self._stand_ins = stand_ins
+        # Ornstein-Uhlenbeck processes per driver, (decay per step, shock scale): acceleration, lateral wander
+        self._accel_ou = _ou(nz.accel_std_mps2, nz.accel_time_constant_s, self.dt)
+        self._wander_ou = _ou(nz.lateral_std_m, nz.lateral_time_constant_s, self.dt)
+        self._both_ou = None
+        if self._accel_ou and self._wander_ou:  # as [2, 1] columns for the rows NOISE, WANDER
+            self._both_ou = tuple(np.array([[a], [w]]) for a, w in zip(self._accel_ou, self._wander_ou, strict=True))
         self.reset(seed)
 
     # ----------------------------------------------------------------------------------------- state
@@ -95,6 +118,7 @@ class TrafficSimulation:
         """Start again from an empty (or initially filled) road with a fresh generator."""
         self.rng = np.random.default_rng(seed)
         self._d = np.zeros((N_FIELDS, self.capacity))
+        self._columns = np.arange(self.capacity)
         self.n = 0
         self.frame = 0
         self._next_id = 0
@@ -102,6 +126,8 @@ class TrafficSimulation:
         self._downstream = DownstreamSpeed(self.scenario.downstream, self.road.total_lanes, self.dt, self.rng)
         self.stats = SectionStats(self.road, self.dt)
         self._contacts = ContactMemory(round(_CONTACT_MEMORY_S / self.dt))
+        self._sweep = BandSweep(self.road.lane_width_m)
+        self._backlog = 0  # vehicles waiting in the queues
         self._append(initial_traffic(self.rng, self.scenario, self.road))
 
     def _col(self, row: int) -> np.ndarray:
@@ -140,13 +166,15 @@ class TrafficSimulation:
     def _append(self, cols: np.ndarray) -> np.ndarray:
         """Add vehicles ``[F, k]``; returns their ids."""
         k = cols.shape[1]
-        if self.n + k > self.capacity:
-            grown = np.zeros((N_FIELDS, max(2 * self.capacity, self.n + k)))
+        if self.n + k + self._stand_ins.shape[1] > self.capacity:
+            grown = np.zeros((N_FIELDS, max(2 * self.capacity, self.n + k + self._stand_ins.shape[1])))
             grown[:, : self.n] = self._d[:, : self.n]
             self._d, self.capacity = grown, grown.shape[1]
+            self._columns = np.arange(self.capacity)
         ids = np.arange(self._next_id, self._next_id + k)
         cols[ID] = ids
         cols[SPAWN_FRAME] = self.frame
+        derive(cols, self.road.lane_width_m, _WANDER_CLEARANCE_M)
         self._d[:, self.n : self.n + k] = cols
         self.n += k
         self._next_id += k
@@ -155,6 +183,7 @@ class TrafficSimulation:
     def _spawn(self) -> np.ndarray:
         """Admit queued vehicles where the entry has a safe gap (called before the step's neighbour search)."""
         new, arrivals = self._inflow.admit(self.rng, self._d, self.n, _SPAWN_EVERY)
+        self._backlog = int(self._inflow.queue.sum())
         self.stats.record_arrivals(arrivals)
         return self._append(new)
 
@@ -200,7 +229,7 @@ class TrafficSimulation:
             self._d[:, :k] = self._d[:, : self.n][:, keep]
             self.n = k
 
-    # ---------------------------------------------------------------------------------- neighbours
+    # ------------------------------------------------------------------------------------ following
     def _settings(self, cols: np.ndarray) -> DriverSettings:
         """The bot settings of cars ``cols``: their own IDM and MOBIL parameters, the scenario's behaviour."""
         d = self._d
@@ -208,74 +237,40 @@ class TrafficSimulation:
                               comfort_decel_mps2=d[BCOMF, cols], politeness=d[POLITE, cols],
                               change_threshold_mps2=d[THRESH, cols], **self._shared)  # fmt: skip
 
-    def _gap(self, f: np.ndarray, lead: np.ndarray, has_lead: np.ndarray) -> np.ndarray:
-        """Bumper gap [m] from cars ``f`` to ``lead`` (inf where not ``has_lead``)."""
-        d = self._d
-        return np.where(has_lead, d[X, lead] - d[X, f] - 0.5 * (d[LENGTH, lead] + d[LENGTH, f]), np.inf)
+    def _desired_speed(self, v0: np.ndarray, x: np.ndarray, lane: np.ndarray) -> np.ndarray:
+        """Desired speed [m/s] of cars of own desired speed ``v0`` at ``x`` [m] driving in ``lane`` (integer
+        lane indices, any a query names): capped in the downstream zone."""
+        in_zone = x > self.scenario.downstream.start_m
+        return np.where(in_zone, np.minimum(v0, self._downstream.by_index[lane]), v0)
 
-    def _idm_behind(
-        self, f: np.ndarray, lead: np.ndarray, has_lead: np.ndarray, v0: np.ndarray,
-        second: np.ndarray | None = None, has_second: np.ndarray | None = None,
-    ) -> np.ndarray:  # fmt: skip
-        """IDM acceleration of cars ``f`` following ``lead`` (free road where not ``has_lead``) and, if given,
-        the ``second`` car ahead."""
+    def _follow(self, f: np.ndarray, lead: np.ndarray, v0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """IDM acceleration [m/s^2] of columns ``f`` [P] behind columns ``lead`` [P] or [K, P] (a car, a ramp's
+        end or "no car": the bumper gap is then inf), desired speeds ``v0`` [P]; and the bumper gaps [m]."""
         d = self._d
-        dv = np.where(has_lead, d[V, f] - d[V, lead], 0.0)
-        if second is None:
-            return follow_accel(self._settings(f), d[V, f], v0, self._gap(f, lead, has_lead), dv)
-        dv2 = np.where(has_second, d[V, f] - d[V, second], 0.0)
-        return follow_accel(self._settings(f), d[V, f], v0, self._gap(f, lead, has_lead), dv,
-                            self._gap(f, second, has_second), dv2)  # fmt: skip
+        xf, vf, lf, headway, s0, amax, bcomf = d[FOLLOWER_ROWS].take(f, axis=1)
+        xl, vl, ll = d[LEADER_ROWS].take(lead, axis=1)
+        gap = xl - xf - 0.5 * (ll + lf)
+        return idm_accel(vf, v0, gap, vf - vl, headway, s0, amax, bcomf), gap
 
-    # ------------------------------------------------------------------------------------ dynamics
-    def _desired_speed(self, cols: np.ndarray, lane: np.ndarray) -> np.ndarray:
-        """Desired speed of cars ``cols`` driving in ``lane``: their own, capped in the downstream zone."""
+    def _follow_in_lane(self, f: np.ndarray, lead: np.ndarray, lane: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``_follow`` at the desired speed of each follower in ``lane`` [P] (integer lane indices)."""
         d = self._d
-        in_zone = d[X, cols] > self.scenario.downstream.start_m
-        lane_safe = clip(lane, 0, self.road.total_lanes - 1).astype(np.int64)
-        return np.where(in_zone, np.minimum(d[V0, cols], self._downstream.speed[lane_safe]), d[V0, cols])
+        return self._follow(f, lead, self._desired_speed(d[V0][f], d[X][f], lane))
 
-    def _end_of_lane_accel(self, cols: np.ndarray, lane: np.ndarray, v0: np.ndarray) -> np.ndarray:
-        """IDM acceleration toward the end of a ramp lane (a standing obstacle); +inf on mainline lanes."""
-        d = self._d
-        end = self._lane_end[clip(lane, 0, self.road.total_lanes - 1).astype(np.int64)]
-        a = end_of_lane_accel(self._settings(cols), d[V, cols], v0, end - d[X, cols] - 0.5 * d[LENGTH, cols])
-        return np.where(np.isfinite(end), a, np.inf)
+    # ------------------------------------------------------------------------------------ lane changes
 
-    def _mobil(self, a_own: np.ndarray, lead: np.ndarray, has_lead: np.ndarray) -> None:
-        """Lane-change decisions for the drivers whose turn it is this step (``drivers.change_incentive``)."""
-        d, road, occ = self._d, self.road, self._occupancy
-        n = self.n
-        if self.frame % self._period_steps:
-            return
+    def _mobil(self, occ: LaneOccupancy, a_own: np.ndarray, lead: np.ndarray) -> None:
+        """Lane-change decisions of every bot that may decide (``lane_changes.py``). ``a_own``, ``lead``:
+        ``[n]`` from this step."""
+        d, n = self._d, self.n
         due = (d[ORIGIN, :n] == d[LANE, :n]) & (d[COOLDOWN, :n] <= 0) & (d[CONTROLLED, :n] == 0)
-        c = np.nonzero(due)[0]
+        # a car too slow to move sideways has no discretionary incentive (``change_incentive``): skipped
+        due &= (d[V, :n] > self._lane_keeping.min_change_speed_mps) | (d[LANE, :n] >= self._lanes)
+        c = due.nonzero()[0]
         if len(c) == 0:
             return
-        lane, x, every = d[LANE, c], d[X, c], np.ones(len(c), bool)
-        on_ramp = lane >= road.lanes
-        # old follower (in the own lane) and how it fares before / after c leaves
-        of, has_of = occ.neighbour(lane, x, ahead=False)
-        v0_of = self._desired_speed(of, lane)
-        old_follower = (np.where(has_of, self._idm_behind(of, c, every, v0_of), 0.0),
-                        np.where(has_of, self._idm_behind(of, lead[c], has_lead[c], v0_of), 0.0))  # fmt: skip
-        settings, options = self._settings(c), []
-        for direction in (-1.0, 1.0):
-            target = lane + direction
-            allowed = (target >= 0) & (target < road.lanes) & (~on_ramp | (direction < 0))  # never into a ramp
-            if not allowed.any():
-                continue
-            nl, has_nl = occ.neighbour(target, x, ahead=True)
-            nf, has_nf = occ.neighbour(target, x, ahead=False)
-            v0_nf = self._desired_speed(nf, target)
-            new_follower = (np.where(has_nf, self._idm_behind(nf, nl, has_nl, v0_nf), 0.0),
-                            np.where(has_nf, self._idm_behind(nf, c, every, v0_nf), 0.0))  # fmt: skip
-            a_new = self._idm_behind(c, nl, has_nl, self._desired_speed(c, target))
-            gain = change_incentive(settings, direction, on_ramp, d[V, c], a_own[c], a_new, self._gap(c, nl, has_nl),
-                                    self._gap(nf, c, has_nf), 0.0, new_follower, old_follower)  # fmt: skip
-            options.append((target, np.where(allowed, gain, -np.inf)))
-        target = best_lane(lane, options)
-        change = target != lane
+        target = lane_change_targets(d, n, c, occ, a_own, lead, self._follow_in_lane, self._settings(c), self._lanes)
+        change = target != d[LANE, c]
         if change.any():
             cc = c[change]
             d[ORIGIN, cc] = d[LANE, cc]
@@ -285,117 +280,152 @@ class TrafficSimulation:
     def _update_controlled_lanes(self) -> None:
         """A controlled car's lane is the one under its centre (or off the road); the lanes its body also
         reaches come from its footprint in the ``LaneOccupancy``, as for every car."""
-        ctrl = np.nonzero(self._col(CONTROLLED) > 0)[0]
-        if len(ctrl) == 0:
-            return
+        ctrl = np.flatnonzero(self._col(CONTROLLED) > 0)
         d = self._d
         lane = self.road.lane_at(d[X, ctrl], d[Y, ctrl])
         d[LANE, ctrl] = d[ORIGIN, ctrl] = np.where(lane >= 0, lane, NO_LANE)
 
+    # ------------------------------------------------------------------------------------------ step
     def step(self, actions: dict[int, tuple[float, float]] | None = None) -> StepEvents:
         """Advance one ``dt``. ``actions`` maps controlled vehicle ids to (accel [m/s^2], curvature [1/m])."""
-        spawned = self._spawn() if self.frame % _SPAWN_EVERY == 0 else np.zeros(0, dtype=np.int64)
+        spawned = self._spawn() if self.frame % _SPAWN_EVERY == 0 else _NO_IDS
         d, n, b = self._d, self.n, self.scenario.behaviour
-        self._update_controlled_lanes()
-        occ = self._occupancy = LaneOccupancy(
-            self.road, self._lane_end, *(d[r, :n] for r in (LANE, X, Y, PSI, LENGTH, WIDTH))
-        )
-        cols = np.arange(n)
-        lane, origin = d[LANE, :n], d[ORIGIN, :n]
-        x_old = d[X, :n].copy()
+        d[:, n : n + self._stand_ins.shape[1]] = self._stand_ins
+        any_controlled = np.count_nonzero(d[CONTROLLED, :n])
+        if any_controlled:
+            self._update_controlled_lanes()
+        lane, origin, x, v = d[LANE, :n], d[ORIGIN, :n], d[X, :n], d[V, :n]
+        lane_i = lane.astype(np.intp)
+        ramp = (lane_i >= self._lanes).nonzero()[0]
+        # 1. neighbours
+        occ = LaneOccupancy(self.road, self._courtesy_start, lane, x, d[Y, :n], d[SIN, :n], d[COS, :n],
+                            d[LENGTH, :n], d[WIDTH, :n], lane_i, (lane_i != NO_LANE) if any_controlled else None)  # fmt: skip
+        x_old = x.copy()
         # 2. longitudinal: IDM in the own lane; also the origin lane while changing; ramp ends (a car
         #    already merging out of a ramp no longer brakes for its end, or it could stop and never finish).
-        v0 = self._desired_speed(cols, lane)
-        # one neighbour search and one IDM evaluation for the own lane and every extra lane the body overlaps,
-        # behind the leader and the car after it
+        #    One IDM pass: every entry (own lane and every extra lane the body overlaps) behind its leader,
+        #    behind the car after it and (ramp cars) behind their lane's end: leaders [3, entries].
+        v0 = self._desired_speed(d[V0, :n], x, lane_i)
         extra = occ.extra_idx
-        q = np.concatenate([cols, extra])
-        lanes_q, v0_q = np.concatenate([lane, occ.extra_lane]), np.concatenate([v0, v0[extra]])
-        lead_all, has_all = occ.neighbour(lanes_q, d[X, q], ahead=True)
-        second, has_second = occ.neighbour(lanes_q, np.where(has_all, d[X, lead_all], np.inf), ahead=True)
-        a_all = self._idm_behind(q, lead_all, has_all, v0_q, second, has_second & has_all)
-        lead, has_lead, a_own = lead_all[:n], has_all[:n], a_all[:n]
+        entries = np.concatenate([self._columns[:n], extra]) if len(extra) else self._columns[:n]
+        m = len(entries)
+        leaders = np.empty((3, m), dtype=np.intp)
+        _, pos = occ.ahead(occ.keys, out=leaders[0])
+        occ.after(pos, out=leaders[1])
+        leaders[2] = n + AHEAD_NONE
+        leaders[2, ramp] = n + 2 - self._lanes + lane_i[ramp]
+        a, _ = self._follow(entries, leaders, v0[entries] if len(extra) else v0)
+        a_all = np.minimum(a[0], a[1])
+        a_own = a_all[:n]
         accel = a_own.copy()
         if len(extra):
             np.minimum.at(accel, extra, a_all[n:])
-        on_ramp = np.nonzero(lane >= self.road.lanes)[0]
-        if len(on_ramp):
-            accel[on_ramp] = np.minimum(accel[on_ramp], self._end_of_lane_accel(on_ramp, lane[on_ramp], v0[on_ramp]))
-        changing = np.nonzero(origin != lane)[0]
-        # noise (Ornstein-Uhlenbeck per driver), then physical limits; speeds stay >= 0
-        nz = self.scenario.noise
-        if nz.accel_std_mps2 > 0:
-            decay = np.exp(-self.dt / nz.accel_time_constant_s)
-            shock = nz.accel_std_mps2 * np.sqrt(1 - decay**2) * self.rng.standard_normal(n)
-            d[NOISE, :n] = decay * d[NOISE, :n] + shock
-            accel = accel + d[NOISE, :n]
+        if len(ramp):
+            accel[ramp] = np.minimum(accel[ramp], a[2, ramp])
+        changing = (origin != lane).nonzero()[0]
+        accel = self._noises(accel)
         # a car blocked at a standstill early in its lane change gives up (it cannot move sideways without
         # moving forward, and waiting in two lanes at once can lock a queue)
         if len(changing):
-            y_origin = self.road.lane_center_y(origin[changing])
-            stuck = (d[V, changing] < 0.2) & (accel[changing] <= 0) & (np.abs(d[Y, changing] - y_origin) < 0.6)
-            stuck &= d[CONTROLLED, changing] == 0
-            if stuck.any():
-                give_up = changing[stuck]
-                d[LANE, give_up] = d[ORIGIN, give_up]
-                d[COOLDOWN, give_up] = b.lane_change_cooldown_s
-                self.stats.record_aborted(len(give_up))
-        accel = clip(accel, -b.max_decel_mps2, d[AMAX, :n] + 0.5)
-        accel = np.maximum(accel, -d[V, :n] / self.dt)
+            self._give_up(changing, accel)
+        accel = np.minimum(np.maximum(accel, -b.max_decel_mps2), d[ACCEL_LIMIT, :n])
+        accel = np.maximum(accel, -v / self.dt)
         # 3. lane changes
-        self._mobil(a_own, lead, has_lead)
+        if self.frame % self._period_steps == 0:
+            self._mobil(occ, a_own, leaders[0])
         # 4. lane keeping (toward the lane centre + the driver's wander), actions, kinematics
-        y_target = self.road.lane_center_y(d[LANE, :n]) + self._lateral_wander()
-        curv = lane_keeping_curvature(self._lane_keeping, d[Y, :n], d[PSI, :n], d[V, :n], y_target, d[LENGTH, :n],
-                                      origin != lane, self.dt, d[MAX_HEADING, :n])  # fmt: skip
-        accel = accel.astype(np.float32).astype(np.float64)
-        curv = curv.astype(np.float32).astype(np.float64)
+        changing = origin != lane
+        y_target = self.road.lane_center_y(lane) + self._lateral_wander()
+        sin_bound = np.where(changing, d[SIN_TURN, :n], d[SIN_KEEP, :n])
+        keep = self._lane_keeping
+        curv = steering_curvature(d[Y, :n], d[PSI, :n], v, y_target, self.dt, keep.lateral_time_s,
+                                  keep.max_lateral_speed_mps, sin_bound)  # fmt: skip
+        d[ACCEL, :n], d[CURV, :n] = accel.astype(np.float32), curv.astype(np.float32)
         if actions:
-            ids = np.fromiter(actions.keys(), dtype=np.float64, count=len(actions))
-            col = np.nonzero(d[ID, :n][:, None] == ids[None, :])[0]
-            order = np.argsort(d[ID, col])
-            vals = np.array([actions[int(i)] for i in np.sort(ids)], dtype=np.float64).reshape(-1, 2)
-            col = col[order]
-            accel[col], curv[col] = vals[: len(col), 0], vals[: len(col), 1]
-        d[ACCEL, :n], d[CURV, :n] = accel, curv
+            self._apply(actions)
         d[X, :n], d[Y, :n], d[PSI, :n], d[V, :n] = kinematics.step(
-            d[X, :n], d[Y, :n], d[PSI, :n], d[V, :n], accel, curv, self.dt
+            x, d[Y, :n], d[PSI, :n], v, d[ACCEL, :n], d[CURV, :n], self.dt, d[COS, :n], d[SIN, :n]
         )
+        np.cos(d[PSI, :n], out=d[COS, :n])
+        np.sin(d[PSI, :n], out=d[SIN, :n])
         # lane changes end when the car is near its target in the new lane
-        near = np.abs(d[Y, :n] - y_target) < self._lane_keeping.change_done_m
-        done = (origin != lane) & near & (d[CONTROLLED, :n] == 0)
+        done = changing & (np.abs(d[Y, :n] - y_target) < keep.change_done_m)
+        if any_controlled:
+            done &= d[CONTROLLED, :n] == 0
         if done.any():
-            self.stats.record_merges(d[ORIGIN, :n][done], d[LANE, :n][done], self.road.lanes)
-            d[ORIGIN, :n][done] = d[LANE, :n][done]
+            self.stats.record_merges(origin[done], lane[done], self._lanes)
+            origin[done] = lane[done]
             d[COOLDOWN, :n][done] = b.lane_change_cooldown_s
         d[COOLDOWN, :n] -= self.dt
         # 5. collisions, exits, inflow, statistics
-        collisions = overlapping_pairs(*(d[r, :n] for r in (ID, X, Y, PSI, LENGTH, WIDTH)))
+        if self._sweep.apart(*(d[r, :n] for r in (X, Y, SIN, HALF_LENGTH, HALF_WIDTH, HALF_DIAGONAL))):
+            collisions = np.zeros((0, 2), dtype=np.int64)
+        else:
+            collisions = overlapping_pairs(*(d[r, :n] for r in (ID, X, Y, PSI, LENGTH, WIDTH, COS, SIN)))
         new_contacts = self._contacts.count_new(collisions, self.frame)
         if new_contacts:
             self.stats.record_collisions(new_contacts)
-        self.stats.update(x_old, d[X, :n], d[V, :n], d[LANE, :n], d[CONTROLLED, :n] > 0)
-        exited_mask = d[X, :n] - 0.5 * d[LENGTH, :n] > self.road.length_m
-        exited = d[ID, :n][exited_mask].astype(np.int64)
-        if len(exited):
+        self.stats.update(x_old, x, v, lane, d[CONTROLLED, :n] > 0 if any_controlled else None)
+        exited_mask = x - 0.5 * d[LENGTH, :n] > self.road.length_m
+        exited = _NO_IDS
+        if np.count_nonzero(exited_mask):
+            exited = d[ID, :n][exited_mask].astype(np.int64)
             self._compact(~exited_mask)
         self._downstream.update(self.rng, self.frame)
         self.frame += 1
-        self.stats.record_step(self.n, int(self.queue.sum()), len(spawned))
+        self.stats.record_step(self.n, self._backlog, len(spawned))
         return StepEvents(collisions=collisions, exited=exited, spawned=spawned)
 
-    def _lateral_wander(self) -> np.ndarray:
+    def _noises(self, accel: np.ndarray) -> np.ndarray:
+        """Advance the drivers' Ornstein-Uhlenbeck processes (``noise`` of the scenario): the acceleration
+        noise, returned added to ``accel`` [n], and the lateral wander (``_lateral_wander``)."""
+        d, n = self._d, self.n
+        if self._both_ou is not None:  # one draw, one update for both rows (adjacent: NOISE, WANDER)
+            decay, scale = self._both_ou
+            shocks = self.rng.standard_normal(2 * n).reshape(2, n)
+            d[NOISE : WANDER + 1, :n] = decay * d[NOISE : WANDER + 1, :n] + scale * shocks
+            return accel + d[NOISE, :n]
+        for row, ou in ((NOISE, self._accel_ou), (WANDER, self._wander_ou)):
+            if ou is not None:
+                d[row, :n] = ou[0] * d[row, :n] + ou[1] * self.rng.standard_normal(n)
+        return accel + d[NOISE, :n] if self._accel_ou is not None else accel
+
+    def _give_up(self, changing: np.ndarray, accel: np.ndarray) -> None:
+        """Cars ``changing`` lanes that stand still, would not move forward (``accel`` [n]) and have barely
+        left their origin lane go back to it."""
+        d = self._d
+        slow = d[V, changing] < 0.2
+        if not slow.any():
+            return
+        changing = changing[slow]
+        y_origin = self.road.lane_center_y(d[ORIGIN, changing])
+        stuck = (accel[changing] <= 0) & (np.abs(d[Y, changing] - y_origin) < 0.6) & (d[CONTROLLED, changing] == 0)
+        if stuck.any():
+            give_up = changing[stuck]
+            d[LANE, give_up] = d[ORIGIN, give_up]
+            d[COOLDOWN, give_up] = self.scenario.behaviour.lane_change_cooldown_s
+            self.stats.record_aborted(len(give_up))
+
+    def _apply(self, actions: dict[int, tuple[float, float]]) -> None:
+        """Controlled cars take their actions: ``actions`` maps ids to (accel [m/s^2], curvature [1/m])."""
+        d, n = self._d, self.n
+        ids = np.fromiter(actions.keys(), dtype=np.float64, count=len(actions))
+        col = np.nonzero(d[ID, :n][:, None] == ids[None, :])[0]
+        order = np.argsort(d[ID, col])
+        vals = np.array([actions[int(i)] for i in np.sort(ids)], dtype=np.float64).reshape(-1, 2)
+        col = col[order]
+        d[ACCEL, col], d[CURV, col] = vals[: len(col), 0], vals[: len(col), 1]
+
+    def _lateral_wander(self) -> np.ndarray | float:
         """Each bot's offset [m] from its lane centre, an Ornstein-Uhlenbeck process per driver
-        (``noise.lateral_std_m``, ``noise.lateral_time_constant_s``) advanced one step, bounded so that the
-        car's side stays ``_WANDER_CLEARANCE_M`` inside the lane: human drivers do not hold the centre line."""
-        d, n, nz = self._d, self.n, self.scenario.noise
-        if nz.lateral_std_m <= 0:
-            return np.zeros(n)
-        decay = np.exp(-self.dt / nz.lateral_time_constant_s)
-        shock = nz.lateral_std_m * np.sqrt(1 - decay**2) * self.rng.standard_normal(n)
-        d[WANDER, :n] = decay * d[WANDER, :n] + shock
-        bound = np.maximum(0.5 * (self.road.lane_width_m - d[WIDTH, :n]) - _WANDER_CLEARANCE_M, 0.0)
-        return clip(d[WANDER, :n], -bound, bound)
+        (``noise.lateral_std_m``, ``noise.lateral_time_constant_s``; advanced by ``_noises``), bounded so that
+        the car's side stays ``_WANDER_CLEARANCE_M`` inside the lane: human drivers do not hold the centre
+        line."""
+        if self._wander_ou is None:
+            return 0.0
+        d, n = self._d, self.n
+        bound = d[WANDER_BOUND, :n]
+        return np.minimum(np.maximum(d[WANDER, :n], -bound), bound)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of the per-vehicle arrays (for recording and rendering)."""

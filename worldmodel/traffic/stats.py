@@ -38,14 +38,24 @@ class SectionStats:
         self.backlog_max = 0
         self.backlog_last = 0
 
-    def update(self, x_old: np.ndarray, x: np.ndarray, v: np.ndarray, lane: np.ndarray, controlled: np.ndarray) -> None:
-        bots = ~controlled
-        inside = bots & (x >= self.section[0]) & (x <= self.section[1])
+    def update(
+        self, x_old: np.ndarray, x: np.ndarray, v: np.ndarray, lane: np.ndarray, controlled: np.ndarray | None
+    ) -> None:
+        """One step of cars ``[N]``: positions [m] before and after, speeds [m/s], lanes; ``controlled``: bool
+        ``[N]`` (None: no controlled car)."""
+        inside = (x >= self.section[0]) & (x <= self.section[1])
+        if controlled is not None:
+            inside &= ~controlled
         vs = v[inside]
         self.speed_sum += float(vs.sum())
         self.speed_sq_sum += float(np.dot(vs, vs))
         self.vehicle_frames += len(vs)
-        crossed = bots & (x_old < self.middle) & (x >= self.middle) & (lane >= 0) & (lane < self.road.lanes)
+        crossed = (x_old < self.middle) & (x >= self.middle)
+        if not crossed.any():
+            return
+        crossed &= (lane >= 0) & (lane < self.road.lanes)
+        if controlled is not None:
+            crossed &= ~controlled
         if crossed.any():
             self.crossings += np.bincount(lane[crossed].astype(np.int64), minlength=self.road.lanes)
 
