@@ -8,7 +8,10 @@ How (bounded memory, every frame drawn once): the recording is cut into shards o
 shard renders the views of all cars present in its frames at once (one canvas per frame, one warp per
 car). Shards run in worker processes, at most ``2 x workers`` in flight; the main process stitches each
 car's pieces in shard order and writes the episode as soon as the car's last frame is in, so memory holds
-the cars on the road at one time, never the whole file. Output is identical for any number of workers.
+the cars on the road at one time, never the whole file. A worker hands a shard's views (8.4 KB per
+car-frame) over in a file of the system's temporary directory, read back once and deleted (through the
+result pipe they cost the main process ~3x more CPU time, and it also compresses everything written).
+Output is identical for any number of workers.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -25,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from worldmodel.costs import CostConfig, pixel_costs_numpy
-from worldmodel.data.episodes import EpisodeWriter, split_for_vehicle
+from worldmodel.data.episodes import COMPRESSIONS, EpisodeWriter, split_for_vehicle
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.trajectories import TrajectoryReader
 from worldmodel.traffic import kinematics
@@ -48,8 +52,10 @@ class ExtractConfig:
     """Seed of the deterministic 80/10/10 split by vehicle."""
     id_stride: int = 1_000_000
     """With several input files, vehicle ids of file k become ``k * id_stride + id``."""
-    compression_level: int = 1
-    """gzip level of the episodes file."""
+    compression: str = "lz4hc"
+    """Compression of the episodes file's images: ``lz4hc`` (blosc, fast to read) or ``gzip``."""
+    compression_level: int = 5
+    """Its level, 0-9 (lz4hc 5: ~1,700 bytes per car-frame; gzip 1: ~1,800, read 3x slower)."""
     view: ViewSpec = field(default_factory=ViewSpec)
     """Ego view geometry."""
     costs: CostConfig = field(default_factory=CostConfig)
@@ -62,6 +68,7 @@ class ExtractConfig:
             ("workers", "--workers", self.workers, self.workers >= 1, ">= 1"),
             ("shard_frames", None, self.shard_frames, self.shard_frames >= 1, ">= 1"),
             ("id_stride", None, self.id_stride, self.id_stride >= 1, ">= 1"),
+            ("compression", None, repr(self.compression), self.compression in COMPRESSIONS, "lz4hc or gzip"),
             ("compression_level", None, self.compression_level, 0 <= self.compression_level <= 9, "in 0..9"),
         ):
             if not ok:
@@ -87,9 +94,13 @@ def _track_actions(track: dict, dt: float) -> tuple[np.ndarray, np.ndarray]:
     return psi, actions.astype(np.float32)
 
 
-def render_shard(path: str, lo: int, hi: int, first: np.ndarray, last: np.ndarray, config: ExtractConfig) -> dict:
-    """Episode pieces of frames ``[lo, hi)`` of one trajectories file: ``{vehicle index: piece}`` where a
-    piece holds ``images`` [t, 3, H, W] uint8, ``states`` [t, 4], ``actions`` [t, 2], ``costs`` [t, 3]."""
+def render_shard(
+    path: str, lo: int, hi: int, first: np.ndarray, last: np.ndarray, config: ExtractConfig, spill: str | None = None
+) -> dict:
+    """Episode pieces of frames ``[lo, hi)`` of one trajectories file, vehicle-major (frames ascending):
+    ``vehicles`` [P] (vehicle indices), ``cuts`` [P + 1] (rows of each piece: ``cuts[k]:cuts[k + 1]``),
+    ``images`` [n, 3, H, W] uint8, ``states`` [n, 4], ``actions`` [n, 2], ``costs`` [n, 3]. With ``spill``
+    (a folder), the images are written to a file there and ``images`` is its path (``read_images``)."""
     with TrajectoryReader(path) as reader:
         road = Road.from_dict(reader.road)
         veh = reader.vehicles
@@ -107,7 +118,7 @@ def render_shard(path: str, lo: int, hi: int, first: np.ndarray, last: np.ndarra
             parts["actions"].append(actions[a:b])
             parts["owner"].append(np.full(b - a, v))
     if not present.size:
-        return {}
+        return {"vehicles": np.zeros(0, np.int64), "cuts": np.zeros(1, np.int64)}
     rows = {k: np.concatenate(p) for k, p in parts.items()}
     order = np.argsort(rows["frame"], kind="stable")  # frame-major, vehicles in index order within a frame
     rows = {k: p[order] for k, p in rows.items()}
@@ -126,16 +137,30 @@ def render_shard(path: str, lo: int, hi: int, first: np.ndarray, last: np.ndarra
     costs = pixel_costs_numpy(images, speed, length, width, config.view, config.costs)
     states = np.stack([rows["x"], rows["y"], rows["vx"], rows["vy"]], axis=1).astype(np.float32)
     by_owner = np.argsort(owner, kind="stable")  # back to vehicle-major, frames ascending
-    cuts = np.flatnonzero(np.diff(owner[by_owner])) + 1
-    out = {}
-    for seg in np.split(by_owner, cuts):
-        out[int(owner[seg[0]])] = {"images": images[seg], "states": states[seg], "actions": rows["actions"][seg],
-                                   "costs": costs[seg]}  # fmt: skip
+    cuts = np.r_[0, np.flatnonzero(np.diff(owner[by_owner])) + 1, len(owner)]
+    out = {"vehicles": owner[by_owner][cuts[:-1]], "cuts": cuts, "images": images[by_owner],
+           "states": states[by_owner], "actions": rows["actions"][by_owner], "costs": costs[by_owner]}  # fmt: skip
+    if spill is not None:
+        file = os.path.join(spill, f"shard-{lo}.u8")
+        try:
+            out["images"].tofile(file)
+            out["images"] = file
+        except OSError:  # no room there: the pipe takes them
+            log.debug("cannot spill shard %d to %s", lo, spill, exc_info=True)
     return out
 
 
+def read_images(shard: dict, view: ViewSpec) -> np.ndarray:
+    """A shard's images [n, 3, H, W] uint8 (read from its spill file, which is deleted, if there is one)."""
+    images = shard["images"]
+    if isinstance(images, str):
+        file, images = images, np.fromfile(images, np.uint8)
+        os.unlink(file)
+    return images.reshape(int(shard["cuts"][-1]), 3, view.height_px, view.width_px)
+
+
 def _shard_results(pool, args: list[tuple], window: int):
-    """``(pieces, hi)`` of each shard in order; with a pool, at most ``window`` shards in flight."""
+    """``(shard, hi)`` of each shard in order; with a pool, at most ``window`` shards in flight."""
     if pool is None:
         for a in args:
             yield render_shard(*a), a[2]
@@ -168,12 +193,13 @@ def extract(trajectories: list[str | Path], out: str | Path, config: ExtractConf
     source = "extract of " + ", ".join(os.path.basename(p) for p in paths)
     ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
     pool = ctx.Pool(config.workers, initializer=_init_worker) if config.workers > 1 else None
+    spill = tempfile.TemporaryDirectory(prefix="worldmodel-extract-") if pool is not None else None
     episodes = frames = 0
     splits = [0, 0, 0]
     bar = tqdm(total=total, desc="extract", unit="car-frame", disable=not config.progress)
     try:
         with EpisodeWriter(out, road, source, config.view.to_dict(), config.costs.to_dict(),
-                           compression_level=config.compression_level) as writer:  # fmt: skip
+                           compression=config.compression, compression_level=config.compression_level) as writer:  # fmt: skip
             for k, reader in enumerate(readers):
                 first, last = _vehicle_frames(reader)
                 veh = {name: values.copy() for name, values in reader.vehicles.items()}
@@ -181,13 +207,17 @@ def extract(trajectories: list[str | Path], out: str | Path, config: ExtractConf
                 f0, f1 = reader.frame_range
                 shards = [(lo, min(lo + config.shard_frames, f1)) for lo in range(f0, f1, config.shard_frames)]
                 pending: dict[int, dict[str, list]] = {}
-                for pieces, hi in _shard_results(pool, [(paths[k], lo, hi, first, last, config) for lo, hi in shards],
-                                                 2 * config.workers):  # fmt: skip
-                    for v, piece in pieces.items():
-                        store = pending.setdefault(v, {name: [] for name in piece})
-                        for name, values in piece.items():
-                            store[name].append(values)
-                        bar.update(len(piece["states"]))
+                args = [(paths[k], lo, hi, first, last, config, spill and spill.name) for lo, hi in shards]
+                for shard, hi in _shard_results(pool, args, 2 * config.workers):
+                    cuts = shard["cuts"].tolist()
+                    images = read_images(shard, config.view) if len(cuts) > 1 else None
+                    for v, a, b in zip(shard["vehicles"].tolist(), cuts[:-1], cuts[1:], strict=True):
+                        store = pending.setdefault(v, {name: [] for name in ("images", "states", "actions", "costs")})
+                        store["images"].append(np.array(images[a:b]))  # copies: the shard's arrays go
+                        for name in ("states", "actions", "costs"):
+                            store[name].append(shard[name][a:b].copy())
+                    bar.update(cuts[-1])
+                    del images
                     for v in sorted(v for v in pending if last[v] < hi):  # cars whose last frame is in
                         arrays = {name: np.concatenate(p) for name, p in pending.pop(v).items()}
                         vid = k * config.id_stride + int(veh["id"][v]) if len(readers) > 1 else int(veh["id"][v])
@@ -204,6 +234,8 @@ def extract(trajectories: list[str | Path], out: str | Path, config: ExtractConf
         bar.close()
         if pool is not None:
             pool.terminate()
+        if spill is not None:
+            spill.cleanup()
         for r in readers:
             r.close()
     seconds = time.perf_counter() - t0

@@ -24,7 +24,8 @@ from worldmodel.files import atomic_output as atomic_output
 from worldmodel.files import write_json as write_json
 from worldmodel.traffic.kinematics import DT_S
 
-#: Version of both file formats written by this package.
+#: Version of the trajectories format, and the default of ``write_root_attrs`` and ``open_checked``
+#: (episodes.h5 has its own, ``episodes.VERSION``).
 FORMAT_VERSION = 1
 
 
@@ -83,20 +84,41 @@ def check_road(road: dict, path: str | os.PathLike | None = None) -> dict:
     return out
 
 
-def write_root_attrs(f: h5py.File, fmt: str, source: str, road: dict, dt: float = DT_S) -> None:
+#: Told with a read error when a file needs a compression plugin that is not installed.
+PLUGIN_HINT = "the hdf5plugin package reads blosc-compressed files: pip install hdf5plugin (scripts/setup.sh does)"
+
+
+def register_filters() -> bool:
+    """Make HDF5's compression plugins (blosc, lz4, zstd, ...) available to h5py by importing ``hdf5plugin``,
+    which registers them with the HDF5 library (once per process; later calls cost nothing). False if the
+    package is missing: gzip files still read, blosc ones fail with ``PLUGIN_HINT`` (see ``read``)."""
+    try:
+        import hdf5plugin  # noqa: F401  (importing it is the registration)
+    except ImportError:
+        return False
+    return True
+
+
+def write_root_attrs(
+    f: h5py.File, fmt: str, source: str, road: dict, dt: float = DT_S, version: int = FORMAT_VERSION
+) -> None:
     """Write the root attributes common to both formats (``road`` must already be checked)."""
     f.attrs["format"] = fmt
-    f.attrs["version"] = np.int64(FORMAT_VERSION)
+    f.attrs["version"] = np.int64(version)
     f.attrs["dt"] = float(dt)
     f.attrs["created"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     f.attrs["source"] = str(source)
     f.attrs["road"] = json.dumps(road)
 
 
-def open_checked(path: str | os.PathLike, fmt: str | None, **h5_options) -> h5py.File:
-    """Open an HDF5 file for reading and check its ``format`` (if given) and ``version``.
+def open_checked(
+    path: str | os.PathLike, fmt: str | None, versions: tuple[int, ...] | None = (FORMAT_VERSION,), **h5_options
+) -> h5py.File:
+    """Open an HDF5 file for reading and check its ``format`` (if given) and ``version`` (one of ``versions``;
+    ``None``: any).
 
-    ``h5_options`` go to ``h5py.File`` (e.g. ``rdcc_nbytes``, the chunk cache size [bytes]).
+    ``h5_options`` go to ``h5py.File`` (e.g. ``rdcc_nbytes``, the chunk cache size [bytes]). The compression
+    plugins are registered first (``register_filters``), so chunks compressed with blosc read like gzip ones.
 
     Raises ``DataError`` for a missing file, a directory, a file that is not HDF5 or is truncated, or wrong
     attributes.
@@ -107,6 +129,7 @@ def open_checked(path: str | os.PathLike, fmt: str | None, **h5_options) -> h5py
         raise DataError(path, f"is a directory, not an HDF5 file{hint}")
     if not path.is_file():
         raise DataError(path, "no such file")
+    register_filters()
     try:
         f = h5py.File(path, "r", **h5_options)
     except OSError as exc:
@@ -117,9 +140,10 @@ def open_checked(path: str | os.PathLike, fmt: str | None, **h5_options) -> h5py
         if fmt is not None and found != fmt:
             raise DataError(path, f"format is {found!r}, expected {fmt!r}")
         version = f.attrs.get("version")
-        if not isinstance(version, (int, np.integer)) or int(version) != FORMAT_VERSION:
+        if versions is not None and (not isinstance(version, (int, np.integer)) or int(version) not in versions):
             shown = version.item() if isinstance(version, np.generic) else version
-            raise DataError(path, f"unsupported {found} version {shown!r} (this reader reads {FORMAT_VERSION})")
+            readable = " and ".join(str(v) for v in versions)
+            raise DataError(path, f"unsupported {found} version {shown!r} (this reader reads {readable})")
     except BaseException:
         f.close()
         raise
@@ -178,7 +202,40 @@ def read(ds: h5py.Dataset, sel, path: str | os.PathLike) -> np.ndarray:
     try:
         return ds[sel]
     except (OSError, RuntimeError) as exc:
-        raise DataError(path, f"cannot read {ds.name} ({exc})") from exc
+        raise read_error(ds, path, exc) from exc
+
+
+class RowReader:
+    """Reads ``rows`` consecutive rows of a dataset, from any start, into one buffer reused by every call:
+    one HDF5 call per read, without the selection objects h5py builds for ``ds[a:b]``.
+
+    ``read(start)`` returns the buffer [rows, ...] (overwritten by the next read); ``DataError`` on a read
+    error or if the rows run past the end.
+    """
+
+    def __init__(self, ds: h5py.Dataset, rows: int, path: str | os.PathLike) -> None:
+        self.ds, self.path = ds, path
+        self.buffer = np.empty((rows, *ds.shape[1:]), ds.dtype)
+        self._memory = h5py.h5s.create_simple(self.buffer.shape)
+        self._file_space = ds.id.get_space()
+        self._zeros = (0,) * (ds.ndim - 1)
+        self._last_start = ds.shape[0] - rows
+
+    def read(self, start: int) -> np.ndarray:
+        if not 0 <= start <= self._last_start:
+            raise DataError(self.path, f"rows {start}..{start + len(self.buffer) - 1} of {self.ds.name} do not exist")
+        self._file_space.select_hyperslab((start, *self._zeros), self.buffer.shape)
+        try:
+            self.ds.id.read(self._memory, self._file_space, self.buffer)
+        except (OSError, RuntimeError) as exc:
+            raise read_error(self.ds, self.path, exc) from exc
+        return self.buffer
+
+
+def read_error(ds: h5py.Dataset, path: str | os.PathLike, exc: Exception) -> DataError:
+    """The ``DataError`` for an HDF5 read error of ``ds`` (a corrupt chunk, a missing plugin)."""
+    hint = f"; {PLUGIN_HINT}" if "filter" in str(exc) and not register_filters() else ""
+    return DataError(path, f"cannot read {ds.name} ({exc}){hint}")
 
 
 def check_finite(values: np.ndarray, what: str, path: str | os.PathLike) -> None:
@@ -190,6 +247,6 @@ def check_finite(values: np.ndarray, what: str, path: str | os.PathLike) -> None
 
 
 def read_format(path: str | os.PathLike) -> str:
-    """The ``format`` attribute of an HDF5 file (checks the version too), or ``DataError``."""
-    with open_checked(path, None) as f:
+    """The ``format`` attribute of an HDF5 file, or ``DataError`` (each format's reader checks the version)."""
+    with open_checked(path, None, versions=None) as f:
         return attr_str(f, "format", path)

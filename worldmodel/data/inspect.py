@@ -26,11 +26,11 @@ def inspect_file(path: str | os.PathLike) -> dict:
     raise DataError(path, f"unknown format {fmt!r} (expected {trajectories.FORMAT} or {episodes.FORMAT})")
 
 
-def _header(reader, fmt: str) -> dict:
+def _header(reader, fmt: str, version: int) -> dict:
     return {
         "path": str(Path(reader.path)),
         "format": fmt,
-        "version": hdf5.FORMAT_VERSION,
+        "version": version,
         "source": reader.source,
         "created": reader.created,
         "dt_s": reader.dt,
@@ -58,7 +58,7 @@ class _SpeedMoments:
 def inspect_trajectories(path: str | os.PathLike) -> dict:
     """Summary of trajectories.h5: counts, duration, speed, flow at mid-section, lane changes."""
     with trajectories.TrajectoryReader(path) as reader:
-        out = _header(reader, trajectories.FORMAT)
+        out = _header(reader, trajectories.FORMAT, hdf5.FORMAT_VERSION)
         road = reader.road
         x_mid = 0.5 * (road["section_m"][0] + road["section_m"][1])
         n_lanes = road["lanes"] + len(road["ramps"])
@@ -127,7 +127,7 @@ def inspect_trajectories(path: str | os.PathLike) -> dict:
 def inspect_episodes(path: str | os.PathLike) -> dict:
     """Summary of episodes.h5: episodes and frames per split, duration, speed, view, stats."""
     with episodes.EpisodeReader(path) as reader:
-        out = _header(reader, episodes.FORMAT)
+        out = _header(reader, episodes.FORMAT, reader.version)
         table = reader.episodes
         speed = _SpeedMoments()
         for a in range(0, reader.num_frames, 1 << 20):
