@@ -30,9 +30,9 @@ policy() {  # name, extra arguments...
     --val-every 0 --ckpt-every 50 --workers 1 --no-progress "$@" > /dev/null
 }
 for seed in $SEEDS; do
-  policy "mpur-s$seed" --method mpur --steps "$POLICY_STEPS" --seed "$seed"
+  policy "mpur-s$seed" --method mpur-ppuu --steps "$POLICY_STEPS" --seed "$seed"
 done
-policy mpur-no-u-s0 --method mpur --uncertainty-weight 0 --steps "$POLICY_STEPS" --seed 0
+policy mpur-no-u-s0 --method mpur-ppuu --uncertainty-weight 0 --steps "$POLICY_STEPS" --seed 0
 policy mper-s0 --method mper --steps "$POLICY_STEPS" --seed 0
 policy il-s0 --method il --steps $((POLICY_STEPS * 6)) --lr 1e-3 --seed 0
 

@@ -20,8 +20,8 @@ policy() {  # name, extra arguments...
     --ckpt-every 1000 --log-every 100 --workers 4 "$@"
 }
 for seed in 0 1 2; do
-  policy "mpur-s$seed" --method mpur --seed "$seed"
-  policy "mpur-no-u-s$seed" --method mpur --uncertainty-weight 0 --seed "$seed"
+  policy "mpur-s$seed" --method mpur-ppuu --seed "$seed"
+  policy "mpur-no-u-s$seed" --method mpur-ppuu --uncertainty-weight 0 --seed "$seed"
   policy "mper-s$seed" --method mper --seed "$seed"
   policy "il-s$seed" --method il --seed "$seed"
 done

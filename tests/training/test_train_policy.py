@@ -1,4 +1,6 @@
-"""Policy training in imagination: MPUR lowers the model-predicted cost, IL fits the expert, resume is exact."""
+"""Policy training in imagination: PPUU's coupled MPUR lowers the model-predicted cost, IL fits the expert,
+resume is exact (the decoupled MPUR, its worlds rebuilt from their seeds). The decoupled methods:
+``test_policy_decoupled.py``."""
 
 import json
 
@@ -13,12 +15,13 @@ from worldmodel.training.policy import PolicyTrainer, TrainPolicyConfig, train_p
 def config(micro_data, micro_run, out, **overrides) -> TrainPolicyConfig:
     kwargs = dict(data=str(micro_data), fm=str(micro_run / "checkpoints" / "last.pt"), out=str(out), horizon=5,
                   replicas=3, steps=20, batch_size=6, lr=1e-3, stats_windows=12, val_every=0, val_windows=12,
-                  val_episodes=0, ckpt_every=10, log_every=5, workers=0, device="cpu", progress=False)  # fmt: skip
+                  val_episodes=0, ckpt_every=10, log_every=5, workers=0, device="cpu", progress=False,
+                  world_pool=24)  # fmt: skip
     return TrainPolicyConfig(**(kwargs | overrides))
 
 
-def test_mpur_lowers_the_model_predicted_cost(micro_data, micro_run, tmp_path):
-    c = config(micro_data, micro_run, tmp_path / "mpur", steps=40)
+def test_mpur_ppuu_lowers_the_model_predicted_cost(micro_data, micro_run, tmp_path):
+    c = config(micro_data, micro_run, tmp_path / "mpur", steps=40, method="mpur-ppuu")
     trainer = PolicyTrainer(c)
     before = trainer.validate()
     summary = trainer.run()
@@ -26,7 +29,7 @@ def test_mpur_lowers_the_model_predicted_cost(micro_data, micro_run, tmp_path):
     assert after["predicted_loss"] < before["predicted_loss"]
     assert summary["step"] == 40 and (tmp_path / "mpur" / "checkpoints" / "last.pt").exists()
     ckpt = torch.load(tmp_path / "mpur" / "checkpoints" / "last.pt", weights_only=True)
-    assert ckpt["kind"] == "policy" and ckpt["uncertainty_stats"] is not None and ckpt["method"] == "mpur"
+    assert ckpt["kind"] == "policy" and ckpt["uncertainty_stats"] is not None and ckpt["method"] == "mpur-ppuu"
     lines = [json.loads(x) for x in (tmp_path / "mpur" / "metrics.jsonl").read_text().splitlines()]
     assert {"cost", "uncertainty", "u_images", "grad_norm", "loss"} <= set(lines[-1])
 

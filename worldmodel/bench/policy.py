@@ -12,12 +12,21 @@ recording made in the run, 2 workers, episodes in lockstep batches), against ``.
 episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``. ``plan_ms_per_car_step_*``:
 the gradient planner (``plan:grad``, drive objective) in the oracle and cv worlds, against the oracle world with
 every pixel read at every step (``..._oracle_dense``) in the same run.
+
+``decoupled_mpur_updates_per_s_ppuu`` (issue 14): one update of MPUR over decoupled imagination
+(``training.policy_decoupled``) at the same sizes (ppuu model and policy, batch 6, T = 30, K = 10 dropout
+replicas): the policy drives 30 steps on views resampled at its pose from a cached world, the drive objective
+and the pose-cost uncertainty over the 10 futures, backward, clip, Adam. Timed round-robin with the two
+coupled updates above; ``decoupled_speedup_vs_ppuu_reference`` is the ratio in the same run. Building the
+cached world is amortised (once per window): ``decoupled_world_build_s_per_window``, the forward model rolled
+out for 10 replicas x 30 steps along the recorded actions, one window at a time as in training.
 """
 
 from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,11 +34,18 @@ from torch import Tensor, nn
 
 from worldmodel.bench.fm import _PPUUReference, _time_alternating
 from worldmodel.costs import CostConfig, UncertaintyStats, pixel_costs, prediction_variances, total_cost
-from worldmodel.driving.imagination import Imagination
+from worldmodel.data.hdf5 import DT_S
+from worldmodel.driving import kinematics
+from worldmodel.driving.imagination import Context, Imagination
+from worldmodel.driving.imagined_worlds import EgoWindow, ModelWorldBuilder
+from worldmodel.driving.model_world import ModelWorld, ModelWorldConfig
+from worldmodel.driving.uncertainty import PoseUncertaintyStats
 from worldmodel.nn.backbone import BackboneConfig, mlp
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.nn.policy import Policy, PolicyConfig
+from worldmodel.nn.saving import save_checkpoint
 from worldmodel.training.policy import policy_loss
+from worldmodel.training.policy_decoupled import DecoupledImagination, drive, mpur_terms
 
 BATCH, CONTEXT, HORIZON, REPLICAS = 6, 20, 30, 10
 #: PPUU's own code at this size on this machine class (SPEC §3): seconds per MPUR update.
@@ -53,18 +69,68 @@ def _stats(horizon: int) -> UncertaintyStats:
 
 
 def mpur_update_fn(model_config: ForwardModelConfig, batch: dict[str, Tensor]):
-    """One full MPUR update of our implementation (``policy_loss("mpur")``), as a callable."""
+    """One full MPUR update of our implementation (``policy_loss("mpur-ppuu")``: the coupled rollout), as a callable."""
     imagination = Imagination(ForwardModel(model_config), CostConfig(), _stats(HORIZON))
     policy = Policy(PolicyConfig.for_model(model_config.backbone))
     optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)
 
     def run() -> None:
         optimizer.zero_grad(set_to_none=True)
-        policy_loss("mpur", policy, imagination, batch, HORIZON, REPLICAS)["loss"].backward()
+        policy_loss("mpur-ppuu", policy, imagination, batch, HORIZON, REPLICAS)["loss"].backward()
         nn.utils.clip_grad_norm_(policy.parameters(), 50.0)
         optimizer.step()
 
     return run
+
+
+def synthetic_ego(batch: int, seed: int = 0) -> EgoWindow:
+    """Recorded cars at 8-12 m/s with small random actions (SI) over ``HORIZON`` steps."""
+    g = torch.Generator().manual_seed(seed)
+    start = torch.zeros(batch, 4)
+    start[:, 3] = 8.0 + 4.0 * torch.rand(batch, generator=g)
+    actions = torch.randn(batch, HORIZON, 2, generator=g) * torch.tensor([0.5, 0.002])
+    poses = kinematics.rollout(start, actions, DT_S)[..., :3]
+    return EgoWindow(
+        start,
+        actions,
+        poses,
+        start[:, 3].clone(),
+        torch.zeros(batch, 2),
+        torch.tensor([[4.5, 1.8]]).expand(batch, 2).clone(),
+    )
+
+
+def decoupled_update_fn(model_config: ForwardModelConfig, batch: dict[str, Tensor], folder: Path):
+    """(one update of decoupled MPUR on cached worlds, a call building the worlds of ``batch``'s windows one
+    at a time as training does) as callables; the model's checkpoint is written to ``folder``."""
+    model = ForwardModel(model_config)
+    path = save_checkpoint(model.checkpoint_dict(0), folder / "fm.pt")
+    world = ModelWorld(str(path), ModelWorldConfig(samples=1, replicas=REPLICAS))
+    objective = replace(world.objective, uncertainty=0.1)  # the world's geometry, the pose-uncertainty cost on
+    imagination = DecoupledImagination(ModelWorldBuilder(world), objective, model_config.view_spec,
+                                       cache_windows=10_000, stats=PoseUncertaintyStats(0.0, 1.0, 1))  # fmt: skip
+    policy = Policy(PolicyConfig.for_model(model_config.backbone))
+    policy.set_normalisation(model.normalisation())
+    optimizer = torch.optim.Adam(policy.parameters(), lr=1e-4)
+    ego = synthetic_ego(batch["actions"].shape[0])
+    context = Context.from_batch(batch)
+    b = ego.start.shape[0]
+    keys = iter(range(10**9))
+    imagination.worlds(list(range(b)), batch, ego, salt=1)  # the worlds the timed updates read, built once
+    observe = torch.arange(b) % REPLICAS
+
+    def update() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        world, _ = imagination.worlds(list(range(b)), batch, ego, salt=1)  # cache hits: a lookup
+        driven = drive(policy, context, world, ego, observe, imagination.spec)
+        mpur_terms(imagination.objective, world, ego, driven, imagination.spec, imagination.stats)["loss"].backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), 50.0)
+        optimizer.step()
+
+    def build() -> None:
+        imagination.worlds([next(keys) for _ in range(b)], batch, ego)  # new windows: b builds
+
+    return update, build
 
 
 class _ReferenceMPUR(nn.Module):
@@ -146,17 +212,25 @@ def bench_policy(quick: bool = False) -> dict:
     from worldmodel.bench import pipeline as bench
 
     rounds, warmup = (1, 1) if quick else (3, 1)
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(0)
         ppuu = ForwardModelConfig.ppuu("vae", dropout=0.1)
         tiny = ForwardModelConfig.tiny("vae", backbone=BackboneConfig.tiny(context_frames=CONTEXT))
+        decoupled, build = decoupled_update_fn(ppuu, synthetic_context(BATCH, ppuu.backbone), Path(tmp))
         steps = {
             "ppuu": mpur_update_fn(ppuu, synthetic_context(BATCH, ppuu.backbone)),
             "ppuu_reference": reference_update_fn(ppuu.backbone, synthetic_context(BATCH, ppuu.backbone)),
+            "decoupled": decoupled,
             "tiny": mpur_update_fn(tiny, synthetic_context(BATCH, tiny.backbone)),
         }
         seconds = _time_alternating(steps, rounds, warmup)
+        build_s = _time_alternating({"build": build}, rounds, 0)["build"] / BATCH
     result = {
+        "decoupled_mpur_updates_per_s_ppuu": 1.0 / seconds["decoupled"],
+        "decoupled_mpur_seconds_per_update_ppuu": seconds["decoupled"],
+        "decoupled_speedup_vs_ppuu_reference": seconds["ppuu_reference"] / seconds["decoupled"],
+        "decoupled_speedup_vs_coupled_ours": seconds["ppuu"] / seconds["decoupled"],
+        "decoupled_world_build_s_per_window": build_s,
         "mpur_updates_per_s_ppuu": 1.0 / seconds["ppuu"],
         "mpur_seconds_per_update_ppuu": seconds["ppuu"],
         "mpur_updates_per_s_tiny": 1.0 / seconds["tiny"],

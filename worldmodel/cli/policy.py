@@ -12,7 +12,8 @@ import json
 
 from worldmodel.cli.config import ConfigFlags
 
-#: The fields of ``CostConfig`` that ``train policy`` sets (its geometry is the dataset's).
+#: The fields of ``CostConfig`` that ``train policy`` sets (its geometry is the dataset's; the weights are those of
+#: ``mpur-ppuu`` and of the predicted costs; ``mpur`` and ``distill`` use the ``--objective`` preset's).
 COST_FIELDS = ("uncertainty_weight", "uncertainty_hinge", "discount", "proximity_weight", "lane_weight",
                "offroad_weight")  # fmt: skip
 
@@ -21,16 +22,23 @@ COST_FIELDS = ("uncertainty_weight", "uncertainty_hinge", "discount", "proximity
 def train_flags() -> tuple[ConfigFlags, ConfigFlags]:
     """The flags of the run (``TrainPolicyConfig``) and of its costs (``CostConfig``, ``COST_FIELDS``)."""
     from worldmodel.costs import CostConfig
+    from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
+    from worldmodel.driving.objective import PRESETS
     from worldmodel.nn.policy import POLICY_KINDS
     from worldmodel.training.policy import METHODS, TrainPolicyConfig
 
     run = ConfigFlags(TrainPolicyConfig, required=("data", "fm"), rename={"policy_kind": "policy"},
-                      choices={"method": METHODS, "policy_kind": POLICY_KINDS})  # fmt: skip
+                      choices={"method": METHODS, "policy_kind": POLICY_KINDS, "world": TRAIN_WORLDS,
+                               "objective": PRESETS})  # fmt: skip
     return run, ConfigFlags(CostConfig, at="costs", include=COST_FIELDS)
 
 
 def add_train_parser(tsub) -> argparse.ArgumentParser:
-    p = tsub.add_parser("policy", help="train a driving policy in imagination through a forward model (MPUR/MPER/IL)")
+    p = tsub.add_parser(
+        "policy",
+        help="train a driving policy in imagination through a forward model "
+        "(MPUR/distill over decoupled worlds, MPUR-PPUU/MPER/IL)",
+    )
     run, costs = train_flags()
     run.add_to(p)
     costs.add_to(p, "costs (the objective's weights)")

@@ -1,9 +1,15 @@
 """Policy training in imagination: ``train_policy(TrainPolicyConfig) -> summary`` (``worldmodel train policy``).
 
-Methods (SPEC.md §4), all with the forward model frozen (``Imagination``: eval mode, no weight gradients):
-- ``mpur``: z ~ prior drawn once per rollout; the policy drives the model for T = 30 steps on its own
-  predictions; loss = discounted costs + uncertainty_weight * U (K dropout replicas sharing z);
-  back-propagation into the policy only. ``uncertainty_weight = 0`` is PPUU's ablation (VG / SVG);
+Methods (SPEC.md §4, §9), all with the forward model frozen (eval mode, no weight gradients):
+- ``mpur``: MPUR over decoupled imagination (``training.policy_decoupled``): each window's world is imagined
+  once along the recorded car's future (``--world model``: K = samples x dropout replicas of the forward
+  model; ``oracle``: the recorded future) and cached; the policy observes it resampled at its own pose, the
+  exact kinematics move it, the driving objective (``--objective``, ``drive``) scores it, plus the pose-cost
+  variance across replicas (``--uncertainty``). Trains on a fixed pool of ``world_pool`` train windows;
+- ``distill``: the same worlds; the policy regresses the gradient planner's plan (teacher, once per window);
+- ``mpur-ppuu``: PPUU's coupled MPUR: z ~ prior drawn once per rollout; the policy drives the model for T = 30
+  steps on its own predictions; loss = discounted costs + uncertainty_weight * U (K dropout replicas sharing
+  z); back-propagation into the policy only. ``uncertainty_weight = 0`` is PPUU's ablation (VG / SVG);
 - ``mper``: z inferred by the posterior from the expert's true future (along the expert's actions); the policy
   drives with those z; loss = MSE of the predicted to the true future images and states;
 - ``il``: 1-step imitation, regress the expert's action of the last context frame (MSE; Gaussian NLL for a
@@ -30,7 +36,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +46,9 @@ from worldmodel.costs import CostConfig, UncertaintyStats
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
+from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
+from worldmodel.driving.objective import ObjectiveConfig
+from worldmodel.driving.uncertainty import PoseUncertaintyStats
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.distributed import DistContext, resolve_device
@@ -49,10 +58,13 @@ from worldmodel.nn.model_windows import to_model_units
 from worldmodel.nn.policy import CHECKPOINT_KIND, Policy, PolicyConfig
 from worldmodel.nn.saving import save_checkpoint, seed_everything
 from worldmodel.training.loop import LoopConfig, Task, TrainingLoop, evenly_spaced, reduce_terms
+from worldmodel.training.policy_decoupled import IndexedWindows, decoupled_loss, make_imagination
 
 log = logging.getLogger(__name__)
 
-METHODS = ("mpur", "mper", "il")
+METHODS = ("mpur", "distill", "mpur-ppuu", "mper", "il")
+#: Methods over decoupled imagined worlds (``policy_decoupled``).
+DECOUPLED = ("mpur", "distill")
 
 
 def resolve_dataset(data: str | Path) -> tuple[Path, Path | None]:
@@ -76,13 +88,28 @@ class TrainPolicyConfig:
     out: str = "runs/policy"
     """Run directory: config.json, metrics.jsonl, checkpoints/last.pt and best.pt."""
     method: str = "mpur"
-    """``"mpur"``, ``"mper"`` or ``"il"``."""
+    """``"mpur"`` (decoupled imagination), ``"distill"`` (regress the gradient planner), ``"mpur-ppuu"``
+    (PPUU's coupled rollout), ``"mper"`` or ``"il"``."""
+    world: str = "model"
+    """mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions) or
+    ``"oracle"`` (the window's recorded future, K = 1)."""
+    objective: str = "drive"
+    """mpur, distill: the driving objective's preset (``"drive"`` or ``"ppuu"``)."""
+    uncertainty: float = 0.1
+    """mpur, distill: weight of the uncertainty cost at the ego's pose (model world; 0: off)."""
+    samples: int = 1
+    """mpur, distill: z draws per window (K = samples x replicas futures)."""
+    world_pool: int = 512
+    """mpur, distill: train windows trained on (a fixed seeded random subset), each one's world built once
+    and kept in memory (uint8: ~2.5 MB a window at K = 10, T = 30)."""
+    teacher_iterations: int = 10
+    """distill: Adam iterations of the gradient planner (teacher) per window."""
     policy_kind: str = "deterministic"
     """``"deterministic"`` or ``"gaussian"``."""
     horizon: int = 30
     """T: imagined steps per rollout (MPUR, MPER; PPUU: 30)."""
     replicas: int = 10
-    """K: dropout replicas of the uncertainty cost."""
+    """Dropout replicas of the uncertainty cost (mpur, distill: per z draw)."""
     costs: CostConfig = field(default_factory=CostConfig)
     """Cost weights, discount, uncertainty weight (0: no uncertainty cost) and hinge; the geometry
     (``COST_GEOMETRY``: safe distance, tolerance, lane width) is the dataset's, whatever is set here."""
@@ -125,6 +152,11 @@ class TrainPolicyConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.world not in TRAIN_WORLDS:
+            raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r} (no cv: "
+                             "a window holds no other car's state to extrapolate)")  # fmt: skip
+        if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
+            raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
             raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -183,7 +215,8 @@ def policy_loss(
         with torch.no_grad():
             action_mse = (rollout["actions"] - batch["actions"][:, :horizon]).pow(2).mean()
         return {"image_mse": image_mse, "state_mse": state_mse, "action_mse": action_mse, "loss": image_mse + state_mse}
-    # mpur
+    if method != "mpur-ppuu":
+        raise ValueError(f"policy_loss: {method!r} is not a coupled method (mpur-ppuu, mper, il)")
     z = imagination.sample_z(context.batch_size, horizon, generator)
     rollout = imagination.unroll(context, horizon, policy=policy, z=z)
     terms = imagination.objective(context, rollout, z, replicas, uncertainty_weight)
@@ -227,9 +260,23 @@ class PolicyTrainer(Task):
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
         self.best: tuple | None = None
         self.imagination.stats = None
+        self.decoupled = self.observe = None
+        self.windows = self.train_set
+        if c.method in DECOUPLED:  # a fixed pool of windows, each one's world built once (``policy_decoupled``)
+            pool = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(c.seed))[: c.world_pool]
+            self.train_set = IndexedWindows(self.windows, sorted(pool.tolist()))
+            self.observe = torch.Generator().manual_seed(c.seed + 1)
+            self.decoupled = make_imagination(
+                c.method, c.world, c.fm, str(self.episodes_path), ObjectiveConfig.preset(c.objective,
+                uncertainty=c.uncertainty), c.samples, c.replicas, len(self.train_set) + c.val_windows,
+                c.stats_windows, c.teacher_iterations, c.horizon, c.seed, self.device, self.windows,
+                calibrate_stats=not loop_config.resuming())  # fmt: skip
         self.loop = TrainingLoop(self, loop_config, DistContext(device=self.device))
-        if self.loop.resumed_from is None and c.method == "mpur":
+        if self.loop.resumed_from is None and c.method == "mpur-ppuu":
             self.imagination.stats = self._measure_stats()
+
+    def generators(self) -> dict[str, torch.Generator]:
+        return {} if self.observe is None else {"observe": self.observe}
 
     # ------------------------------------------------------------------ setup
     def _init_backbone(self, source: str, fm: ForwardModel) -> None:
@@ -257,11 +304,13 @@ class PolicyTrainer(Task):
     # ------------------------------------------------------------------ checkpoints
     def checkpoint(self, step: int, **extra) -> dict:
         stats = self.imagination.stats
+        pose = None if self.decoupled is None or self.decoupled.stats is None else asdict(self.decoupled.stats)
         return self.policy.checkpoint_dict(
             step,
             fm=str(self.config.fm),
             method=self.config.method,
             uncertainty_stats=None if stats is None else stats.to_dict(),
+            pose_uncertainty_stats=pose,
             train_config=self.config.to_dict(),
             **extra,
         )
@@ -277,6 +326,9 @@ class PolicyTrainer(Task):
         with checkpoint_errors(path, "damaged uncertainty statistics", advice):
             stats = ckpt.get("uncertainty_stats")
             self.imagination.stats = None if stats is None else UncertaintyStats.from_dict(stats)
+            pose = ckpt.get("pose_uncertainty_stats")
+            if self.decoupled is not None:
+                self.decoupled.stats = None if pose is None else PoseUncertaintyStats(**pose)
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "best": list(self.best) if self.best else None}
@@ -293,8 +345,12 @@ class PolicyTrainer(Task):
         """One update on a batch of windows (dataset units). Returns (named terms + ``grad_norm``, updated?)."""
         c = self.config
         self.policy.train()
-        batch = to_model_units(batch, self.train_set, self.imagination.model)
-        terms = policy_loss(c.method, self.policy, self.imagination, batch, c.horizon, c.replicas)
+        if self.decoupled is not None:
+            terms = decoupled_loss(c.method, self.policy, self.decoupled, batch, self.windows, self.imagination.model,
+                                   c.horizon, self.observe)  # fmt: skip
+        else:
+            batch = to_model_units(batch, self.train_set, self.imagination.model)
+            terms = policy_loss(c.method, self.policy, self.imagination, batch, c.horizon, c.replicas)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), c.grad_clip)
         out, updated = reduce_terms(terms, grad_norm, self.loop.ctx)
@@ -309,7 +365,9 @@ class PolicyTrainer(Task):
         c = self.config
         self.policy.eval()
         result: dict = {}
-        if len(self.val_set) and c.method != "il":
+        if len(self.val_set) and self.decoupled is not None:
+            result |= self._validate_decoupled()
+        elif len(self.val_set) and c.method != "il":
             sums: dict[str, float] = {}
             n = 0
             generator = torch.Generator(self.device).manual_seed(c.seed)
@@ -317,7 +375,7 @@ class PolicyTrainer(Task):
                 torch.manual_seed(c.seed)
                 for batch in self._batches(self.val_set, c.val_windows, c.seed):
                     weight = None if self.imagination.stats is not None else 0.0
-                    terms = policy_loss("mpur", self.policy, self.imagination, batch, c.horizon, c.replicas,
+                    terms = policy_loss("mpur-ppuu", self.policy, self.imagination, batch, c.horizon, c.replicas,
                                         generator, uncertainty_weight=weight)  # fmt: skip
                     b = batch["actions"].shape[0]
                     for k, v in terms.items():
@@ -328,6 +386,22 @@ class PolicyTrainer(Task):
             result |= self._closed_loop(self.loop.step if step is None else step)
         self.policy.train()
         return result
+
+    @torch.no_grad()
+    def _validate_decoupled(self) -> dict:
+        """The imagined driving objective (``mpur``'s terms) on fixed val windows (their worlds cached)."""
+        c = self.config
+        chosen = evenly_spaced(c.val_windows, len(self.val_set)).tolist()
+        loader = DataLoader(IndexedWindows(self.val_set, chosen), batch_size=c.batch_size, num_workers=0)
+        generator = torch.Generator().manual_seed(c.seed)
+        sums, n = {}, 0
+        for batch in loader:
+            terms = decoupled_loss("mpur", self.policy, self.decoupled, batch, self.val_set, self.imagination.model,
+                                   c.horizon, generator, salt=1)  # fmt: skip
+            b = len(batch["window"])
+            sums = {k: sums.get(k, 0.0) + float(v) * b for k, v in terms.items()}
+            n += b
+        return {f"predicted_{k}": v / max(n, 1) for k, v in sums.items()}
 
     def _closed_loop(self, step: int) -> dict:
         from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
@@ -345,7 +419,7 @@ class PolicyTrainer(Task):
     def _score(self, val: Mapping) -> tuple:
         if "success_rate" in val:
             return (val["success_rate"], val["mean_distance_m"])
-        return (-val.get("predicted_cost", math.inf), 0.0)
+        return (-val.get("predicted_cost", val.get("predicted_loss", math.inf)), 0.0)
 
     def improved(self, val: Mapping[str, float]) -> bool:
         score = self._score(val)
