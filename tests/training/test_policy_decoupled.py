@@ -23,7 +23,7 @@ def train_lines(out):
 
 
 def test_decoupled_mpur_lowers_the_imagined_objective(micro_data, micro_run, tmp_path):
-    trainer = PolicyTrainer(config(micro_data, micro_run, tmp_path / "mpur", uncertainty=0.5))
+    trainer = PolicyTrainer(config(micro_data, micro_run, tmp_path / "mpur", uncertainty=0.5, lr=3e-4))
     assert trainer.decoupled.stats is not None and trainer.decoupled.stats.std > 0
     before = trainer.validate()
     summary = trainer.run()
