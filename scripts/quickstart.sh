@@ -1,13 +1,49 @@
 #!/usr/bin/env bash
-# Setup, then the main job end to end on the small embedded default (the `tiny` scenario):
-# simulate traffic (top-down video + realism summary), then build the tiny dataset
-# (record trajectories -> extract episodes) and print its summary.
+# Setup, then the main job end to end on the small embedded default (the `tiny` scenario, a few minutes on 2 cores):
+# simulate traffic (top-down video), build the dataset (record trajectories -> extract episodes), train a tiny
+# forward model and render its predictions, train a policy in imagination (decoupled MPUR over the model's
+# worlds), evaluate it closed loop against no-action and the bot on the test cars (table printed, JSON written)
+# and render one of its rollouts. Stage times are written to $OUT/timings.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 OUT=${OUT:-runs/quickstart}
+FM_STEPS=${FM_STEPS:-300}
+POLICY_STEPS=${POLICY_STEPS:-200}
+WM=.venv/bin/worldmodel
 mkdir -p "$OUT"
-.venv/bin/worldmodel sim --scenario tiny --seconds 60 --warmup 30 --seed 0 --video "$OUT/sim.mp4"
-.venv/bin/worldmodel data build datasets/tiny.toml
-.venv/bin/worldmodel data inspect datasets/tiny/episodes.h5 > "$OUT/episodes-summary.json"
-echo "quickstart: video and summaries in $OUT/, dataset in datasets/tiny/"
+: > "$OUT/timings.txt"
+stage() {  # name, command...: run it and append its wall time to timings.txt
+  local name="$1" start=$SECONDS; shift
+  "$@"
+  echo "$name $((SECONDS - start)) s" | tee -a "$OUT/timings.txt"
+}
+stage simulate "$WM" sim --scenario tiny --seconds 60 --warmup 30 --seed 0 --video "$OUT/sim.mp4"
+stage dataset "$WM" data build datasets/tiny.toml
+"$WM" data inspect datasets/tiny/episodes.h5 > "$OUT/episodes-summary.json"
+# one process: both cores
+OMP_NUM_THREADS=2 stage forward-model "$WM" train fm --data datasets/tiny/episodes.h5 --out "$OUT/fm" --preset tiny --mode vae \
+  --image-update pixel --steps "$FM_STEPS" --batch-size 16 --predict-frames 10 --lr 1e-3 --lr-schedule cosine \
+  --val-every 0 --workers 1 --no-resume --no-progress > /dev/null
+FM="$OUT/fm/checkpoints/last.pt"
+stage predictions "$WM" render predictions --checkpoint "$FM" --data datasets/tiny/episodes.h5 --windows 2 --k 2 \
+  --split test --out "$OUT/predictions.gif"
+stage policy "$WM" train policy --method mpur --fm "$FM" --data datasets/tiny --out "$OUT/policy" --horizon 20 \
+  --replicas 4 --world-pool 200 --steps "$POLICY_STEPS" --lr 3e-4 --val-every 0 --val-episodes 0 --workers 1 \
+  --no-resume --no-progress > /dev/null
+evaluate() {  # name, driver, extra arguments...: every eligible test car, seed 0
+  local name="$1" driver="$2"; shift 2
+  stage "eval-$name" "$WM" eval policy --driver "$driver" --data datasets/tiny --split test --seed 0 --workers 2 \
+    --no-progress --out "$OUT/eval-$name.json" "$@" > /dev/null
+}
+evaluate no-action no-action
+evaluate bot bot
+evaluate policy "$OUT/policy/checkpoints/last.pt" --fm "$FM"
+.venv/bin/python -m worldmodel.evaluation.table "$OUT/eval-no-action.json" "$OUT/eval-bot.json" "$OUT/eval-policy.json" \
+  --reference "$OUT/eval-bot.json" | tee "$OUT/table.md"
+vehicle=$(.venv/bin/python -c "import json,sys; print(json.load(open(sys.argv[1]))['per_episode'][0]['vehicle'])" \
+  "$OUT/eval-policy.json")
+stage rollout "$WM" render rollout --driver "$OUT/policy/checkpoints/last.pt" --fm "$FM" --data datasets/tiny \
+  --vehicle "$vehicle" --out "$OUT/rollout.gif"
+echo "quickstart: video, GIFs, table and timings in $OUT/, dataset in datasets/tiny/"
