@@ -14,6 +14,15 @@ from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import RoadConfig
 
 
+def handed_over(path, vehicle: int) -> ReplaySimulation:
+    """A replay of ``path`` with ``vehicle`` driven, its context followed: the driver's turn."""
+    sim = ReplaySimulation(path)
+    sim.start(vehicle)
+    while sim.in_context:
+        sim.step()
+    return sim
+
+
 def drive_recorded_actions(sim: ReplaySimulation, track: dict) -> tuple[str | None, float]:
     """Follow the context, then drive with the recorded actions until an event. Returns (event, largest
     distance [m] to the ghost)."""
@@ -102,10 +111,7 @@ def test_hard_brake_when_followed_closely_is_a_collision_behind(following_pair):
 
 
 def test_flooring_it_behind_a_car_is_a_collision_ahead(following_pair):
-    sim = ReplaySimulation(following_pair)
-    sim.start(2)
-    while sim.in_context:
-        sim.step()
+    sim = handed_over(following_pair, 2)
     event = None
     while event is None:
         event = sim.step((kinematics.MAX_REPLAY_ACCEL_MPS2, 0.0)).event
@@ -113,10 +119,7 @@ def test_flooring_it_behind_a_car_is_a_collision_ahead(following_pair):
 
 
 def test_steering_hard_left_leaves_the_road(following_pair):
-    sim = ReplaySimulation(following_pair)
-    sim.start(1)
-    while sim.in_context:
-        sim.step()
+    sim = handed_over(following_pair, 1)
     event = None
     for _ in range(20):
         event = sim.step((0.0, -0.2)).event  # negative curvature turns towards y < 0: left
@@ -126,10 +129,7 @@ def test_steering_hard_left_leaves_the_road(following_pair):
 
 
 def test_running_out_of_recorded_frames(following_pair):
-    sim = ReplaySimulation(following_pair)
-    sim.start(1)
-    while sim.in_context:
-        sim.step()
+    sim = handed_over(following_pair, 1)
     event = None
     while event is None:
         event = sim.step((0.0, 0.0)).event  # keeps its 10 m/s, like its recording

@@ -98,3 +98,15 @@ def test_lane_plans_take_the_ego_to_each_lateral_target_at_each_acceleration():
     end = kinematics.rollout(state[:, None].expand(1, 9, 4), plans, 0.1)[0, :, -1]  # [9, 4] after 4 s
     np.testing.assert_allclose(end[:, 1], targets[0].repeat_interleave(3), atol=0.3)
     assert end[:, 2].abs().max() < 0.05  # aligned with the road again
+
+
+def test_invert_step_recovers_the_action_of_a_step():
+    g = torch.Generator().manual_seed(0)
+    state = torch.cat([torch.randn(64, 3, generator=g, dtype=torch.float64),
+                       1.0 + 20 * torch.rand(64, 1, generator=g, dtype=torch.float64)], dim=-1)  # fmt: skip
+    action = torch.stack([torch.randn(64, generator=g, dtype=torch.float64).clamp(-3, 3),
+                          0.02 * torch.randn(64, generator=g, dtype=torch.float64)], dim=-1)  # fmt: skip
+    torch.testing.assert_close(kinematics.invert_step(state, kinematics.step(state, action, 0.1), 0.1), action)
+    slow = state.clone()
+    slow[:, 3] = 0.2
+    assert (kinematics.invert_step(slow, kinematics.step(slow, action, 0.1), 0.1)[:, 1] == 0).all()

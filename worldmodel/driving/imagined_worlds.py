@@ -71,11 +71,8 @@ class EgoWindow:
         future = kinematic_state(dataset.denormalise_states(batch["future_states"][:, :horizon]).double())
         actions = dataset.denormalise_actions(batch["actions"][:, :horizon]).double()
         previous = torch.zeros_like(actions[:, 0])
-        if context.shape[1] > 1:  # invert the kinematics of the step into the last context frame
-            before, last = context[:, -2], context[:, -1]
-            previous[:, 0] = (last[:, 3] - before[:, 3]) / DT_S
-            turn = torch.tan(last[:, 2] - before[:, 2]) / (before[:, 3] * DT_S).clamp(min=1e-3)
-            previous[:, 1] = torch.where(before[:, 3] > 0.5, turn, torch.zeros_like(turn))
+        if context.shape[1] > 1:  # the step into the last context frame, inverted
+            previous = kinematics.invert_step(context[:, -2], context[:, -1], DT_S)
         return cls(context[:, -1].float(), actions.float(), future[..., :3].float(), future[..., 3].mean(1).float(),
                    previous.float(), batch["car_size"].float())  # fmt: skip
 

@@ -32,6 +32,15 @@ def step(state: Tensor, action: Tensor, dt: float) -> Tensor:
     )
 
 
+def invert_step(before: Tensor, after: Tensor, dt: float, min_speed_mps: float = 0.5) -> Tensor:
+    """The action ``[..., 2]`` that takes state ``before`` to ``after`` (``[..., 4]`` each) under ``step``: the
+    speed change over dt, and the curvature that turns by the heading change (0 below ``min_speed_mps``, where
+    the heading says little)."""
+    accel = (after[..., 3] - before[..., 3]) / dt
+    turn = torch.tan(after[..., 2] - before[..., 2]) / (before[..., 3] * dt).clamp(min=1e-3)
+    return torch.stack([accel, torch.where(before[..., 3] > min_speed_mps, turn, torch.zeros_like(turn))], dim=-1)
+
+
 def rollout(state: Tensor, actions: Tensor, dt: float) -> Tensor:
     """The states after each of T actions: state ``[..., 4]``, actions ``[..., T, 2]`` -> ``[..., T, 4]`` (row
     t is the state after action t, i.e. at step t + 1). Equal to T calls of ``step``, computed without a
@@ -66,4 +75,4 @@ def relative_pose(pose: Tensor, reference: Tensor) -> Tensor:
     return torch.stack([dx * cos + dy * sin, -dx * sin + dy * cos, pose[..., 2] - reference[..., 2]], dim=-1)
 
 
-__all__ = ["STATE_NAMES", "relative_pose", "rollout", "step"]
+__all__ = ["STATE_NAMES", "invert_step", "relative_pose", "rollout", "step"]
