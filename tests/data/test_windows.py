@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from data_helpers import write_episodes
 from torch.utils.data import DataLoader, DistributedSampler
 
 from worldmodel.data.episodes import EpisodeReader
-from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.data.windows import WindowConfig, WindowDataset, unit_images
 
 VEHICLES = range(1, 30)  # 22 train, 3 val (22, 28, 29), 4 test
 
@@ -98,7 +99,30 @@ def test_distributed_sampler_partitions_windows(episodes_path):
     assert len(parts[0]) == len(parts[1]) and set(parts[0]) | set(parts[1]) == set(range(len(ds)))
 
 
+def test_uint8_windows_are_the_stored_bytes_and_unit_images_gives_the_float_items(episodes_path):
+    config = WindowConfig(context_frames=3, predict_frames=2, stride=2)
+    floats, raw = (
+        WindowDataset(episodes_path, config),
+        WindowDataset(episodes_path, replace(config, image_dtype="uint8")),
+    )
+    first, second = raw[0], raw[1]
+    assert first["context_images"].dtype == torch.uint8 and first["future_images"].shape == (2, 3, 12, 8)
+    with EpisodeReader(episodes_path) as r:
+        s = int(raw.window_starts[0])
+        np.testing.assert_array_equal(first["context_images"].numpy(), r.read(s, s + 3)["images"])
+    assert not np.shares_memory(first["context_images"].numpy(), second["context_images"].numpy())  # not reused
+    batch = next(iter(DataLoader(raw, batch_size=4)))
+    expected = next(iter(DataLoader(floats, batch_size=4)))
+    converted = unit_images(batch)
+    for key, value in expected.items():
+        assert converted[key].dtype == torch.float32
+        assert torch.equal(converted[key], value), key  # bit for bit
+    assert unit_images(expected)["context_images"] is expected["context_images"]  # float images pass through
+
+
 def test_config_is_validated():
+    with pytest.raises(ValueError, match="image_dtype"):
+        WindowConfig(image_dtype="float16")
     with pytest.raises(ValueError, match="split"):
         WindowConfig(split="training")
     with pytest.raises(ValueError, match="stride"):

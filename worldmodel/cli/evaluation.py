@@ -131,11 +131,16 @@ def run_eval_worlds(args: argparse.Namespace) -> int:
 
 
 def add_render_rollout_parser(rsub) -> argparse.ArgumentParser:
-    p = rsub.add_parser("rollout", help="video of one car driven in Replay-v0: top-down view, costs, uncertainty")
+    p = rsub.add_parser("rollout", help="video of one car driven in Replay-v0: top-down view with the planned path, "
+                        "imagined vs actual future, costs, uncertainty")  # fmt: skip
     _add_driver_arguments(p)
     p.add_argument("--vehicle", type=int, required=True, help="episode vehicle id (as in episodes.h5 and the eval CSV)")
     p.add_argument("--out", default="runs/rollout.mp4", help="output video (.mp4 or .gif)")
     p.add_argument("--fps", type=float, default=10.0, help="frames per second (default 10: real time)")
+    p.add_argument("--imagined-step", type=int, default=None, metavar="K",
+                   help="drivers that imagine (planners, a policy with --fm): the panel shows what they imagined K "
+                        "steps ago for now beside what happened (default: their imagined step nearest 1 s; 0: no "
+                        "panel)")  # fmt: skip
     p.set_defaults(func=run_render_rollout)
     return p
 
@@ -145,6 +150,7 @@ def run_render_rollout(args: argparse.Namespace) -> int:
 
     result = render_rollout(args.driver, args.data, args.vehicle, args.out, fm=args.fm, device=args.device,
                             seed=args.seed, context_frames=args.context_frames, max_steps=args.max_steps,
-                            fps=args.fps, driver_options=driver_options(args))  # fmt: skip
+                            fps=args.fps, driver_options=driver_options(args),
+                            imagined_step=args.imagined_step)  # fmt: skip
     print(json.dumps(result, indent=2))
     return 0

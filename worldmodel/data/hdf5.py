@@ -209,8 +209,9 @@ class RowReader:
     """Reads ``rows`` consecutive rows of a dataset, from any start, into one buffer reused by every call:
     one HDF5 call per read, without the selection objects h5py builds for ``ds[a:b]``.
 
-    ``read(start)`` returns the buffer [rows, ...] (overwritten by the next read); ``DataError`` on a read
-    error or if the rows run past the end.
+    ``read(start)`` returns the buffer [rows, ...] (overwritten by the next read), ``read(start, out)`` fills
+    and returns ``out`` (C-contiguous, the buffer's shape and dtype) instead; ``DataError`` on a read error or if
+    the rows run past the end.
     """
 
     def __init__(self, ds: h5py.Dataset, rows: int, path: str | os.PathLike) -> None:
@@ -221,15 +222,18 @@ class RowReader:
         self._zeros = (0,) * (ds.ndim - 1)
         self._last_start = ds.shape[0] - rows
 
-    def read(self, start: int) -> np.ndarray:
+    def read(self, start: int, out: np.ndarray | None = None) -> np.ndarray:
+        out = self.buffer if out is None else out
+        if out.shape != self.buffer.shape or out.dtype != self.buffer.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"RowReader: out must be C-contiguous {self.buffer.dtype} {self.buffer.shape}")
         if not 0 <= start <= self._last_start:
             raise DataError(self.path, f"rows {start}..{start + len(self.buffer) - 1} of {self.ds.name} do not exist")
         self._file_space.select_hyperslab((start, *self._zeros), self.buffer.shape)
         try:
-            self.ds.id.read(self._memory, self._file_space, self.buffer)
+            self.ds.id.read(self._memory, self._file_space, out)
         except (OSError, RuntimeError) as exc:
             raise read_error(self.ds, self.path, exc) from exc
-        return self.buffer
+        return out
 
 
 def read_error(ds: h5py.Dataset, path: str | os.PathLike, exc: Exception) -> DataError:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,18 @@ from worldmodel.traffic.view import ViewSpec
 log = logging.getLogger(__name__)
 
 CHUNK_CACHE_BYTES = 8 << 20  # /images chunks kept decompressed (~60): reused when nearby windows follow
+IMAGE_DTYPES = ("float32", "uint8")
+IMAGE_KEYS = ("context_images", "future_images")
+
+
+def unit_images(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``batch`` with its uint8 images (``WindowConfig(image_dtype="uint8")``) as float32 in [0, 1], the values
+    a float32 ``WindowDataset`` gives; float images and other entries are passed through."""
+    out = dict(batch)
+    for key in IMAGE_KEYS:
+        if key in out and out[key].dtype == torch.uint8:
+            out[key] = out[key].to(torch.float32).mul_(1.0 / 255.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -59,12 +72,18 @@ class WindowConfig:
     """``train``, ``val`` or ``test`` (splits are by vehicle, see ``split_for_vehicle``)."""
     stride: int = 1
     """Rows between the starts of consecutive windows of an episode."""
+    image_dtype: str = "float32"
+    """``float32``: images in [0, 1]; ``uint8``: the stored bytes (0-255), a quarter of the memory between
+    DataLoader workers and to the device, and no conversion pass per item: trainers convert batches on their
+    device with ``unit_images``."""
 
     def __post_init__(self) -> None:
         if self.context_frames < 1 or self.predict_frames < 1 or self.stride < 1:
             raise ValueError(f"WindowConfig: frames and stride must be >= 1, got {self}")
         if self.split not in SPLITS:
             raise ValueError(f"WindowConfig: split must be one of {SPLITS}, got {self.split!r}")
+        if self.image_dtype not in IMAGE_DTYPES:
+            raise ValueError(f"WindowConfig: image_dtype must be one of {IMAGE_DTYPES}, got {self.image_dtype!r}")
 
     @property
     def window_frames(self) -> int:
@@ -117,7 +136,7 @@ def _settings(view: dict, costs: dict, path: Path) -> tuple[ViewSpec, CostConfig
 class WindowDataset(Dataset):
     """Windows of one split of an episodes.h5 file; an item is a dict of float32 tensors:
 
-    ``context_images`` [Tc, 3, H, W] in [0, 1], ``context_states`` [Tc, 4] normalised, ``actions`` [Tp, 2]
+    ``context_images`` [Tc, 3, H, W] in [0, 1] (uint8 0-255 with ``image_dtype="uint8"``), ``context_states`` [Tc, 4] normalised, ``actions`` [Tp, 2]
     normalised, ``future_images`` [Tp, 3, H, W] in [0, 1], ``future_states`` [Tp, 4] normalised,
     ``future_costs`` [Tp, 3], ``car_size`` [2] (length, width [m]), ``ego_mask`` [H, W] in [0, 1].
 
@@ -207,8 +226,11 @@ class WindowDataset(Dataset):
         car_size = torch.from_numpy(self._car_sizes[e].copy())
         # the images last: their float tensor (1.3 MB for 40 frames) allocated after the small ones costs
         # ~10x fewer page faults per item (measured; glibc then keeps its pages), a third of the time
-        images = self._image_reader().read(s)  # [Tc + Tp, 3, H, W] uint8, reused by the next call
-        images = torch.from_numpy(images).to(torch.float32).mul_(1.0 / 255.0)
+        reader = self._image_reader()
+        if c.image_dtype == "uint8":
+            images = torch.from_numpy(reader.read(s, out=np.empty_like(reader.buffer)))  # [Tc + Tp, 3, H, W]
+        else:
+            images = torch.from_numpy(reader.read(s)).to(torch.float32).mul_(1.0 / 255.0)  # buffer reused
         return {
             "context_images": images[: c.context_frames],
             "context_states": states[: c.context_frames],

@@ -2,17 +2,41 @@
 the ``LockstepDriver`` protocol (several episodes at once, one batched network forward per step for all of
 them) and the adapters between the two (``OneSlot``, ``FirstSlot``, ``as_lockstep``).
 
+A driver that plans or imagines may also say what it intends after its last action: an optional ``intent()``
+(``slot_intent(slot)`` in lockstep) returning an ``Intent`` (its planned poses and the world it imagined), or
+None; ``driver_intent`` asks any driver (None for those without the method: the simple drivers).
+
 The drivers themselves are in ``worldmodel.driving.drivers`` (simple ones) and
 ``worldmodel.driving.model_drivers``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
 from worldmodel.driving.envs import ReplayEnv
+from worldmodel.traffic.view import ViewSpec
+
+
+@dataclass(frozen=True)
+class Intent:
+    """What a driver intends after its last ``act`` (road frame, SI).
+
+    ``poses``: ``[T, 3]`` float64 (x, y [m], psi [rad]) of the ego after each of its next T actions as it plans
+    them (row 0: the pose after the action just returned). ``frames``: the world it imagined, ``[K, F, 3, H,
+    W]`` float32 in [0, 1] (K futures: samples x replicas) at the horizon steps ``frame_steps`` ``[F]`` (1 =
+    the next step), frame f centred on ``frame_poses[f]`` (x, y, psi) in the view geometry ``view``; None
+    when it imagines no frames. ``world``: the name of the imagined world (``oracle``, ``cv``, ``model``)."""
+
+    poses: np.ndarray
+    frames: np.ndarray | None = None
+    frame_steps: tuple[int, ...] = ()
+    frame_poses: np.ndarray | None = None
+    view: ViewSpec | None = None
+    world: str = ""
 
 
 class Driver(Protocol):
@@ -73,6 +97,9 @@ class OneSlot:
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return self.driver.diagnostics()
 
+    def slot_intent(self, slot: int) -> Intent | None:
+        return driver_intent(self.driver)
+
 
 class FirstSlot:
     """The ``Driver`` methods of a ``LockstepDriver`` that drives one episode in slot 0 (a mixin)."""
@@ -85,6 +112,16 @@ class FirstSlot:
 
     def diagnostics(self) -> dict[str, float]:
         return self.slot_diagnostics(0)
+
+    def intent(self) -> Intent | None:
+        slot_intent = getattr(self, "slot_intent", None)
+        return None if slot_intent is None else slot_intent(0)
+
+
+def driver_intent(driver) -> Intent | None:
+    """``driver.intent()`` after its last ``act``; None for a driver without the method."""
+    intent = getattr(driver, "intent", None)
+    return None if intent is None else intent()
 
 
 def as_lockstep(driver: Driver | LockstepDriver) -> LockstepDriver:

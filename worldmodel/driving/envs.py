@@ -42,8 +42,8 @@ STATE_LOW = np.array([-1e5, -1e3, -100.0, -100.0], dtype=np.float32)
 STATE_HIGH = np.array([1e5, 1e3, 100.0, 100.0], dtype=np.float32)
 #: Events that end an episode as terminated (the others truncate it).
 TERMINAL_EVENTS = ("collision", "collision_ahead", "collision_behind", "offroad")
-#: Half-width of the top-down render window along x [m].
-_RENDER_HALF_WINDOW_M = 60.0
+#: Half-width of the top-down render window along x [m] (``render``: ``traffic.raster.render_topdown``).
+RENDER_HALF_WINDOW_M = 60.0
 
 
 def observation_space(spec: ViewSpec) -> spaces.Dict:
@@ -127,7 +127,7 @@ class EgoEnv(gym.Env):
     def _render_topdown(self, vehicles: dict, kind_names: list[str], ghost: dict | None = None) -> np.ndarray:
         x = float(self._obs["state"][0])
         return render_topdown(
-            self.rasterizer.road, vehicles, px_per_m=4.0, x_range=(x - _RENDER_HALF_WINDOW_M, x + _RENDER_HALF_WINDOW_M),
+            self.rasterizer.road, vehicles, x_range=(x - RENDER_HALF_WINDOW_M, x + RENDER_HALF_WINDOW_M),
             highlight=vehicles["controlled"], ghost=ghost, kind_names=kind_names,
         )  # fmt: skip
 

@@ -7,7 +7,9 @@ They follow the ``worldmodel.driving.drivers.Driver`` protocol (``reset(env, obs
   observations (views + ego mask, states with positions relative to the current frame); with ``fm``, its
   ``diagnostics()`` add the model's epistemic uncertainty of the policy's next ``uncertainty_horizon`` steps
   (normalised, hinged, as in training, on the model's view and cost geometry; for videos, not for
-  evaluation: it costs K rollouts per step);
+  evaluation: it costs K rollouts per step) and its ``intent`` (``driver_protocol.Intent``): the imagined
+  rollout behind that number, the policy acting on the model's predictions, its actions moving the car by the
+  exact kinematics from its true state (the path) and the model's frames (K = 1) taken as centred on it;
 - ``plan:grad`` / ``plan:cem``: ``worldmodel.driving.planner_driver`` (planners over a world provider:
   ``world=oracle|cv|model``, the model world with the forward model ``fm``).
 
@@ -24,7 +26,10 @@ import numpy as np
 import torch
 
 from worldmodel.costs import CostConfig, UncertaintyStats, uncertainty_cost
+from worldmodel.driving import kinematics
+from worldmodel.driving.driver_protocol import Intent
 from worldmodel.driving.drivers import FirstSlot
+from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.imagination import Context, Imagination
 from worldmodel.nn.checkpointing import load_checkpoint
 from worldmodel.nn.forward_model import ForwardModel
@@ -92,6 +97,8 @@ class _Slot:
         self.cache = None
         self.steps = 0
         self.diagnostics: dict[str, float] = {}
+        self.sim = None  # the episode's simulation (the car's true state)
+        self.imagined: tuple | None = None  # (state [1, 4], SI actions [1, T, 2], images [1, T, 3, H, W])
 
 
 class PolicyDriver(FirstSlot):
@@ -142,6 +149,7 @@ class PolicyDriver(FirstSlot):
         state.window.reset(info["context"], _car_size(env))
         state.cache = None  # the context is encoded at the slot's first act, with the other new slots'
         state.steps = 0
+        state.sim, state.imagined = env.sim, None
 
     @torch.no_grad()
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
@@ -165,11 +173,22 @@ class PolicyDriver(FirstSlot):
         actions = self.policy([state.cache for state in chosen])["action"]  # one batch after per-window mixing
         if self.imagination is not None:
             for state in chosen:
-                state.diagnostics = {"uncertainty": self._uncertainty(state)}
+                state.diagnostics = {"uncertainty": self._imagine(state)}
         return self.policy.unnormalise_actions(actions).cpu().numpy().astype(np.float64)
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return dict(self._slots[slot].diagnostics)
+
+    def slot_intent(self, slot: int) -> Intent | None:
+        """The rollout imagined at the slot's last act (with a model only; else None): T =
+        ``uncertainty_horizon`` poses, frames ``[1, T, 3, H, W]`` at steps 1..T, centred on the path."""
+        state = self._slots[slot]
+        if state.imagined is None:
+            return None
+        start, actions, images = state.imagined
+        poses = kinematics.rollout(start, actions, float(state.sim.dt))[0, :, :3].numpy()  # [T, 3]
+        view = self.imagination.view
+        return Intent(poses, images.cpu().numpy(), tuple(range(1, len(poses) + 1)), poses, view, "model")
 
     def _encode_contexts(self, fresh: list[_Slot]) -> None:
         """The policy caches of new episodes: their context frames encoded in one batch."""
@@ -184,11 +203,18 @@ class PolicyDriver(FirstSlot):
             state.cache = PolicyCache(tuple(f[i : i + 1] for f in cache.features), cache.states[i : i + 1],
                                       cache.ego_mask[i : i + 1])  # fmt: skip
 
-    def _uncertainty(self, state: _Slot) -> float:
+    def _imagine(self, state: _Slot) -> float:
+        """The policy's next ``horizon`` steps imagined from the slot's window: kept (``state.imagined``, the
+        slot's intent), and their epistemic uncertainty returned."""
         im = self.imagination
         context = state.window.context()
         z = im.sample_z(1, self.horizon, state.generator)
         rollout = im.unroll(context, self.horizon, policy=self.policy, z=z)
+        sim = state.sim
+        start = torch.tensor([[sim.x, sim.y, sim.psi, sim.v]], dtype=torch.float64)
+        actions = self.policy.unnormalise_actions(rollout["actions"]).double().cpu()
+        actions = torch.clamp(actions, torch.from_numpy(ACTION_LOW).double(), torch.from_numpy(ACTION_HIGH).double())
+        state.imagined = (start, actions, rollout["images"].float())  # images [1 (K), T, 3, H, W]
         variances = im.variances(context, rollout["actions"], z, self.replicas)
         return float(uncertainty_cost(variances, im.stats, im.cost_config.uncertainty_hinge)["total"])
 

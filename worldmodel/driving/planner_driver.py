@@ -6,7 +6,9 @@ one step) out through the kinematics as the reference, asks the world provider f
 one call for all episodes, and optimises all plans in one batch; it executes each plan's first action.
 The speed target is observed (``objective.target_speed``: traffic ahead in the ego's lane, else the
 road's limit), and so are the lanes the planner may head for (``lateral_targets``: the ego's lane and its
-neighbours that exist over the horizon). Diagnostics per step: the planned cost and its named terms.
+neighbours that exist over the horizon). Diagnostics per step: the planned cost and its named terms; its
+``intent`` (``driver_protocol.Intent``): the plan's poses through the kinematics and the world's frames it was
+scored on (centred on the reference, the warm start's poses, not on the plan's).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from dataclasses import dataclass, field, fields
 import numpy as np
 import torch
 
+from worldmodel.driving import kinematics
+from worldmodel.driving.driver_protocol import Intent
 from worldmodel.driving.drivers import FirstSlot
 from worldmodel.driving.objective import PRESETS, ObjectiveConfig, target_speed
 from worldmodel.driving.planners import PlanInputs, Planner, PlannerConfig, shift
@@ -30,6 +34,7 @@ class _Slot:
     previous_action: torch.Tensor
     window: object = None
     diagnostics: dict = field(default_factory=dict)
+    planned: tuple | None = None  # (ego [4], plan [T, 2], frames [K, F, 3, H, W], reference [F, 3]) of the last act
 
 
 class PlannerDriver(FirstSlot):
@@ -86,10 +91,21 @@ class PlannerDriver(FirstSlot):
             state.previous_action = plan[i : i + 1, 0]
             state.diagnostics = {"planned_cost": float(cost[i]), "target_speed": float(targets[i])}
             state.diagnostics |= {f"term_{name}": float(value[i]) for name, value in terms.items() if name != "total"}
+            state.planned = (ego[i], plan[i], frames.images[i], frames.reference[i])  # kept, not copied
         return plan[:, 0].numpy().astype(np.float64)
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return dict(self._slots[slot].diagnostics)
+
+    def slot_intent(self, slot: int) -> Intent | None:
+        """The last plan of ``slot`` as an ``Intent`` (T = horizon poses; K futures at ``frame_steps``)."""
+        state = self._slots[slot]
+        if state.planned is None:
+            return None
+        ego, plan, images, reference = state.planned
+        poses = kinematics.rollout(ego.double(), plan.double(), float(state.sim.dt))[:, :3]  # [T, 3]
+        return Intent(poses.numpy(), images.numpy(), tuple(self._planner.frame_steps),
+                      reference.double().numpy(), self.spec, self.world.name)  # fmt: skip
 
 
 def lateral_targets(sim, horizon_s: float) -> list[float]:

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.data.windows import WindowConfig, WindowDataset, unit_images
 from worldmodel.nn.backbone import Backbone, BackboneConfig
 from worldmodel.nn.backbone_export import export_backbone
 from worldmodel.nn.checkpointing import (
@@ -230,7 +230,9 @@ class SSLTrainer(Task):
         self.config, self.ctx = config, ctx
         c, device = config, ctx.device
         self.name = f"ssl ({c.ssl.method})"
-        windows = WindowConfig(c.backbone.context_frames, c.views.max_offset, ego_relative=True, split="train")
+        windows = WindowConfig(
+            c.backbone.context_frames, c.views.max_offset, ego_relative=True, split="train", image_dtype="uint8"
+        )  # bytes from the workers, made float in ``views``
         self.train_set = WindowDataset(c.data, windows)
         self.state_mean = self.train_set.stats["state_mean"]
         self.state_std = self.train_set.stats["state_std"]
@@ -295,6 +297,7 @@ class SSLTrainer(Task):
     # ------------------------------------------------------------------ steps
     def views(self, batch: Mapping[str, Tensor]):
         """Two views of the batch's windows, on the device."""
+        batch = unit_images(batch)
         images = torch.cat([batch["context_images"], batch["future_images"]], dim=1)  # B (Tc + K) C H W
         states = torch.cat([batch["context_states"], batch["future_states"]], dim=1)  # B (Tc + K) S
         a, b = make_views(images, states, self.config.backbone.context_frames, self.state_mean, self.state_std,

@@ -302,10 +302,21 @@ COLOURS = {
 }
 
 
+TOPDOWN_PX_PER_M = 4.0
+#: The top-down image shows this much grass [m] beyond the outer lanes' edges.
+TOPDOWN_MARGIN_M = 2.0
+
+
+def topdown_pixels(x: np.ndarray, y: np.ndarray, x0: float, px_per_m: float = TOPDOWN_PX_PER_M) -> np.ndarray:
+    """Where road points ``x, y`` ``[...]`` [m] are in a ``render_topdown`` image starting at ``x0`` [m]:
+    ``[..., 2]`` float (column, row; pixel centres at integers)."""
+    return np.stack([(np.asarray(x) - x0) * px_per_m, (np.asarray(y) + TOPDOWN_MARGIN_M) * px_per_m], -1)
+
+
 def render_topdown(
     road: Road,
     vehicles: dict,
-    px_per_m: float = 4.0,
+    px_per_m: float = TOPDOWN_PX_PER_M,
     x_range: tuple[float, float] | None = None,
     highlight: np.ndarray | None = None,
     ghost: dict | None = None,
@@ -318,13 +329,13 @@ def render_topdown(
     width scalars) drawn as a yellow outline.
     """
     x0, x1 = x_range or (0.0, road.length_m)
-    y0, y1 = -2.0, road.total_lanes * road.lane_width_m + 2.0
+    y0, y1 = -TOPDOWN_MARGIN_M, road.total_lanes * road.lane_width_m + TOPDOWN_MARGIN_M
     cols, rows = int(np.ceil((x1 - x0) * px_per_m)), int(np.ceil((y1 - y0) * px_per_m))
     img = np.empty((rows, cols, 3), dtype=np.uint8)
     img[:] = COLOURS["grass"]
 
     def pts(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return np.rint(np.stack([(x - x0) * px_per_m, (y - y0) * px_per_m], -1) * (1 << _SHIFT)).astype(np.int32)
+        return np.rint(topdown_pixels(x, y, x0, px_per_m) * (1 << _SHIFT)).astype(np.int32)
 
     for rx0, ry0, rx1, ry1 in road.paved_rectangles():
         cv2.fillConvexPoly(img, pts(np.array([rx0, rx1, rx1, rx0]), np.array([ry0, ry0, ry1, ry1])),

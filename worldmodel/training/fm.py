@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.data.windows import WindowConfig, WindowDataset, unit_images
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.distributed import DistContext, all_reduce_sum, setup_distributed, teardown_distributed
@@ -171,7 +171,9 @@ class FMTrainer(Task):
     def __init__(self, config: TrainFMConfig, ctx: DistContext) -> None:
         c, device = config, ctx.device
         self.name = f"fm ({c.model.mode})"
-        windows = WindowConfig(c.model.backbone.context_frames, c.predict_frames, c.ego_relative, "train")
+        # images as uint8 bytes from the workers, made float on the device (``_to_device``)
+        windows = WindowConfig(c.model.backbone.context_frames, c.predict_frames, c.ego_relative, "train",
+                               image_dtype="uint8")  # fmt: skip
         self.train_set = WindowDataset(c.data, windows)
         self.val_set = WindowDataset(c.data, replace(windows, split="val"))
         # the data's view sizes the backbone; view and cost parameters are recorded in the model's config
@@ -247,7 +249,7 @@ class FMTrainer(Task):
         return torch.autocast(device_type="cuda", dtype=dtype)
 
     def _to_device(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return {k: batch[k].to(self.ctx.device, non_blocking=True) for k in BATCH_KEYS}
+        return unit_images({k: batch[k].to(self.ctx.device, non_blocking=True) for k in BATCH_KEYS})
 
     def train_step(self, batch: Mapping[str, Tensor], step: int | None = None) -> tuple[dict[str, float], bool]:
         """Update ``step`` (1-based; default: the loop's next) on this rank's part of a batch (windows
