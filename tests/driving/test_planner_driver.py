@@ -127,3 +127,23 @@ def test_the_planner_escapes_a_follower_by_changing_lane(tmp_path):
             break
     assert info["event"] == "arrived"
     assert max(lateral) > 3.7 + 0.9  # wholly in lane 1 at some point (its line at y = 3.7 m, half a car 0.9 m)
+
+
+def test_replanning_every_second_step_executes_the_plans_next_action(platoon):
+    driver = make_planner_driver("grad", world="oracle", horizon=10, iterations=3, replan_every=2)
+    planned = []
+    plan_batch = driver._plan
+    driver._plan = lambda chosen: planned.append(chosen[0].plan.clone()) or plan_batch(chosen)
+    env = open_replay_env(platoon, ReplayEnvConfig(return_context=False))
+    obs, info = env.reset(options={"vehicle": 2})
+    driver.reset(env, obs, info)
+    actions = []
+    for _ in range(6):
+        actions.append(driver.act(obs, info))
+        if len(actions) % 2 == 1:  # just planned: the plan's next action comes at the next step
+            expected = driver._slots[0].plan[0, 0].numpy()
+        else:
+            np.testing.assert_allclose(actions[-1], expected, rtol=0, atol=1e-6)
+        obs, _, _, _, info = env.step(actions[-1])
+    assert len(planned) == 3
+    assert drive(platoon, make_planner_driver("grad", world="oracle", horizon=10, replan_every=2))[0] == "arrived"

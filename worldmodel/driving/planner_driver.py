@@ -3,7 +3,8 @@
 ``PlannerDriver`` is a ``LockstepDriver``: at each step it takes every live episode's exact state from its
 simulation (position, heading, speed: what the car's own sensors give), rolls the previous plan (shifted by
 one step) out through the kinematics as the reference, asks the world provider for the futures along it in
-one call for all episodes, and optimises all plans in one batch; it executes each plan's first action.
+one call for all episodes, and optimises all plans in one batch; it executes each plan's first action (and,
+with ``replan_every`` = n > 1, its next n - 1 actions at the following steps before planning again).
 The speed target is observed (``objective.target_speed``: traffic ahead in the ego's lane, else the
 road's limit), and so are the lanes the planner may head for (``lateral_targets``: the ego's lane and its
 neighbours that exist over the horizon). Diagnostics per step: the planned cost and its named terms; its
@@ -35,6 +36,7 @@ class _Slot:
     window: object = None
     diagnostics: dict = field(default_factory=dict)
     planned: tuple | None = None  # (ego [4], plan [T, 2], frames [K, F, 3, H, W], reference [F, 3]) of the last act
+    steps_to_plan: int = 0  # control steps until the next plan (0: plan at this one)
 
 
 class PlannerDriver(FirstSlot):
@@ -69,12 +71,25 @@ class PlannerDriver(FirstSlot):
         self._slots[slot] = _Slot(env.sim, torch.zeros(1, horizon, 2), torch.zeros(1, 2), window)
 
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
-        chosen = [self._slots[s] for s in slots]
-        sims = [state.sim for state in chosen]
-        planner = self._get_planner(float(sims[0].dt))
-        for state, obs in zip(chosen, observations, strict=True):
+        states = [self._slots[s] for s in slots]
+        for state, obs in zip(states, observations, strict=True):
             if state.window is not None:
                 state.window.observe(obs)
+        actions = np.empty((len(states), 2))
+        due = [i for i, state in enumerate(states) if state.steps_to_plan == 0]
+        for i, state in enumerate(states):
+            if state.steps_to_plan > 0:  # the plan's next action, open loop
+                actions[i] = state.plan[0, 0].numpy()
+                state.previous_action, state.plan = state.plan[:, 0], shift(state.plan)
+                state.steps_to_plan -= 1
+        if due:
+            actions[due] = self._plan([states[i] for i in due])
+        return actions
+
+    def _plan(self, chosen: list[_Slot]) -> np.ndarray:
+        """Plan for the slots ``chosen`` in one batch; their first actions ``[len(chosen), 2]``."""
+        sims = [state.sim for state in chosen]
+        planner = self._get_planner(float(sims[0].dt))
         ego = torch.tensor([[s.x, s.y, s.psi, s.v] for s in sims], dtype=torch.float32)  # [B, 4]
         warm = torch.cat([state.plan for state in chosen])  # [B, T, 2]
         with torch.no_grad():
@@ -92,6 +107,7 @@ class PlannerDriver(FirstSlot):
             state.diagnostics = {"planned_cost": float(cost[i]), "target_speed": float(targets[i])}
             state.diagnostics |= {f"term_{name}": float(value[i]) for name, value in terms.items() if name != "total"}
             state.planned = (ego[i], plan[i], frames.images[i], frames.reference[i])  # kept, not copied
+            state.steps_to_plan = planner.config.replan_every - 1
         return plan[:, 0].numpy().astype(np.float64)
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:

@@ -79,6 +79,9 @@ class PlannerConfig:
     None: every pixel)."""
     aggregate: str = "mean"
     """Over the K futures of the world: ``mean`` or ``max`` (worst case)."""
+    replan_every: int = 1
+    """Control steps per plan (drivers): the plan's next actions are executed in between, open loop (the ego's
+    kinematics are exact, so its poses are the planned ones; the world is as seen at the last plan)."""
     episodes_per_pass: int | None = 2
     """Plans are scored this many episodes at a time (the pixel-wise costs of one episode's candidates fit in
     a CPU's cache: on 2 cores, one at a time is about twice as fast as the whole batch); None: the whole batch
@@ -93,6 +96,8 @@ class PlannerConfig:
             raise ValueError(f"PlannerConfig: frame_every must divide horizon, got {self.frame_every}, {self.horizon}")
         if self.iterations is None:
             object.__setattr__(self, "iterations", 5 if self.method == "grad" else 3)
+        if not 1 <= self.replan_every <= self.horizon:
+            raise ValueError(f"PlannerConfig: replan_every must be in 1..horizon, got {self.replan_every}")
         if self.episodes_per_pass is not None and self.episodes_per_pass < 1:
             raise ValueError(f"PlannerConfig: episodes_per_pass must be >= 1 or None, got {self.episodes_per_pass}")
         if self.horizon < 1 or self.iterations < 1 or self.lr <= 0 or not 1 <= self.elites <= self.population:
