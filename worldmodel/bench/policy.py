@@ -10,8 +10,9 @@ backward also fills the gradients of the model's parameters. Also ``mpur_updates
 same protocol) and ``eval_episodes_per_s`` (closed-loop episodes of a ``ppuu``-preset policy in Replay-v0 on a
 recording made in the run, 2 workers, episodes in lockstep batches), against ``..._one_at_a_time`` (the same
 episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``. ``plan_ms_per_car_step_*``:
-the gradient planner (``plan:grad``, drive objective) in the oracle and cv worlds, against the oracle world with
-every pixel read at every step (``..._oracle_dense``) in the same run.
+the gradient planner (``plan:grad``, drive objective) in the oracle and cv worlds (``..._replan2``: planning at
+every second step, the plan's next action executed in between), against the oracle world with every pixel
+read at every step (``..._oracle_dense``) in the same run.
 
 ``decoupled_mpur_updates_per_s_ppuu`` (issue 14): one update of MPUR over decoupled imagination
 (``training.policy_decoupled``) at the same sizes (ppuu model and policy, batch 6, T = 30, K = 10 dropout
@@ -273,12 +274,14 @@ def _bench_eval(quick: bool) -> dict:
 
 def _bench_planner(folder: Path, quick: bool) -> dict:
     """Milliseconds of planning per car-step of ``plan:grad`` (2 workers, episodes in lockstep batches of 16):
-    the oracle and cv worlds as configured by default, and the oracle world with the pose costs on every pixel
-    of a frame at every step (``frame_every=1, lane_rows_m=None``) as the baseline, on the same episodes."""
+    the oracle and cv worlds as configured by default and replanning every second step, and the oracle world
+    with the pose costs on every pixel of a frame at every step (``frame_every=1, lane_rows_m=None``) as the
+    baseline, on the same episodes."""
     from worldmodel.driving.closed_loop import bench_eval_episodes
 
     episodes = 16 if quick else 32
     runs = {"oracle": {"world": "oracle"}, "cv": {"world": "cv"},
+            "oracle_replan2": {"world": "oracle", "replan_every": 2}, "cv_replan2": {"world": "cv", "replan_every": 2},
             "oracle_dense": {"world": "oracle", "frame_every": 1, "lane_rows_m": None}}  # fmt: skip
     out = {}
     for name, options in runs.items():
