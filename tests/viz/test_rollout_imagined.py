@@ -186,3 +186,22 @@ def test_render_rollout_writes_readable_videos_with_and_without_the_panel(datase
 def test_the_default_imagined_step_is_the_nearest_to_one_second():
     assert choose_step((2, 4, 6), None) == 6 and choose_step((2, 4, 8, 12, 20), None) == 8
     assert choose_step(tuple(range(2, 21, 2)), None) == 10 and choose_step((3,), 3) == 3
+
+
+def test_a_policy_without_uncertainty_statistics_imagines_for_videos_only_when_asked(
+    dataset, vehicle, models, tmp_path
+):
+    fm, policy = models
+    ckpt = torch.load(policy, weights_only=True)
+    ckpt.pop("uncertainty_stats", None)  # as the decoupled MPUR's checkpoints
+    bare = tmp_path / "bare.pt"
+    torch.save(ckpt, bare)
+    env = replay_env(dataset, return_context=True)
+    obs, info = env.reset(seed=0, options={"vehicle": vehicle})
+    for imagine, expected in ((False, None), (True, (3, 3))):
+        driver = make_driver(str(bare), fm=str(fm), uncertainty_horizon=3, replicas=2, imagine=imagine)
+        driver.reset(env, obs, info)
+        driver.act(obs, info)
+        intent = driver.intent()
+        assert (intent is None) if expected is None else (intent.poses.shape == expected)
+        assert "uncertainty" not in driver.diagnostics()

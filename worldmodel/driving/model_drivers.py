@@ -111,21 +111,23 @@ class PolicyDriver(FirstSlot):
     max_slots = None
 
     def __init__(self, checkpoint: str | Path, fm: str | None = None, device: str = "cpu", seed: int = 0,
-                 uncertainty_horizon: int = 10, replicas: int = 10):  # fmt: skip
+                 uncertainty_horizon: int = 10, replicas: int = 10, imagine: bool = False):  # fmt: skip
         self.device = torch.device(device)
         ckpt = load_checkpoint(checkpoint, "policy")
         self.policy = Policy.from_checkpoint(ckpt).to(self.device).eval()
         self.name = f"policy:{Path(checkpoint).name}"
         self.imagination = None
         stats = ckpt.get("uncertainty_stats")
-        if fm is not None and stats is not None:
+        # ``imagine``: the model's rollout (the intent) even for a policy without uncertainty statistics (videos)
+        if fm is not None and (stats is not None or imagine):
             model = ForwardModel.from_checkpoint(load_checkpoint(fm, "forward_model")).to(self.device)
             # the policy's training weights (hinge) on the model's view and cost geometry
             trained = (ckpt.get("train_config") or {}).get("costs")
             costs = model.config.cost_config
             if trained is not None:
                 costs = CostConfig.from_dict(trained).with_geometry(costs)
-            self.imagination = Imagination(model, costs, stats=UncertaintyStats.from_dict(stats))
+            stats = None if stats is None else UncertaintyStats.from_dict(stats)
+            self.imagination = Imagination(model, costs, stats=stats)
         # the environments render the model's view (a policy without a model: PPUU's, the runner's default)
         self.view = None if self.imagination is None else self.imagination.model.config.view_spec
         self.horizon, self.replicas, self.seed = uncertainty_horizon, replicas, seed
@@ -173,7 +175,8 @@ class PolicyDriver(FirstSlot):
         actions = self.policy([state.cache for state in chosen])["action"]  # one batch after per-window mixing
         if self.imagination is not None:
             for state in chosen:
-                state.diagnostics = {"uncertainty": self._imagine(state)}
+                uncertainty = self._imagine(state)
+                state.diagnostics = {} if uncertainty is None else {"uncertainty": uncertainty}
         return self.policy.unnormalise_actions(actions).cpu().numpy().astype(np.float64)
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
@@ -203,9 +206,9 @@ class PolicyDriver(FirstSlot):
             state.cache = PolicyCache(tuple(f[i : i + 1] for f in cache.features), cache.states[i : i + 1],
                                       cache.ego_mask[i : i + 1])  # fmt: skip
 
-    def _imagine(self, state: _Slot) -> float:
+    def _imagine(self, state: _Slot) -> float | None:
         """The policy's next ``horizon`` steps imagined from the slot's window: kept (``state.imagined``, the
-        slot's intent), and their epistemic uncertainty returned."""
+        slot's intent), and their epistemic uncertainty returned (None without uncertainty statistics)."""
         im = self.imagination
         context = state.window.context()
         z = im.sample_z(1, self.horizon, state.generator)
@@ -215,6 +218,8 @@ class PolicyDriver(FirstSlot):
         actions = self.policy.unnormalise_actions(rollout["actions"]).double().cpu()
         actions = torch.clamp(actions, torch.from_numpy(ACTION_LOW).double(), torch.from_numpy(ACTION_HIGH).double())
         state.imagined = (start, actions, rollout["images"].float())  # images [1 (K), T, 3, H, W]
+        if im.stats is None:
+            return None
         variances = im.variances(context, rollout["actions"], z, self.replicas)
         return float(uncertainty_cost(variances, im.stats, im.cost_config.uncertainty_hinge)["total"])
 

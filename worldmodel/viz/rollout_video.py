@@ -201,7 +201,10 @@ def render_rollout(
         raise ValueError(f"--imagined-step must be >= 0 (0: no panel), got {imagined_step}")
     _, files = dataset_files(data_dir)
     episode = locate_vehicle(files, vehicle)
-    driver = make_driver(driver_spec, fm=fm, device=device, seed=seed, **(driver_options or {}))
+    options = dict(driver_options or {})
+    if fm is not None and Path(driver_spec).is_file():  # a policy: its imagined rollout, uncertainty or not
+        options.setdefault("imagine", True)
+    driver = make_driver(driver_spec, fm=fm, device=device, seed=seed, **options)
     config = ReplayEnvConfig(context_frames=context_frames, return_context=bool(getattr(driver, "needs_context", True)),
                              max_steps=max_steps, view=getattr(driver, "view", None) or ViewSpec())  # fmt: skip
     env = open_replay_env(files[episode.file], config, render_mode="rgb_array")
