@@ -43,6 +43,26 @@ def test_distill_lowers_its_regression_of_the_planner(micro_data, micro_run, tmp
     assert mse[-1] < 0.7 * mse[0]
 
 
+def test_distill_toward_a_teacher_beyond_the_policys_range_settles_at_the_bound(
+    micro_data, micro_run, tmp_path, monkeypatch
+):
+    """A teacher braking far beyond the policy's +-3 sigma: the regression aims at the bound (reachable, then
+    nothing more to learn), not beyond it, where the straight-through clamp would grow the weights without end."""
+    from worldmodel.training.policy_decoupled import DecoupledImagination
+
+    def extreme(self, world, ego):
+        plan = torch.zeros_like(ego.actions)
+        plan[..., 0] = -40.0  # m/s^2: tens of sigmas of the recorded accelerations
+        return plan
+
+    monkeypatch.setattr(DecoupledImagination, "teach", extreme)
+    train_policy(config(micro_data, micro_run, tmp_path / "bound", method="distill", steps=60, teacher_iterations=1,
+                        uncertainty=0.0, log_every=10))  # fmt: skip
+    lines = train_lines(tmp_path / "bound")
+    assert lines[-1]["action_mse"] < 0.2 * lines[0]["action_mse"]  # the bound is reached, the loss goes
+    assert lines[-1]["grad_norm"] < 2.0 * lines[0]["grad_norm"] + 1.0  # and the gradients do not grow
+
+
 def test_the_oracle_world_is_the_recorded_future(micro_data, micro_run, tmp_path):
     trainer = PolicyTrainer(config(micro_data, micro_run, tmp_path / "oracle", world="oracle", steps=2))
     batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=2)))

@@ -116,9 +116,12 @@ def mpur_terms(objective: ObjectiveConfig, world: WorldFrames, ego: EgoWindow, d
 def distill_terms(policy: Policy, context: Context, world: WorldFrames, ego: EgoWindow, plan: Tensor,
                   observe: Tensor, spec: ViewSpec) -> dict[str, Tensor]:  # fmt: skip
     """The policy's regression of the teacher's ``plan`` ``[B, T, 2]`` (SI) along it: ``action_mse`` =
-    ``loss`` (normalised units), and ``accel_mae`` [m/s^2] of the first action."""
+    ``loss`` (normalised units), and ``accel_mae`` [m/s^2] of the first action. Targets are clamped to what the
+    policy can output (+-``action_clamp``): beyond it the straight-through clamp would push the raw output,
+    and the weights, without end (a teacher braking at -6 m/s^2 is ~5 sigma of the recorded accelerations)."""
     driven = drive(policy, context, world, ego, observe, spec, follow=plan)
-    target = policy.normalise_actions(plan)
+    bound = policy.config.action_clamp
+    target = policy.normalise_actions(plan).clamp(-bound, bound)
     mse = (driven.normalised - target).pow(2).mean()
     with torch.no_grad():
         first = (policy.unnormalise_actions(driven.normalised[:, 0]) - plan[:, 0]).abs()
