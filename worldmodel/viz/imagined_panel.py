@@ -25,7 +25,7 @@ import numpy as np
 from worldmodel.driving.driver_protocol import Intent
 from worldmodel.driving.worlds import RenderedWorld
 from worldmodel.traffic.view import ViewSpec
-from worldmodel.viz.render import IMAGINED_RGB, LABEL_WIDTH_PX, OBSERVED_RGB, TRUTH_RGB, _text, _tile
+from worldmodel.viz.render import IMAGINED_RGB, LABEL_WIDTH_PX, OBSERVED_RGB, TRUTH_RGB, draw_text, framed_tile
 
 #: Without ``--imagined-step``, the panel shows the imagined step nearest this many steps ahead (1 s).
 DEFAULT_IMAGINED_STEP = 10
@@ -109,14 +109,14 @@ class ImaginedPanel:
         for name, image in rasters.items():
             view = self.observed_view if name == "car's view" else self.view
             rgb = TILE_RGB[name] if image is not None else EMPTY_RGB
-            tiles.append((name, _tile(image, rgb, self.scale, (view.height_px, view.width_px))))
+            tiles.append((name, framed_tile(image, rgb, self.scale, (view.height_px, view.width_px))))
         height = PANEL_HEADER_PX + sum(tile.shape[0] + 4 for _, tile in tiles)
         canvas = np.full((height, LABEL_WIDTH_PX + max(tile.shape[1] for _, tile in tiles), 3), 24, np.uint8)
-        _text(canvas, f"{self.world} world, imagined {self.step * self.dt:.1f} s ({self.step} steps) ago for now",
+        draw_text(canvas, f"{self.world} world, imagined {self.step * self.dt:.1f} s ({self.step} steps) ago for now",
               6, 14, scale=0.42)  # fmt: skip
         y = PANEL_HEADER_PX
         for name, tile in tiles:
-            _text(canvas, name, 4, y + tile.shape[0] // 2 + 5, scale=0.42)
+            draw_text(canvas, name, 4, y + tile.shape[0] // 2 + 5, scale=0.42)
             canvas[y : y + tile.shape[0], LABEL_WIDTH_PX : LABEL_WIDTH_PX + tile.shape[1]] = tile
             y += tile.shape[0] + 4
         return canvas

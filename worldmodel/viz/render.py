@@ -45,7 +45,7 @@ HEADER_HEIGHT_PX = 26
 GAP_PX = 8
 
 
-def _tile(image: np.ndarray | None, rgb: tuple[int, int, int], scale: int, shape: tuple[int, int]) -> np.ndarray:
+def framed_tile(image: np.ndarray | None, rgb: tuple[int, int, int], scale: int, shape: tuple[int, int]) -> np.ndarray:
     """One framed tile: image [C, H, W] float in [0, 1] (None: black), heading turned to the right, scaled
     ``scale`` x (nearest), a 2-pixel frame of colour ``rgb``. shape: (H, W) of the view."""
     h, w = shape
@@ -64,10 +64,11 @@ def _frame_mask(inner: tuple[int, int], rgb: tuple[int, int, int]) -> np.ndarray
     return out
 
 
-def _text(canvas: np.ndarray, text: str, x: int, y: int, scale: float = 0.45) -> None:
+def draw_text(canvas: np.ndarray, text: str, x: int, y: int, rgb=(235, 235, 235), scale: float = 0.45) -> None:
+    """``text`` on ``canvas`` (RGB uint8, in place) with its baseline's left end at pixel (x, y)."""
     import cv2
 
-    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1, cv2.LINE_AA)
+    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, rgb, 1, cv2.LINE_AA)
 
 
 def prediction_frames(
@@ -104,15 +105,15 @@ def prediction_frames(
         canvas = np.full((height, width, 3), 24, np.uint8)
         future = t >= tc
         when = f"t = {(t - tc + 1) * dt:+.1f} s  imagined" if future else f"t = {(t - tc + 1) * dt:+.1f} s  observed"
-        _text(canvas, when + "   (green: observed, red: imagined, grey: true future)", 6, 18)
+        draw_text(canvas, when + "   (green: observed, red: imagined, grey: true future)", 6, 18)
         for row, label in enumerate(labels):
             y = HEADER_HEIGHT_PX + row * (tile_h + 4)
-            _text(canvas, label, 4, y + tile_h // 2 + 5)
+            draw_text(canvas, label, 4, y + tile_h // 2 + 5)
             for i in range(n):
                 x = LABEL_WIDTH_PX + i * (tile_w + GAP_PX)
                 if not future:
                     observed = row < 2 + k
-                    tile = _tile(
+                    tile = framed_tile(
                         context[i, t] if observed else None, OBSERVED_RGB if observed else (60, 60, 60), scale, shape
                     )
                 else:
@@ -127,7 +128,7 @@ def prediction_frames(
                         image, rgb = np.abs(mean[i, s] - truth[i, s]), IMAGINED_RGB
                     else:
                         image, rgb = np.clip(unc[i, s], 0, 1), IMAGINED_RGB
-                    tile = _tile(image, rgb, scale, shape)
+                    tile = framed_tile(image, rgb, scale, shape)
                 canvas[y : y + tile_h, x : x + tile_w] = tile
         frames.append(canvas)
     return frames

@@ -31,7 +31,7 @@ from worldmodel.driving.envs import RENDER_HALF_WINDOW_M, ReplayEnvConfig
 from worldmodel.traffic import raster
 from worldmodel.traffic.view import ViewSpec
 from worldmodel.viz.imagined_panel import ImaginedPanel
-from worldmodel.viz.render import write_video
+from worldmodel.viz.render import draw_text, write_video
 
 #: Strip-plot colours (RGB) of the costs and the uncertainty.
 SERIES_RGB = {"proximity": (240, 80, 60), "lane": (230, 230, 230), "offroad": (80, 160, 255),
@@ -43,10 +43,6 @@ MIN_PLOT_WIDTH_PX = 360
 MIN_PLOT_STEPS = 100
 #: Colour (RGB) of the planned path on the top-down view.
 PATH_RGB = (0, 230, 230)
-
-
-def _text(canvas: np.ndarray, text: str, x: int, y: int, rgb=(235, 235, 235), scale: float = 0.42) -> None:
-    cv2.putText(canvas, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, scale, rgb, 1, cv2.LINE_AA)
 
 
 def strip_plot(series: dict[str, list[float]], width: int, height: int = PLOT_PX) -> np.ndarray:
@@ -66,7 +62,7 @@ def strip_plot(series: dict[str, list[float]], width: int, height: int = PLOT_PX
             scale = max(float(v.max()), 1e-9)
             label = f"{name} {v[-1]:.3g} (max {scale:.3g})"
         rgb = SERIES_RGB.get(name, (200, 200, 200))
-        _text(img, label, legend_x, 13, rgb, 0.38)
+        draw_text(img, label, legend_x, 13, rgb, 0.38)
         legend_x += cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.38, 1)[0][0] + 14
         if len(v) >= 2:
             xs = left + np.arange(len(v)) * (right - left) / span
@@ -102,7 +98,7 @@ def compose_frame(topdown: np.ndarray, header: str, series: dict[str, list[float
     below = topdown.shape[0] + (0 if panel is None else panel.shape[0])
     width = max(topdown.shape[1], MIN_PLOT_WIDTH_PX, 0 if panel is None else panel.shape[1])
     frame = np.full((HEADER_PX + below + PLOT_PX, width, 3), 24, np.uint8)
-    _text(frame, header, 6, 15)
+    draw_text(frame, header, 6, 15, scale=0.42)
     frame[HEADER_PX : HEADER_PX + topdown.shape[0], : topdown.shape[1]] = topdown
     if panel is not None:
         frame[HEADER_PX + topdown.shape[0] : HEADER_PX + below, : panel.shape[1]] = panel
