@@ -54,6 +54,11 @@ def test_episodes_of_a_split_follow_the_extraction_ids(driving_data):
     _, subset, sub_selection = select_episodes(driving_data, "train", episodes=5, seed=3)
     assert len(subset) == 5 and set(subset) <= set(chosen) and sub_selection["evaluated"] == 5
     assert select_episodes(driving_data, "train", episodes=5, seed=3)[1] == subset  # deterministic
+    named = (chosen[-1].vehicle, chosen[0].vehicle)
+    _, picked, picked_selection = select_episodes(driving_data, "train", vehicles=named)
+    assert picked == [chosen[0], chosen[-1]] and picked_selection["evaluated"] == 2
+    with pytest.raises(ValueError, match=r"vehicles \[-5\] are not eligible cars of the train split"):
+        select_episodes(driving_data, "train", vehicles=(chosen[0].vehicle, -5))
 
 
 def test_expert_arrives_without_collisions(driving_data):
@@ -62,6 +67,16 @@ def test_expert_arrives_without_collisions(driving_data):
     assert result["success_rate"] >= 0.95, result["events"]
     assert result["collision_rate"] == 0 and result["offroad_rate"] == 0
     assert result["mean_distance_m"] > 60  # from the start of the recording to the end of the evaluated zone
+    for r in result["per_episode"]:  # the expert drives its recording: level with it at the end
+        assert abs(r["lag_m"]) < 0.05 and abs(r["lateral_offset_m"]) < 0.05, r
+        assert r["speed_mps"] == pytest.approx(r["recorded_speed_mps"], abs=0.05)
+
+
+def test_no_action_ends_behind_its_recording(driving_data):
+    result = run(driving_data, "no-action", split="train", episodes=10)
+    rear_ended = [r for r in result["per_episode"] if r["event"] == "collision_behind" and r["lag_m"] is not None]
+    assert rear_ended and all(r["lag_m"] > 0 for r in rear_ended)  # it fell behind its recording, then was hit
+    assert all(r["speed_mps"] < r["recorded_speed_mps"] for r in rear_ended if not r["rear_ended_not_at_fault"])
 
 
 def test_no_action_writes_json_and_csv_and_does_not_depend_on_workers(driving_data, tmp_path):

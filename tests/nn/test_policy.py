@@ -36,9 +36,29 @@ def test_action_shapes_and_clamp(kind):
         assert not torch.equal(out["action"], out["mean"].clamp(-3, 3))  # a sample, not the mean
 
 
+def test_kinematic_action_limits_replace_the_sigma_clamp():
+    limits = ((-6.2, -0.2), (6.2, 0.2))
+    torch.manual_seed(0)
+    policy = Policy(PolicyConfig.tiny(action_limits=limits)).eval()
+    policy.set_normalisation({"state_mean": torch.zeros(4), "state_std": torch.ones(4),
+                              "action_mean": torch.tensor([0.1, 0.0]), "action_std": torch.tensor([0.75, 0.01])})  # fmt: skip
+    low, high = policy.action_bounds()
+    assert torch.allclose(policy.unnormalise_actions(low), torch.tensor(limits[0]))
+    assert torch.allclose(policy.unnormalise_actions(high), torch.tensor(limits[1]))
+    raw = torch.tensor([[-20.0, 0.0], [-7.0, 30.0], [2.0, -30.0]])  # normalised; -7 sigma = -5.15 m/s^2
+    si = policy.unnormalise_actions(policy.clamp_actions(raw))
+    assert torch.allclose(si, torch.tensor([[-6.2, 0.0], [-5.15, 0.2], [1.6, -0.2]]), atol=1e-5)
+    sigma = Policy(PolicyConfig.tiny())  # PPUU's clamp would stop braking at -3 sigma
+    sigma.load_state_dict({k: v for k, v in policy.state_dict().items()})
+    assert sigma.unnormalise_actions(sigma.clamp_actions(raw))[1, 0].item() == pytest.approx(0.1 - 3 * 0.75)
+    assert PolicyConfig.from_dict(policy.config.to_dict()) == policy.config
+    with pytest.raises(ValueError, match="action_limits"):
+        PolicyConfig.tiny(action_limits=((1.0, 0.2), (-1.0, -0.2)))
+
+
 def test_clamp_has_identity_gradient():
     x = torch.tensor([-5.0, 0.5, 4.0], requires_grad=True)
-    y = clamp_straight_through(x, 3.0)
+    y = clamp_straight_through(x, -3.0, 3.0)
     assert y.tolist() == [-3.0, 0.5, 3.0]
     y.sum().backward()
     assert x.grad.tolist() == [1.0, 1.0, 1.0]

@@ -46,11 +46,12 @@ def test_distill_lowers_its_regression_of_the_planner(micro_data, micro_run, tmp
 def test_distill_toward_a_teacher_beyond_the_policys_range_settles_at_the_bound(
     micro_data, micro_run, tmp_path, monkeypatch
 ):
-    """A teacher braking far beyond the policy's +-3 sigma: the regression aims at the bound (reachable, then
-    nothing more to learn), not beyond it, where the straight-through clamp would grow the weights without end."""
+    """A teacher braking far beyond the policy's range (-40 m/s^2 against its -6.2): the regression aims at the
+    bound (reachable, then nothing more to learn), not beyond it, where the straight-through clamp would grow the
+    weights without end."""
     from worldmodel.training.policy_decoupled import DecoupledImagination
 
-    def extreme(self, world, ego):
+    def extreme(self, world, ego, *rest):
         plan = torch.zeros_like(ego.actions)
         plan[..., 0] = -40.0  # m/s^2: tens of sigmas of the recorded accelerations
         return plan
@@ -61,6 +62,27 @@ def test_distill_toward_a_teacher_beyond_the_policys_range_settles_at_the_bound(
     lines = train_lines(tmp_path / "bound")
     assert lines[-1]["action_mse"] < 0.2 * lines[0]["action_mse"]  # the bound is reached, the loss goes
     assert lines[-1]["grad_norm"] < 2.0 * lines[0]["grad_norm"] + 1.0  # and the gradients do not grow
+
+
+def test_dagger_distill_asks_the_teacher_from_where_the_policy_drove(micro_data, micro_run, tmp_path, monkeypatch):
+    """own_steps > 0: the teacher plans from the state the policy reached on its own (not the window's start),
+    over the rest of the horizon."""
+    from worldmodel.training.policy_decoupled import DecoupledImagination
+
+    calls, teach = [], DecoupledImagination.teach
+
+    def spy(self, world, ego, state=None, previous_action=None, step=0):
+        plan = teach(self, world, ego, state, previous_action, step)
+        if step > 0:
+            calls.append((step, (state[:, :2] - ego.start[:, :2]).norm(dim=-1).min().item(), plan.shape[1]))
+        return plan
+
+    monkeypatch.setattr(DecoupledImagination, "teach", spy)
+    train_policy(config(micro_data, micro_run, tmp_path / "dagger", method="distill", steps=40, teacher_iterations=3,
+                        uncertainty=0.0, own_steps=3))  # fmt: skip
+    assert len(calls) > 10 and {step for step, _, _ in calls} == {1, 2, 3}
+    assert all(moved > 0.5 and horizon == 5 - step for step, moved, horizon in calls)  # the policy's own state
+    assert all(x["skipped"] == 0 for x in train_lines(tmp_path / "dagger"))
 
 
 def test_the_oracle_world_is_the_recorded_future(micro_data, micro_run, tmp_path):

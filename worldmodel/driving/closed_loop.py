@@ -73,7 +73,9 @@ def evaluate_driving(config: EvalPolicyConfig) -> dict:
     ``trajectories``, ``recorded_id``, ``event``, ``success`` (arrived), ``rear_ended_not_at_fault``,
     ``success_not_at_fault`` (arrived or rear-ended not at fault), ``stuck``, ``distance_m``, ``steps``,
     ``recorded_steps`` (the recorded car's, from the hand-over to the end of the evaluated zone), ``time_s``,
-    ``collision_ahead``, ``collision_behind``, ``offroad`` (from the event that ended the episode),
+    ``collision_ahead``, ``collision_behind``, ``offroad`` (from the event that ended the episode), at the last
+    frame ``speed_mps``, ``recorded_speed_mps``, ``lag_m``, ``lateral_offset_m`` (the ego against its recording:
+    ``episode_runner.against_recording``),
     ``cost_proximity``, ``cost_lane``, ``cost_offroad`` (means over the controlled steps) and the means of the
     driver's diagnostics. Raises ``DataError`` / ``ValueError`` (one line) on bad input, and ``DataError``
     when no car of the split can be evaluated (the reasons counted as in ``select_episodes``).
@@ -93,7 +95,7 @@ def evaluate_driving(config: EvalPolicyConfig) -> dict:
     if out is not None:
         make_dir(out.parent, out)
     files, chosen, selection = select_episodes(config.data, config.split, config.context_frames, config.episodes,
-                                               config.seed)  # fmt: skip
+                                               config.seed, config.vehicles)  # fmt: skip
     log.info("%s split of %s: %s", config.split, config.data, selection)
     if not chosen:  # a summary of no episode would be all nulls: an error, with the reasons
         why = ", ".join(f"{reason} {n}" for reason, n in selection["excluded"].items() if n) or "none"

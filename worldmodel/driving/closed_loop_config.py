@@ -18,6 +18,9 @@ class EvalPolicyConfig:
     episodes: int | None = None
     """Evaluate only this many cars: a seeded choice (``seed``) among the selected ones, then sorted by
     vehicle id; None: all."""
+    vehicles: tuple[int, ...] | None = None
+    """Evaluate only these vehicle ids (``vehicle`` in the CSV; each an eligible car of the split), e.g. the
+    failures of another run; None: every eligible car (or ``episodes`` of them)."""
     workers: int = 1
     """Worker processes (1: in this process)."""
     batch: int = 16

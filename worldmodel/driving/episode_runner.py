@@ -38,6 +38,19 @@ def at_or_above_recorded_speed(sim: ReplaySimulation) -> bool:
     return ghost is not None and sim.v >= ghost["v"]
 
 
+def against_recording(sim: ReplaySimulation) -> dict[str, float]:
+    """The controlled car against its recording at the current frame: ``speed_mps``, ``recorded_speed_mps``,
+    ``lag_m`` (how far the recording is ahead along x [m]) and ``lateral_offset_m`` (ego y - recorded y [m]), the
+    last three None once the recording has ended; what a failure analysis asks first (was the ego slower than
+    the recorded car when it was rear-ended? in another lane?)."""
+    ghost = sim.ghost
+    out = {"speed_mps": round(float(sim.v), 4), "recorded_speed_mps": None, "lag_m": None, "lateral_offset_m": None}
+    if ghost is not None:
+        out |= {"recorded_speed_mps": round(ghost["v"], 4), "lag_m": round(ghost["x"] - float(sim.x), 4),
+                "lateral_offset_m": round(float(sim.y) - ghost["y"], 4)}  # fmt: skip
+    return out
+
+
 class _Live:
     """An episode in progress in one slot of an ``EpisodeRunner``."""
 
@@ -49,6 +62,7 @@ class _Live:
         self.recorded_steps = env.sim.recorded_steps_to_zone_end()
         self.stuck_steps = stuck_steps(self.recorded_steps, stuck_factor)
         self.not_at_fault = False
+        self.last = against_recording(env.sim)
 
     def step(self, action) -> bool:
         """Drive one step with ``action``; True when the episode is over (its event in ``info``)."""
@@ -59,6 +73,8 @@ class _Live:
         if not over and self.stuck_steps is not None and self.steps >= self.stuck_steps:
             self.info, over = {**self.info, "event": "stuck"}, True
         self.not_at_fault = self.info["event"] == "collision_behind" and at_or_above_recorded_speed(self.env.sim)
+        if over:
+            self.last = against_recording(self.env.sim)
         return over
 
     def record(self, trajectories: str) -> dict:
@@ -79,6 +95,7 @@ class _Live:
             "collision_ahead": event == "collision_ahead",
             "collision_behind": event == "collision_behind",
             "offroad": event == "offroad",
+            **self.last,
         }
         record.update(
             {f"cost_{name}": float(value / steps) for name, value in zip(COST_NAMES, self.costs, strict=True)}

@@ -60,22 +60,24 @@ def dataset_files(data: str | os.PathLike) -> tuple[Path, list[Path]]:
 
 
 def select_episodes(
-    data: str | os.PathLike, split: str = "test", context_frames: int = 20, episodes: int | None = None, seed: int = 0
-) -> tuple[list[Path], list[Episode], dict]:
+    data: str | os.PathLike, split: str = "test", context_frames: int = 20, episodes: int | None = None, seed: int = 0,
+    vehicles: tuple[int, ...] | None = None,
+) -> tuple[list[Path], list[Episode], dict]:  # fmt: skip
     """The episodes of a split: ``(trajectories files, episodes sorted by vehicle, selection summary)``.
 
     The summary: ``split_cars``, ``excluded`` (count per reason in ``EXCLUSIONS``), ``eligible``,
-    ``evaluated``. With ``episodes`` = N, N of the eligible cars drawn with ``seed`` (then sorted).
+    ``evaluated``. With ``vehicles``, only those episode vehicle ids (each must be an eligible car of the split:
+    ``ValueError`` otherwise); then with ``episodes`` = N, N of the cars drawn with ``seed`` (then sorted).
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}: expected one of {list(SPLITS)}")
     episodes_path, files = dataset_files(data)
     with EpisodeReader(episodes_path) as reader:
         table = reader.episodes
-    vehicles = np.unique(table["vehicle"][table["split"] == SPLITS.index(split)].astype(np.int64))
+    split_vehicles = np.unique(table["vehicle"][table["split"] == SPLITS.index(split)].astype(np.int64))
     stride = ExtractConfig().id_stride
-    file_of = vehicles // stride if len(files) > 1 else np.zeros_like(vehicles)
-    recorded = vehicles % stride if len(files) > 1 else vehicles
+    file_of = split_vehicles // stride if len(files) > 1 else np.zeros_like(split_vehicles)
+    recorded = split_vehicles % stride if len(files) > 1 else split_vehicles
     if np.any((file_of < 0) | (file_of >= len(files))):
         raise DataError(episodes_path, f"episode vehicle ids point to {int(file_of.max()) + 1} recordings, the "
                         f"directory has {len(files)}")  # fmt: skip
@@ -95,21 +97,28 @@ def select_episodes(
             rid = int(recorded[j])
             i = index.get(rid)
             if i is None:
-                raise DataError(path, f"vehicle {rid} (episode vehicle {vehicles[j]}) is not in this recording")
+                raise DataError(path, f"vehicle {rid} (episode vehicle {split_vehicles[j]}) is not in this recording")
             if rid not in eligible:
                 too_short = sim.vehicle_table["count"][i] <= context_frames
                 excluded["too_short" if too_short else "past_zone_at_handover"] += 1
             elif x[sim.vehicle_table["start"][i] + sim.vehicle_table["count"][i] - 1] < zone_end:
                 excluded["recording_ends_before_zone_end"] += 1
             else:
-                chosen.append(Episode(int(vehicles[j]), k, rid))
+                chosen.append(Episode(int(split_vehicles[j]), k, rid))
     eligible_count = len(chosen)
+    if vehicles is not None:
+        wanted = {int(v) for v in vehicles}
+        missing = sorted(wanted - {e.vehicle for e in chosen})
+        if missing:
+            raise ValueError(f"vehicles {missing[:10]} are not eligible cars of the {split} split of {data} "
+                             f"({len(missing)} of {len(wanted)})")  # fmt: skip
+        chosen = [e for e in chosen if e.vehicle in wanted]
     if episodes is not None and episodes < len(chosen):
         if episodes < 0:
             raise ValueError(f"episodes must be >= 0, got {episodes}")
         pick = np.random.default_rng(seed).choice(len(chosen), size=episodes, replace=False)
         chosen = [chosen[i] for i in sorted(pick)]
-    summary = {"split_cars": len(vehicles), "excluded": excluded, "eligible": eligible_count,
+    summary = {"split_cars": len(split_vehicles), "excluded": excluded, "eligible": eligible_count,
                "evaluated": len(chosen)}  # fmt: skip
     return files, chosen, summary
 

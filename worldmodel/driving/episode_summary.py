@@ -22,7 +22,8 @@ EVENTS = ("arrived", "collision_ahead", "collision_behind", "offroad", "stuck", 
 #: The keys of an episode record that ``summarise`` does not treat as driver diagnostics.
 RECORD_KEYS = ("vehicle", "trajectories", "recorded_id", "event", "success", "rear_ended_not_at_fault",
                "success_not_at_fault", "stuck", "distance_m", "steps", "recorded_steps", "time_s",
-               "collision_ahead", "collision_behind", "offroad")  # fmt: skip
+               "collision_ahead", "collision_behind", "offroad", "speed_mps", "recorded_speed_mps", "lag_m",
+               "lateral_offset_m")  # fmt: skip
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:

@@ -7,8 +7,10 @@ as a 4th channel, and the Tc normalised states (as the forward model sees them);
 - ``"deterministic"``: the action is the MLP's output;
 - ``"gaussian"``: the MLP gives a mean and a log-std; ``sample=True`` draws mean + std * eps
   (reparameterised, so costs back-propagate), otherwise the mean.
-Actions are normalised (by the statistics in the policy's buffers, the dataset's) and clamped at
-+-``action_clamp`` (3 sigma) with a straight-through gradient inside the range.
+Actions are normalised (by the statistics in the policy's buffers, the dataset's) and clamped, with a
+straight-through gradient, at +-``action_clamp`` (PPUU: 3 sigma) or, when ``action_limits`` is set, at those
+bounds in SI units (e.g. the environment's kinematic limits: on i80-sim 3 sigma of acceleration is only
+2.3 m/s^2 of braking, a third of what a car, and the planner, can do).
 
 Like the forward model, a policy keeps a ``PolicyCache`` (per-frame features of its window), so that driving
 for one more step encodes one new frame. Normalisation statistics live in buffers: a checkpoint is all a
@@ -47,7 +49,10 @@ class PolicyConfig:
     layers: int = 3
     """Hidden layers of the head."""
     action_clamp: float = 3.0
-    """Normalised actions are clamped to [-action_clamp, action_clamp] (PPUU: 3 sigma)."""
+    """Normalised actions are clamped to [-action_clamp, action_clamp] (PPUU: 3 sigma), unless ``action_limits``."""
+    action_limits: tuple[tuple[float, float], tuple[float, float]] | None = None
+    """SI bounds ``((accel_low, curvature_low), (accel_high, curvature_high))`` [m/s^2, 1/m] of the actions,
+    replacing the sigma clamp (None: the sigma clamp)."""
     log_std_bounds: tuple[float, float] = (-5.0, 1.0)
     """Range of the Gaussian policy's log-std (normalised action units)."""
 
@@ -59,6 +64,12 @@ class PolicyConfig:
                              f"got {self.backbone.in_channels}")  # fmt: skip
         if self.layers < 1 or self.hidden < 1 or not self.action_clamp > 0:
             raise ValueError("PolicyConfig: layers >= 1, hidden >= 1 and action_clamp > 0")
+        if self.action_limits is not None:
+            low, high = (tuple(float(v) for v in bound) for bound in self.action_limits)
+            if len(low) != 2 or len(high) != 2 or not all(lo < hi for lo, hi in zip(low, high, strict=True)):
+                raise ValueError(f"PolicyConfig.action_limits: ((accel_low, curvature_low), (accel_high, "
+                                 f"curvature_high)) with low < high, got {self.action_limits}")  # fmt: skip
+            object.__setattr__(self, "action_limits", (low, high))
 
     @classmethod
     def for_model(cls, model_backbone: BackboneConfig, **overrides) -> PolicyConfig:
@@ -79,13 +90,17 @@ class PolicyConfig:
         return self.backbone.context_frames
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__) | {"backbone": self.backbone.to_dict(), "log_std_bounds": list(self.log_std_bounds)}
+        limits = None if self.action_limits is None else [list(bound) for bound in self.action_limits]
+        return dict(self.__dict__) | {"backbone": self.backbone.to_dict(), "log_std_bounds": list(self.log_std_bounds),
+                                      "action_limits": limits}  # fmt: skip
 
     @classmethod
     def from_dict(cls, d: Mapping) -> PolicyConfig:
         d = dict(d)
         d["backbone"] = BackboneConfig.from_dict(d["backbone"])
         d["log_std_bounds"] = tuple(d["log_std_bounds"])
+        if d.get("action_limits") is not None:
+            d["action_limits"] = tuple(tuple(bound) for bound in d["action_limits"])
         return cls(**d)
 
 
@@ -100,9 +115,9 @@ class PolicyCache(NamedTuple):
     """[B, 1, H, W] in [0, 1]: the constant 4th channel."""
 
 
-def clamp_straight_through(x: Tensor, bound: float) -> Tensor:
-    """``clamp(x, -bound, bound)`` in value; identity gradient (so a saturated policy can still learn)."""
-    return x + (x.clamp(-bound, bound) - x).detach()
+def clamp_straight_through(x: Tensor, low: float | Tensor, high: float | Tensor) -> Tensor:
+    """``clamp(x, low, high)`` in value; identity gradient (so a saturated policy can still learn)."""
+    return x + (x.clamp(low, high) - x).detach()
 
 
 class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
@@ -151,6 +166,19 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         return PolicyCache((*cache.features[1:], features), states, cache.ego_mask)
 
     # ------------------------------------------------------------------ acting
+    def action_bounds(self) -> tuple[Tensor, Tensor]:
+        """The lowest and highest normalised action the policy outputs: two [2] tensors."""
+        if self.config.action_limits is None:
+            bound = torch.full_like(self.action_std, self.config.action_clamp)
+            return -bound, bound
+        low, high = (self.normalise_actions(self.action_std.new_tensor(b)) for b in self.config.action_limits)
+        return low, high
+
+    def clamp_actions(self, actions: Tensor) -> Tensor:
+        """Normalised actions [..., 2] clamped to ``action_bounds`` (straight-through gradient)."""
+        low, high = self.action_bounds()
+        return clamp_straight_through(actions, low, high)
+
     def reanchor(self, states: Tensor) -> Tensor:
         """Normalised states [B, Tc, S] with positions relative to any anchor -> relative to the window's last
         frame (the policy sees where it is going, never where the rollout or the road started)."""
@@ -180,7 +208,7 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         h = self.backbone.fuse_mixed(mixed[0], states[0])
         out = self.head(h.flatten(1))
         if self.config.kind == "deterministic":
-            return {"action": clamp_straight_through(out, self.config.action_clamp), "mean": out}
+            return {"action": self.clamp_actions(out), "mean": out}
         mean, log_std = out.chunk(2, dim=-1)
         lo, hi = self.config.log_std_bounds
         log_std = lo + 0.5 * (hi - lo) * (torch.tanh(log_std) + 1.0)
@@ -188,7 +216,7 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         if sample:
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             action = mean + log_std.exp() * noise
-        return {"action": clamp_straight_through(action, self.config.action_clamp), "mean": mean, "log_std": log_std}
+        return {"action": self.clamp_actions(action), "mean": mean, "log_std": log_std}
 
     def act(self, images: Tensor, states: Tensor, ego_mask: Tensor, sample: bool = False) -> Tensor:
         """One action [B, 2] (normalised) from a window: images [B, Tc, 3, H, W], states [B, Tc, S], ego_mask

@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Subset
 from worldmodel.costs import CostConfig, UncertaintyStats
 from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
+from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
 from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
 from worldmodel.driving.objective import ObjectiveConfig
@@ -63,6 +64,8 @@ from worldmodel.training.policy_decoupled import IndexedWindows, decoupled_loss,
 log = logging.getLogger(__name__)
 
 METHODS = ("mpur", "distill", "mpur-ppuu", "mper", "il")
+#: What a policy can output (``TrainPolicyConfig.action_range``).
+ACTION_RANGES = ("kinematic", "sigma")
 #: Methods over decoupled imagined worlds (``policy_decoupled``).
 DECOUPLED = ("mpur", "distill")
 
@@ -104,8 +107,16 @@ class TrainPolicyConfig:
     and kept in memory (uint8: ~2.5 MB a window at K = 10, T = 30)."""
     teacher_iterations: int = 10
     """distill: Adam iterations of the gradient planner (teacher) per window."""
+    own_steps: int = 0
+    """distill: DAgger in imagination: per update the policy first drives 0 to ``own_steps`` steps itself (drawn
+    uniformly), then the teacher plans from where it got to and the policy regresses that plan (0: the teacher's
+    plan from the window's start only, cached)."""
     policy_kind: str = "deterministic"
     """``"deterministic"`` or ``"gaussian"``."""
+    action_range: str = "kinematic"
+    """What the policy can output: ``"kinematic"`` (the environment's action bounds, |a| <= 6.2 m/s^2,
+    |curvature| <= 0.2 1/m) or ``"sigma"`` (PPUU's +-3 sigma of the data's actions: on i80-sim braking stops
+    at -2.3 m/s^2)."""
     horizon: int = 30
     """T: imagined steps per rollout (MPUR, MPER; PPUU: 30)."""
     replicas: int = 10
@@ -152,11 +163,17 @@ class TrainPolicyConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.action_range not in ACTION_RANGES:
+            raise ValueError(
+                f"TrainPolicyConfig.action_range must be one of {ACTION_RANGES}, got {self.action_range!r}"
+            )
         if self.world not in TRAIN_WORLDS:
             raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r} (no cv: "
                              "a window holds no other car's state to extrapolate)")  # fmt: skip
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
+        if not 0 <= self.own_steps < self.horizon:
+            raise ValueError(f"TrainPolicyConfig: 0 <= own_steps < horizon, got {self.own_steps}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
             raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}")
         if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
@@ -251,7 +268,8 @@ class PolicyTrainer(Task):
         if len(self.train_set) < c.batch_size:
             raise DataError(self.episodes_path, f"{len(self.train_set)} train windows of {tc} + {horizon} frames, "
                             f"fewer than one batch of {c.batch_size}")  # fmt: skip
-        self.policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind))
+        limits = (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if c.action_range == "kinematic" else None
+        self.policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind, action_limits=limits))
         self.policy.set_normalisation(fm.normalisation())
         loop_config = c.loop_config(str(self.episodes_path))
         if not loop_config.resuming() and c.init_backbone:
@@ -347,7 +365,7 @@ class PolicyTrainer(Task):
         self.policy.train()
         if self.decoupled is not None:
             terms = decoupled_loss(c.method, self.policy, self.decoupled, batch, self.windows, self.imagination.model,
-                                   c.horizon, self.observe)  # fmt: skip
+                                   c.horizon, self.observe, own_steps=c.own_steps)  # fmt: skip
         else:
             batch = to_model_units(batch, self.train_set, self.imagination.model)
             terms = policy_loss(c.method, self.policy, self.imagination, batch, c.horizon, c.replicas)
@@ -437,4 +455,12 @@ def train_policy(config: TrainPolicyConfig) -> dict:
     return PolicyTrainer(config).run()
 
 
-__all__ = ["METHODS", "PolicyTrainer", "TrainPolicyConfig", "policy_loss", "resolve_dataset", "train_policy"]
+__all__ = [
+    "ACTION_RANGES",
+    "METHODS",
+    "PolicyTrainer",
+    "TrainPolicyConfig",
+    "policy_loss",
+    "resolve_dataset",
+    "train_policy",
+]

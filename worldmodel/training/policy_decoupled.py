@@ -51,7 +51,7 @@ from worldmodel.driving.pose_views import view_at_pose
 from worldmodel.driving.uncertainty import PoseUncertaintyStats, calibrate, pose_cost, replica_variance
 from worldmodel.driving.worlds import WorldFrames
 from worldmodel.nn.model_windows import to_model_units
-from worldmodel.nn.policy import Policy
+from worldmodel.nn.policy import Policy, PolicyCache
 from worldmodel.traffic.view import ViewSpec
 
 log = logging.getLogger(__name__)
@@ -76,22 +76,35 @@ def drive(policy: Policy, context: Context, world: WorldFrames, ego: EgoWindow, 
     """The policy driven T steps in ``world`` from ``ego.start``, observing future ``observe`` ``[B]`` (index
     into K) at its own poses; with ``follow`` ``[B, T, 2]`` (SI) the ego is moved by those actions instead of the
     policy's (teacher forcing: the policy still acts at each step, on the views along them)."""
-    b, horizon = world.reference.shape[:2]
-    frames = world.images[torch.arange(b, device=observe.device), observe]  # [B, T, 3, H, W]
+    frames = observed_frames(world, observe)
     cache = policy.init_cache(context.images, context.states, context.ego_mask)
-    state, states, actions, normalised = ego.start, [], [], []
+    return drive_from(policy, cache, ego.start, frames, world.reference, spec, follow)[0]
+
+
+def observed_frames(world: WorldFrames, observe: Tensor) -> Tensor:
+    """The future ``observe`` ``[B]`` of each window: ``[B, T, 3, H, W]``."""
+    return world.images[torch.arange(world.images.shape[0], device=observe.device), observe]
+
+
+def drive_from(policy: Policy, cache: PolicyCache, state: Tensor, frames: Tensor, reference: Tensor, spec: ViewSpec,
+               follow: Tensor | None = None, push_last: bool = False) -> tuple[Drive, PolicyCache]:  # fmt: skip
+    """``drive`` from a policy window ``cache`` and ego ``state`` ``[B, 4]`` through ``frames`` ``[B, T, 3, H, W]``
+    centred on ``reference`` ``[B, T, 3]``; returns the drive and the window after it (with the last step's
+    view pushed when ``push_last``, so that another drive can continue it)."""
+    horizon = reference.shape[1]
+    states, actions, normalised = [], [], []
     for t in range(horizon):
         action = policy(cache)["action"]  # [B, 2] normalised
         si = policy.unnormalise_actions(action) if follow is None else follow[:, t]
         state = kinematics.step(state, si, DT_S)
-        if t < horizon - 1:
-            relative = kinematics.relative_pose(state[:, :3], world.reference[:, t])
+        if t < horizon - 1 or push_last:
+            relative = kinematics.relative_pose(state[:, :3], reference[:, t])
             view = view_at_pose(frames[:, t], relative, spec)  # [B, 3, H, W]
             cache = policy.push(cache, view, policy.normalise_states(recorded_state(state)))
         states.append(state)
         actions.append(si)
         normalised.append(action)
-    return Drive(torch.stack(states, 1), torch.stack(actions, 1), torch.stack(normalised, 1))
+    return Drive(torch.stack(states, 1), torch.stack(actions, 1), torch.stack(normalised, 1)), cache
 
 
 def mpur_terms(objective: ObjectiveConfig, world: WorldFrames, ego: EgoWindow, driven: Drive, spec: ViewSpec,
@@ -113,15 +126,33 @@ def mpur_terms(objective: ObjectiveConfig, world: WorldFrames, ego: EgoWindow, d
     return out
 
 
-def distill_terms(policy: Policy, context: Context, world: WorldFrames, ego: EgoWindow, plan: Tensor,
-                  observe: Tensor, spec: ViewSpec) -> dict[str, Tensor]:  # fmt: skip
-    """The policy's regression of the teacher's ``plan`` ``[B, T, 2]`` (SI) along it: ``action_mse`` =
-    ``loss`` (normalised units), and ``accel_mae`` [m/s^2] of the first action. Targets are clamped to what the
-    policy can output (+-``action_clamp``): beyond it the straight-through clamp would push the raw output,
-    and the weights, without end (on i80-sim sigma is 0.75 m/s^2: a teacher braking at -6 m/s^2 is 8 sigma)."""
-    driven = drive(policy, context, world, ego, observe, spec, follow=plan)
-    bound = policy.config.action_clamp
-    target = policy.normalise_actions(plan).clamp(-bound, bound)
+def distill_terms(policy: Policy, context: Context, world: WorldFrames, ego: EgoWindow, observe: Tensor,
+                  spec: ViewSpec, plan: Tensor | None = None, teach=None, own_steps: int = 0) -> dict[str, Tensor]:  # fmt: skip
+    """The policy's regression of the teacher's plan (SI) along it: ``action_mse`` = ``loss`` (normalised units),
+    and ``accel_mae`` [m/s^2] of the first regressed action.
+
+    ``own_steps`` = 0: the teacher's ``plan`` ``[B, T, 2]`` from the window's start (cached per window). ``own_steps``
+    = m > 0 (DAgger in imagination): the policy first drives m steps itself (no gradient), then ``teach(world, state,
+    previous_action, step)`` plans from where it got to over the remaining T - m steps, and the policy regresses
+    that plan from the states it reached itself: the teacher's corrections of the policy's own drift.
+
+    Targets are clamped to what the policy can output (``Policy.action_bounds``): beyond them the straight-through
+    clamp would push the raw output, and the weights, without end (with the 3-sigma clamp on i80-sim, sigma
+    0.75 m/s^2, a teacher braking at -6 m/s^2 is 8 sigma)."""
+    frames = observed_frames(world, observe)
+    cache = policy.init_cache(context.images, context.states, context.ego_mask)
+    state, reference = ego.start, world.reference
+    if own_steps > 0:
+        with torch.no_grad():
+            own, cache = drive_from(policy, cache, state, frames[:, :own_steps], reference[:, :own_steps], spec,
+                                    push_last=True)  # fmt: skip
+        state, previous = own.states[:, -1], own.actions[:, -1]
+        plan = teach(world, state, previous, own_steps)
+        cache = PolicyCache(tuple(f.detach() for f in cache.features), cache.states.detach(), cache.ego_mask)
+        frames, reference = frames[:, own_steps:], reference[:, own_steps:]
+    driven, _ = drive_from(policy, cache, state, frames, reference, spec, follow=plan)
+    low, high = policy.action_bounds()
+    target = policy.normalise_actions(plan).clamp(low, high)
     mse = (driven.normalised - target).pow(2).mean()
     with torch.no_grad():
         first = (policy.unnormalise_actions(driven.normalised[:, 0]) - plan[:, 0]).abs()
@@ -148,13 +179,18 @@ class DecoupledImagination:
             self.teacher = Planner(config, self.objective, DT_S, self.spec, seed=self.seed)
         return self.teacher
 
-    def teach(self, world: WorldFrames, ego: EgoWindow) -> Tensor:
-        """The gradient planner's plan ``[B, T, 2]`` (SI) over ``world``, from the recorded actions."""
-        frames = WorldFrames(world.images, world.reference, world.replicas,
+    def teach(self, world: WorldFrames, ego: EgoWindow, state: Tensor | None = None,
+              previous_action: Tensor | None = None, step: int = 0) -> Tensor:  # fmt: skip
+        """The gradient planner's plan ``[B, T - step, 2]`` (SI) over ``world`` from its ``step``, warm-started
+        with the recorded actions; from the window's start unless ``state`` ``[B, 4]`` (with the action before
+        it, ``previous_action`` ``[B, 2]``) says where the ego is at ``step``."""
+        frames = WorldFrames(world.images[:, :, step:], world.reference[:, step:], world.replicas,
                              self.stats if world.replicas > 1 else None)  # fmt: skip
-        inputs = PlanInputs(ego.start, frames, ego.previous_action, ego.target_speed, ego.car_size)
+        state = ego.start if state is None else state
+        previous_action = ego.previous_action if previous_action is None else previous_action
+        inputs = PlanInputs(state, frames, previous_action, ego.target_speed, ego.car_size)
         with torch.enable_grad():
-            plan, _, _ = self._teacher(ego.actions.shape[1]).plan(inputs, ego.actions)
+            plan, _, _ = self._teacher(ego.actions.shape[1] - step).plan(inputs, ego.actions[:, step:])
         return plan.detach()
 
     def worlds(self, keys: Sequence[int], batch: Mapping[str, Tensor], ego: EgoWindow,
@@ -195,9 +231,11 @@ class IndexedWindows(Dataset):
 
 def decoupled_loss(method: str, policy: Policy, imagination: DecoupledImagination, batch: Mapping[str, Tensor],
                    dataset: WindowDataset, model, horizon: int, generator: torch.Generator,
-                   salt: int = 0) -> dict[str, Tensor]:  # fmt: skip
+                   salt: int = 0, own_steps: int = 0) -> dict[str, Tensor]:  # fmt: skip
     """The named terms of ``mpur`` or ``distill`` on a batch of ``IndexedWindows`` (``dataset``'s units; ``model``:
-    the forward model whose units the policy reads); ``generator`` draws the observed futures."""
+    the forward model whose units the policy reads); ``generator`` draws the observed futures and, for
+    ``distill`` with ``own_steps`` > 0, how many steps (0 to ``own_steps``) the policy drives before the teacher
+    takes over (``distill_terms``)."""
     keys = batch["window"].tolist()
     ego = EgoWindow.from_batch(batch, dataset, horizon).to(imagination.device)
     units = to_model_units({k: v for k, v in batch.items() if k != "window"}, dataset, model)
@@ -206,7 +244,12 @@ def decoupled_loss(method: str, policy: Policy, imagination: DecoupledImaginatio
     observe = torch.randint(k, (len(keys),), generator=generator).to(imagination.device)
     context = Context.from_batch(units)
     if method == "distill":
-        terms = distill_terms(policy, context, world, ego, extras["plan"], observe, imagination.spec)
+        own = int(torch.randint(min(own_steps, horizon - 1) + 1, (), generator=generator)) if own_steps > 0 else 0
+
+        def teach(world: WorldFrames, state: Tensor, previous_action: Tensor, step: int) -> Tensor:
+            return imagination.teach(world, ego, state, previous_action, step)
+
+        terms = distill_terms(policy, context, world, ego, observe, imagination.spec, extras["plan"], teach, own)
     else:
         driven = drive(policy, context, world, ego, observe, imagination.spec)
         terms = mpur_terms(imagination.objective, world, ego, driven, imagination.spec, imagination.stats)
