@@ -9,7 +9,7 @@ from worldmodel.driving import kinematics
 from worldmodel.driving.objective import TERMS, ObjectiveConfig, evaluate, target_speed
 from worldmodel.driving.pose_costs import pixel_set
 from worldmodel.traffic.road import Road
-from worldmodel.traffic.scenario import RoadConfig
+from worldmodel.traffic.scenario import RampConfig, RoadConfig
 from worldmodel.traffic.view import LANES, OFFROAD, VEHICLES, ViewSpec
 
 SPEC, DT = ViewSpec(), 0.1
@@ -83,6 +83,23 @@ def test_target_speed_is_the_traffic_ahead_in_the_lane_else_the_limit():
     assert target_speed({k: v[[0, 3, 4]] for k, v in vehicles.items()}, road) == 25.0  # nobody ahead: the limit
     with pytest.raises(ValueError, match="unknown objective preset"):
         ObjectiveConfig.preset("fast")
+
+
+def test_target_speed_slows_for_the_end_of_a_ramp():
+    """On a ramp lane (y in [3.7, 7.4], ending at 200 m) with nobody ahead: the limit far from the end, then at
+    most sqrt(2 b d) with d from the ego's front to the end; the mainline and b = None are not capped."""
+    road = Road(RoadConfig(lanes=1, lane_width_m=3.7, length_m=300.0, section_m=(0.0, 300.0), evaluated_m=(10.0, 290.0),
+                           speed_limit_mps=25.0, ramps=(RampConfig(start_m=0.0, end_m=200.0),)))  # fmt: skip
+
+    def at(x: float, y: float = 5.5, **kw) -> float:
+        return target_speed({"x": np.array([x]), "y": np.array([y]), "v": np.array([20.0]),
+                             "length": np.array([4.0])}, road, **kw)  # fmt: skip
+
+    assert at(0.0, lane_end_decel_mps2=3.0) == 25.0  # far from the end: sqrt(2 * 3 * 198) = 34 > the limit
+    assert at(150.0) == pytest.approx(np.sqrt(2 * 1.5 * 48.0))
+    assert at(199.0) == 0.0  # its front is past the end
+    assert [at(x) for x in (100.0, 150.0, 180.0)] == sorted([at(x) for x in (100.0, 150.0, 180.0)], reverse=True)
+    assert at(150.0, y=1.8) == 25.0 and at(150.0, lane_end_decel_mps2=None) == 25.0
 
 
 @pytest.mark.parametrize("power, interior", [(1.0, False), (2.0, True)])

@@ -1,0 +1,139 @@
+"""What a policy training run is: ``TrainPolicyConfig`` (``worldmodel train policy``'s flags; saved resolved as
+``<out>/config.json``), and the methods and action ranges it names (``training.policy`` runs it)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from worldmodel.costs import CostConfig
+from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
+from worldmodel.training.loop import LoopConfig
+
+METHODS = ("mpur", "distill", "mpur-ppuu", "mper", "il")
+#: What a policy can output (``TrainPolicyConfig.action_range``).
+ACTION_RANGES = ("kinematic", "sigma")
+#: Methods over decoupled imagined worlds (``policy_decoupled``).
+DECOUPLED = ("mpur", "distill")
+
+
+@dataclass(frozen=True)
+class TrainPolicyConfig:
+    """A policy training run (saved resolved as ``<out>/config.json``)."""
+
+    data: str = "datasets/i80-sim"
+    """Dataset directory (episodes.h5 + trajectories-*.h5 for closed-loop validation) or an episodes.h5."""
+    fm: str = "runs/fm/checkpoints/last.pt"
+    """The trained forward model (frozen)."""
+    out: str = "runs/policy"
+    """Run directory: config.json, metrics.jsonl, checkpoints/last.pt and best.pt."""
+    method: str = "mpur"
+    """``"mpur"`` (decoupled imagination), ``"distill"`` (regress the gradient planner), ``"mpur-ppuu"``
+    (PPUU's coupled rollout), ``"mper"`` or ``"il"``."""
+    world: str = "model"
+    """mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions) or
+    ``"oracle"`` (the window's recorded future, K = 1)."""
+    objective: str = "drive"
+    """mpur, distill: the driving objective's preset (``"drive"`` or ``"ppuu"``)."""
+    uncertainty: float = 0.1
+    """mpur, distill: weight of the uncertainty cost at the ego's pose (model world; 0: off)."""
+    samples: int = 1
+    """mpur, distill: z draws per window (K = samples x replicas futures)."""
+    world_pool: int = 512
+    """mpur, distill: train windows trained on (a fixed seeded random subset), each one's world built once
+    and kept in memory (uint8: ~2.5 MB a window at K = 10, T = 30)."""
+    teacher_iterations: int = 10
+    """distill: Adam iterations of the gradient planner (teacher) per window."""
+    own_steps: int = 0
+    """distill: DAgger in imagination: per update the policy first drives 0 to ``own_steps`` steps itself (drawn
+    uniformly), then the teacher plans from where it got to and the policy regresses that plan (0: the teacher's
+    plan from the window's start only, cached)."""
+    policy_kind: str = "deterministic"
+    """``"deterministic"`` or ``"gaussian"``."""
+    action_range: str = "kinematic"
+    """What the policy can output: ``"kinematic"`` (the environment's action bounds, |a| <= 6.2 m/s^2,
+    |curvature| <= 0.2 1/m) or ``"sigma"`` (PPUU's +-3 sigma of the data's actions: on i80-sim braking stops
+    at -2.3 m/s^2)."""
+    horizon: int = 30
+    """T: imagined steps per rollout (MPUR, MPER; PPUU: 30)."""
+    replicas: int = 10
+    """Dropout replicas of the uncertainty cost (mpur, distill: per z draw)."""
+    costs: CostConfig = field(default_factory=CostConfig)
+    """Cost weights, discount, uncertainty weight (0: no uncertainty cost) and hinge; the geometry
+    (``COST_GEOMETRY``: safe distance, tolerance, lane width) is the dataset's, whatever is set here."""
+    steps: int = 100_000
+    """Total optimiser steps (a resumed run continues up to this)."""
+    batch_size: int = 6
+    """Windows per update (PPUU: 6)."""
+    lr: float = 1e-4
+    """Adam learning rate (PPUU: 1e-4)."""
+    grad_clip: float = 50.0
+    """Maximum gradient norm (PPUU: 50)."""
+    init_backbone: str | None = "fm"
+    """Initialise the policy's trunk: ``"fm"`` (the forward model's backbone), a ``backbone.pt`` from
+    ``train ssl``, or None (random)."""
+    stats_windows: int = 60
+    """Train windows for the uncertainty statistics (expert actions)."""
+    val_every: int = 500
+    """Steps between validations (0: never; the last step is always validated when > 0)."""
+    val_windows: int = 60
+    """Val windows of the model-predicted objective."""
+    val_episodes: int = 20
+    """Val cars driven in Replay-v0 per validation (0: no closed-loop validation)."""
+    ckpt_every: int = 100
+    """Steps between writes of ``checkpoints/last.pt``."""
+    log_every: int = 10
+    """Steps between lines of ``metrics.jsonl``."""
+    max_bad_steps: int = 10
+    """Stop after this many consecutive non-finite steps."""
+    seed: int = 0
+    """Seed of the policy's initialisation, the data order, z and dropout."""
+    device: str = "auto"
+    """``"auto"``, ``"cpu"``, ``"cuda"``, ..."""
+    workers: int = 1
+    """DataLoader worker processes."""
+    resume: bool = True
+    """Continue from ``checkpoints/last.pt`` when it exists."""
+    progress: bool = True
+    """Show a progress bar."""
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.action_range not in ACTION_RANGES:
+            raise ValueError(
+                f"TrainPolicyConfig.action_range must be one of {ACTION_RANGES}, got {self.action_range!r}"
+            )
+        if self.world not in TRAIN_WORLDS:
+            raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r} (no cv: "
+                             "a window holds no other car's state to extrapolate)")  # fmt: skip
+        if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
+            raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
+        if not 0 <= self.own_steps < self.horizon:
+            raise ValueError(f"TrainPolicyConfig: 0 <= own_steps < horizon, got {self.own_steps}")
+        if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
+            raise ValueError(f"lr (--lr) must be a finite number > 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise ValueError(f"grad_clip (--grad-clip) must be a finite number > 0, got {self.grad_clip}")
+        if self.horizon < 1 or self.replicas < 2 or self.batch_size < 1 or self.steps < 0:
+            raise ValueError("TrainPolicyConfig: horizon >= 1, replicas >= 2, batch_size >= 1, steps >= 0")
+        if min(self.log_every, self.ckpt_every, self.max_bad_steps, self.stats_windows) < 1 or self.val_every < 0:
+            raise ValueError("TrainPolicyConfig: log_every, ckpt_every, max_bad_steps, stats_windows >= 1")
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__) | {"costs": self.costs.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> TrainPolicyConfig:
+        return cls(**(dict(d) | {"costs": CostConfig(**d["costs"])}))
+
+    def loop_config(self, data: str) -> LoopConfig:
+        """The training loop's part of this config (``data``: the episodes file, for messages)."""
+        return LoopConfig(out=self.out, steps=self.steps, batch_size=self.batch_size, seed=self.seed,
+                          log_every=self.log_every, val_every=self.val_every, ckpt_every=self.ckpt_every,
+                          max_bad_steps=self.max_bad_steps, workers=self.workers, resume=self.resume,
+                          progress=self.progress, data=data)  # fmt: skip
+
+
+__all__ = ["ACTION_RANGES", "DECOUPLED", "METHODS", "TrainPolicyConfig"]
