@@ -1,6 +1,7 @@
 """Planner drivers in closed loop on hand-written recordings: the drive objective drives, PPUU's stops."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -9,9 +10,9 @@ import torch
 from worldmodel.data.trajectories import TrajectoryWriter
 from worldmodel.driving.drivers import open_replay_env
 from worldmodel.driving.envs import ReplayEnvConfig
-from worldmodel.driving.planner_driver import make_planner_driver
+from worldmodel.driving.planner_driver import lateral_targets, make_planner_driver
 from worldmodel.traffic.road import Road
-from worldmodel.traffic.scenario import RoadConfig
+from worldmodel.traffic.scenario import RampConfig, RoadConfig
 
 
 def write_platoon(path: Path, gap_m: float = 13.0, speed_mps: float = 10.0, frames: int = 320) -> Path:
@@ -147,3 +148,16 @@ def test_replanning_every_second_step_executes_the_plans_next_action(platoon):
         obs, _, _, _, info = env.step(actions[-1])
     assert len(planned) == 3
     assert drive(platoon, make_planner_driver("grad", world="oracle", horizon=10, replan_every=2))[0] == "arrived"
+
+
+def test_lane_plans_keep_the_lane_below_the_lane_change_speed_except_on_a_ramp():
+    road = Road(RoadConfig(lanes=3, lane_width_m=3.7, length_m=300.0, section_m=(0.0, 300.0), evaluated_m=(10.0, 290.0),
+                           speed_limit_mps=25.0, ramps=(RampConfig(start_m=0.0, end_m=200.0),)))  # fmt: skip
+    centres = [float(road.lane_center_y(k)) for k in range(4)]
+    middle = SimpleNamespace(road=road, x=100.0, y=centres[1], v=2.0)
+    assert lateral_targets(middle, 2.0) == [centres[0], centres[1], centres[2]]
+    assert lateral_targets(middle, 2.0, min_change_speed_mps=5.0) == [centres[1]] * 3  # slow: keep the lane
+    assert lateral_targets(SimpleNamespace(**{**vars(middle), "v": 6.0}), 2.0, 5.0) == centres[:3]
+    ramp = SimpleNamespace(road=road, x=100.0, y=centres[3], v=1.0)  # a slow ramp car must still merge
+    assert lateral_targets(ramp, 2.0, min_change_speed_mps=5.0)[0] == centres[2]
+    assert np.isfinite(lateral_targets(ramp, 2.0, 5.0)).all()

@@ -98,7 +98,9 @@ class PlannerDriver(FirstSlot):
         targets = torch.tensor([target_speed(s.vehicles(), s.road) for s in sims], dtype=torch.float32)
         sizes = torch.tensor([[s.length, s.width] for s in sims], dtype=torch.float32)
         previous = torch.cat([state.previous_action for state in chosen])
-        lanes = torch.tensor([lateral_targets(s, planner.config.horizon * s.dt) for s in sims], dtype=torch.float32)
+        c = planner.config
+        lanes = torch.tensor([lateral_targets(s, c.horizon * s.dt, c.min_lane_change_speed_mps) for s in sims],
+                             dtype=torch.float32)  # fmt: skip
         inputs = PlanInputs(ego, frames, previous, targets, sizes, lanes)
         plan, cost, terms = planner.plan(inputs, warm)
         for i, state in enumerate(chosen):
@@ -124,16 +126,20 @@ class PlannerDriver(FirstSlot):
                       reference.double().numpy(), self.spec, self.world.name)  # fmt: skip
 
 
-def lateral_targets(sim, horizon_s: float) -> list[float]:
+def lateral_targets(sim, horizon_s: float, min_change_speed_mps: float = 0.0) -> list[float]:
     """World y [m] of the centres of the ego's lane and of its left and right neighbours (the ego's own
     lane's centre in place of a neighbour that does not exist from here to where the ego is in
-    ``horizon_s`` at its speed). The ego's lane off the road: the nearest lane."""
+    ``horizon_s`` at its speed, and of both below ``min_change_speed_mps`` outside a ramp lane). The ego's
+    lane off the road: the nearest lane."""
     road = sim.road
     x, y = float(sim.x), float(sim.y)
     lane = int(road.lane_at(np.array([x]), np.array([y]))[0])
     if lane < 0:
         lane = int(np.clip(np.floor(y / road.lane_width_m), 0, road.total_lanes - 1))
     ahead = x + max(float(sim.v), 1.0) * horizon_s
+    if float(sim.v) < min_change_speed_mps and not bool(road.is_ramp_lane(lane)):
+        centre = float(road.lane_center_y(lane))
+        return [centre, centre, centre]
     targets = []
     for neighbour in (lane - 1, lane, lane + 1):
         centre = float(road.lane_center_y(neighbour))

@@ -66,6 +66,9 @@ class PlannerConfig:
     """grad: curvatures of the grid [1/m]."""
     lane_plans: LanePlanConfig | None = field(default_factory=LanePlanConfig)
     """Also start from plans toward the inputs' ``lateral_targets`` (``lane_plans``); None: not."""
+    min_lane_change_speed_mps: float = 0.0
+    """Lane plans head for a neighbour lane only at or above this speed (an on-ramp's cars always may): in a
+    jam, the recorded followers of the next lane, who never react, drive into an ego that cut in (0: always)."""
     population: int = 32
     """cem: candidates per refit."""
     elites: int = 4
