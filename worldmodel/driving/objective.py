@@ -212,8 +212,7 @@ def target_speed(vehicles: dict, road, lookahead_m: float = 40.0, lane_end_decel
     ahead = (others_lane == lane) & (x[1:] > x[0]) & (x[1:] < x[0] + lookahead_m)
     target = float(np.mean(vehicles["v"][1:][ahead])) if ahead.any() else float(road.config.speed_limit_mps)
     if lane_end_decel_mps2 is not None and road.is_ramp_lane(lane):
-        front = x[0] + 0.5 * float(vehicles["length"][0]) if "length" in vehicles else x[0]
-        room = max(float(road.ramp_end_m(np.array([lane]))[0]) - front, 0.0)
+        room = max(float(road.ramp_end_m(np.array([lane]))[0]) - x[0] - 0.5 * float(vehicles["length"][0]), 0.0)
         target = min(target, float(np.sqrt(2.0 * lane_end_decel_mps2 * room)))
     return target
 

@@ -137,14 +137,12 @@ def lateral_targets(sim, horizon_s: float, min_change_speed_mps: float = 0.0) ->
     if lane < 0:
         lane = int(np.clip(np.floor(y / road.lane_width_m), 0, road.total_lanes - 1))
     ahead = x + max(float(sim.v), 1.0) * horizon_s
-    if float(sim.v) < min_change_speed_mps and not bool(road.is_ramp_lane(lane)):
-        centre = float(road.lane_center_y(lane))
-        return [centre, centre, centre]
+    may_change = float(sim.v) >= min_change_speed_mps or bool(road.is_ramp_lane(lane))
     targets = []
     for neighbour in (lane - 1, lane, lane + 1):
         centre = float(road.lane_center_y(neighbour))
         exists = road.lane_at(np.array([x, ahead]), np.array([centre, centre]))
-        targets.append(centre if neighbour == lane or bool((exists == neighbour).all()) else None)
+        targets.append(centre if neighbour == lane or (may_change and bool((exists == neighbour).all())) else None)
     own = targets[1]
     return [own if t is None else t for t in targets]
 

@@ -132,9 +132,10 @@ def distill_terms(policy: Policy, context: Context, world: WorldFrames, ego: Ego
     and ``accel_mae`` [m/s^2] of the first regressed action.
 
     ``own_steps`` = 0: the teacher's ``plan`` ``[B, T, 2]`` from the window's start (cached per window). ``own_steps``
-    = m > 0 (DAgger in imagination): the policy first drives m steps itself (no gradient), then ``teach(world, state,
-    previous_action, step)`` plans from where it got to over the remaining T - m steps, and the policy regresses
-    that plan from the states it reached itself: the teacher's corrections of the policy's own drift.
+    = m > 0 (DAgger in imagination): the policy first drives m steps itself (no gradient), then ``teach(world, ego,
+    state, previous_action, step)`` (``DecoupledImagination.teach``) plans from where it got to over the remaining
+    T - m steps, and the policy regresses that plan from the states it reached itself: the teacher's corrections
+    of the policy's own drift.
 
     Targets are clamped to what the policy can output (``Policy.action_bounds``): beyond them the straight-through
     clamp would push the raw output, and the weights, without end (with the 3-sigma clamp on i80-sim, sigma
@@ -147,8 +148,7 @@ def distill_terms(policy: Policy, context: Context, world: WorldFrames, ego: Ego
             own, cache = drive_from(policy, cache, state, frames[:, :own_steps], reference[:, :own_steps], spec,
                                     push_last=True)  # fmt: skip
         state, previous = own.states[:, -1], own.actions[:, -1]
-        plan = teach(world, state, previous, own_steps)
-        cache = PolicyCache(tuple(f.detach() for f in cache.features), cache.states.detach(), cache.ego_mask)
+        plan = teach(world, ego, state, previous, own_steps)
         frames, reference = frames[:, own_steps:], reference[:, own_steps:]
     driven, _ = drive_from(policy, cache, state, frames, reference, spec, follow=plan)
     low, high = policy.action_bounds()
@@ -245,11 +245,8 @@ def decoupled_loss(method: str, policy: Policy, imagination: DecoupledImaginatio
     context = Context.from_batch(units)
     if method == "distill":
         own = int(torch.randint(min(own_steps, horizon - 1) + 1, (), generator=generator)) if own_steps > 0 else 0
-
-        def teach(world: WorldFrames, state: Tensor, previous_action: Tensor, step: int) -> Tensor:
-            return imagination.teach(world, ego, state, previous_action, step)
-
-        terms = distill_terms(policy, context, world, ego, observe, imagination.spec, extras["plan"], teach, own)
+        terms = distill_terms(policy, context, world, ego, observe, imagination.spec, extras["plan"],
+                              imagination.teach, own)  # fmt: skip
     else:
         driven = drive(policy, context, world, ego, observe, imagination.spec)
         terms = mpur_terms(imagination.objective, world, ego, driven, imagination.spec, imagination.stats)
