@@ -58,6 +58,14 @@ def test_bench_sim_reports_the_contract_fields():
     from worldmodel.bench.pipeline import bench_sim
 
     result = bench_sim(quick=True, scenario="tiny")
-    for key in ("vehicle_steps_per_s", "vehicles", "views_per_s", "reference_views_per_s", "machine"):
+    for key in (
+        "vehicle_steps_per_s",
+        "vehicle_steps_per_s_numpy",
+        "kernel_speedup_vs_numpy",
+        "vehicles",
+        "views_per_s",
+        "reference_views_per_s",
+        "machine",
+    ):
         assert key in result
     assert result["vehicle_steps_per_s"] > 0 and result["views_per_s"] > 0

@@ -37,18 +37,36 @@ def machine() -> dict:
     return info
 
 
+def _time_steps(sims: dict[str, TrafficSimulation], steps: int, blocks: int = 4) -> dict[str, tuple[int, float]]:
+    """(vehicle-steps, seconds) of ``steps`` steps of each simulation, timed in alternating blocks (so a
+    change in the machine's load falls on all of them alike)."""
+    totals = {name: [0, 0.0] for name in sims}
+    for block in range(blocks):
+        for name, sim in sims.items():
+            t0 = time.perf_counter()
+            for _ in range(steps // blocks + (block < steps % blocks)):
+                sim.step()
+                totals[name][0] += sim.n
+            totals[name][1] += time.perf_counter() - t0
+    return {name: (int(v), s) for name, (v, s) in totals.items()}
+
+
 def bench_sim(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict:
-    """Simulator and rasteriser throughput at the scenario's steady state."""
-    sim = TrafficSimulation(resolve_scenario(scenario), seed=seed)
-    for _ in range(600 if quick else 1200):  # warm-up to steady state
-        sim.step()
-    steps = 400 if quick else 3000
-    vehicle_steps = 0
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        sim.step()
-        vehicle_steps += sim.n
-    sim_s = time.perf_counter() - t0
+    """Simulator and rasteriser throughput at the scenario's steady state. The simulator is timed with the
+    compiled kernel (where numba is installed) beside the numpy path, from the same seed (the same traffic)."""
+    from worldmodel.traffic import compiled
+
+    paths = {"numpy": False} | ({"compiled": True} if compiled.available() else {})
+    sims = {name: TrafficSimulation(resolve_scenario(scenario), seed=seed, compiled_kernel=flag)
+            for name, flag in paths.items()}  # fmt: skip
+    for sim in sims.values():
+        for _ in range(600 if quick else 1200):  # warm-up to steady state (and the kernel's compilation)
+            sim.step()
+    steps = 1000 if quick else 3000
+    timed = _time_steps(sims, steps)
+    sim = sims["compiled" if "compiled" in sims else "numpy"]
+    vehicle_steps, sim_s = timed["compiled" if "compiled" in sims else "numpy"]
+    numpy_steps, numpy_s = timed["numpy"]
     rasterizer = EgoRasterizer(sim.road)
     rasterizer.render(sim.snapshot())  # warm-up: the rasteriser's reusable buffers are allocated once
     frames = 5 if quick else 30
@@ -72,6 +90,9 @@ def bench_sim(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict
         "scenario": scenario,
         "quick": quick,
         "vehicle_steps_per_s": round(vehicle_steps / sim_s),
+        "kernel": "compiled" if "compiled" in sims else "numpy",
+        "vehicle_steps_per_s_numpy": round(numpy_steps / numpy_s),
+        "kernel_speedup_vs_numpy": round(vehicle_steps / sim_s / (numpy_steps / numpy_s), 2),
         "steps_per_s": round(steps / sim_s, 1),
         "vehicles": round(vehicle_steps / steps, 1),
         "views_per_s": round(views_per_s),

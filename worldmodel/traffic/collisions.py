@@ -8,7 +8,7 @@ import numpy as np
 
 from worldmodel.traffic.geometry import boxes_overlap, candidate_pairs
 
-_BAND_KEY = 1.0e5  # band * _BAND_KEY + x orders entries by band, then x (x stays far below this)
+BAND_KEY = 1.0e5  # band * BAND_KEY + x orders entries by band, then x (x stays far below this)
 
 
 def overlapping_pairs(ids, x, y, psi, length, width, cos_psi=None, sin_psi=None) -> np.ndarray:
@@ -57,7 +57,7 @@ class BandSweep:
         np.subtract(y, lateral, out=band[0])
         np.add(y, lateral, out=band[1])
         np.floor(np.divide(band, self.band_m, out=band), out=band)
-        key = band * _BAND_KEY + x  # [2, n]
+        key = band * BAND_KEY + x  # [2, n]
         key[1] = np.where(band[0] != band[1], key[1], self._alone[:n])
         rear, front = (key - half_diagonal).ravel(), (key + half_diagonal).ravel()
         if len(self._order) != 2 * n:

@@ -29,7 +29,7 @@ _EDGE, _BEYOND = 0.25, 0.3
 
 
 @lru_cache(maxsize=16)
-def _sentinels(total_lanes: int) -> tuple[np.ndarray, np.ndarray]:
+def sentinels(total_lanes: int) -> tuple[np.ndarray, np.ndarray]:
     """Keys ``[S]`` and "no car" offsets ``[S]`` of the sentinels of every lane a query can name: one before
     the lane's cars (nobody behind) and two after them (nobody ahead; the second answers the query for the
     car after "nobody")."""
@@ -83,13 +83,25 @@ class LaneOccupancy:
         """[E] cars listed in a lane besides their own."""
         self.extra_lane = extra_lane
         """[E] that lane."""
-        sentinel_keys, sentinel_offsets = _sentinels(road.total_lanes)
+        sentinel_keys, sentinel_offsets = sentinels(road.total_lanes)
         keys = np.concatenate([lane * LANE_KEY + x, extra_lane * LANE_KEY + x[extra_idx], sentinel_keys])
         self.keys = keys[: n + len(extra_idx)]
         """[n + E] the key of every entry: each car in its own lane, then the extra entries."""
         idx = np.concatenate([np.arange(n), extra_idx, sentinel_offsets + n])
         order = np.argsort(keys, kind="stable")
         self._keys, self._idx = keys[order], idx[order]
+
+    @classmethod
+    def from_sorted(cls, keys: np.ndarray, sorted_keys: np.ndarray, sorted_index: np.ndarray, extra_idx: np.ndarray,
+                    extra_lane: np.ndarray) -> LaneOccupancy:  # fmt: skip
+        """The occupancy made elsewhere (``compiled.neighbours_and_following``): the entries' ``keys`` [n + E]
+        (own, then extra), all keys sorted with the sentinels' [n + E + S] and their columns, the extra
+        entries' cars and lanes [E]."""
+        occ = cls.__new__(cls)
+        occ.n = len(keys) - len(extra_idx)
+        occ.extra_idx, occ.extra_lane, occ.keys = extra_idx, extra_lane, keys
+        occ._keys, occ._idx = sorted_keys, sorted_index
+        return occ
 
     def ahead(self, keys: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The nearest entry strictly ahead of each query key ``lane * LANE_KEY + x`` [Q]: (its column [Q],

@@ -28,13 +28,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from worldmodel.traffic import kinematics
-from worldmodel.traffic.collisions import BandSweep, ContactMemory, overlapping_pairs
+from worldmodel.traffic import compiled, kinematics
+from worldmodel.traffic.collisions import BAND_KEY, BandSweep, ContactMemory, overlapping_pairs
 from worldmodel.traffic.downstream import DownstreamSpeed
 from worldmodel.traffic.drivers import DriverSettings, idm_accel, steering_curvature, turn_limit_rad
 from worldmodel.traffic.inflow import Inflow, initial_traffic
 from worldmodel.traffic.lane_changes import lane_change_targets
-from worldmodel.traffic.occupancy import AHEAD_NONE, BEHIND_NONE, COURTESY_ZONE_M, NO_LANE, LaneOccupancy
+from worldmodel.traffic.occupancy import AHEAD_NONE, BEHIND_NONE, COURTESY_ZONE_M, NO_LANE, LaneOccupancy, sentinels
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import Scenario
 from worldmodel.traffic.stats import SectionStats
@@ -80,8 +80,13 @@ class TrafficSimulation:
     kind, lane, controlled``, and ``accel, curvature`` (the action each car took in the last step).
     """
 
-    def __init__(self, scenario: Scenario, seed: int = 0, capacity: int = 1024):
+    def __init__(self, scenario: Scenario, seed: int = 0, capacity: int = 1024, compiled_kernel: bool | None = None):
+        """``compiled_kernel``: steps 1-2 in the compiled kernel (``compiled.py``; the same traffic, faster);
+        None: where numba is installed."""
         self.scenario = scenario
+        self.compiled = compiled.available() if compiled_kernel is None else compiled_kernel
+        if self.compiled and not compiled.available():
+            raise ValueError("TrafficSimulation: compiled_kernel=True needs numba (pip install numba)")
         self.road = road = Road(scenario.road)
         self.dt = scenario.dt_s
         self.capacity = capacity
@@ -295,33 +300,9 @@ class TrafficSimulation:
         if any_controlled:
             self._update_controlled_lanes()
         lane, origin, x, v = d[LANE, :n], d[ORIGIN, :n], d[X, :n], d[V, :n]
-        lane_i = lane.astype(np.intp)
-        ramp = (lane_i >= self._lanes).nonzero()[0]
-        # 1. neighbours
-        occ = LaneOccupancy(self.road, self._courtesy_start, lane, x, d[Y, :n], d[SIN, :n], d[COS, :n],
-                            d[LENGTH, :n], d[WIDTH, :n], lane_i, (lane_i != NO_LANE) if any_controlled else None)  # fmt: skip
         x_old = x.copy()
-        # 2. longitudinal: IDM in the own lane; also the origin lane while changing; ramp ends (a car
-        #    already merging out of a ramp no longer brakes for its end, or it could stop and never finish).
-        #    One IDM pass: every entry (own lane and every extra lane the body overlaps) behind its leader,
-        #    behind the car after it and (ramp cars) behind their lane's end: leaders [3, entries].
-        v0 = self._desired_speed(d[V0, :n], x, lane_i)
-        extra = occ.extra_idx
-        entries = np.concatenate([self._columns[:n], extra]) if len(extra) else self._columns[:n]
-        m = len(entries)
-        leaders = np.empty((3, m), dtype=np.intp)
-        _, pos = occ.ahead(occ.keys, out=leaders[0])
-        occ.after(pos, out=leaders[1])
-        leaders[2] = n + AHEAD_NONE
-        leaders[2, ramp] = n + 2 - self._lanes + lane_i[ramp]
-        a, _ = self._follow(entries, leaders, v0[entries] if len(extra) else v0)
-        a_all = np.minimum(a[0], a[1])
-        a_own = a_all[:n]
-        accel = a_own.copy()
-        if len(extra):
-            np.minimum.at(accel, extra, a_all[n:])
-        if len(ramp):
-            accel[ramp] = np.minimum(accel[ramp], a[2, ramp])
+        # 1.-2. neighbours and car following
+        occ, leader, a_own, accel = (self._neighbours_compiled if self.compiled else self._neighbours)(any_controlled)
         changing = (origin != lane).nonzero()[0]
         accel = self._noises(accel)
         # a car blocked at a standstill early in its lane change gives up (it cannot move sideways without
@@ -332,7 +313,7 @@ class TrafficSimulation:
         accel = np.maximum(accel, -v / self.dt)
         # 3. lane changes
         if self.frame % self._period_steps == 0:
-            self._mobil(occ, a_own, leaders[0])
+            self._mobil(occ, a_own, leader)
         # 4. lane keeping (toward the lane centre + the driver's wander), actions, kinematics
         changing = origin != lane
         y_target = self.road.lane_center_y(lane) + self._lateral_wander()
@@ -358,7 +339,7 @@ class TrafficSimulation:
             d[COOLDOWN, :n][done] = b.lane_change_cooldown_s
         d[COOLDOWN, :n] -= self.dt
         # 5. collisions, exits, inflow, statistics
-        if self._sweep.apart(*(d[r, :n] for r in (X, Y, SIN, HALF_LENGTH, HALF_WIDTH, HALF_DIAGONAL))):
+        if self._apart():
             collisions = np.zeros((0, 2), dtype=np.int64)
         else:
             collisions = overlapping_pairs(*(d[r, :n] for r in (ID, X, Y, PSI, LENGTH, WIDTH, COS, SIN)))
@@ -375,6 +356,62 @@ class TrafficSimulation:
         self.frame += 1
         self.stats.record_step(self.n, self._backlog, len(spawned))
         return StepEvents(collisions=collisions, exited=exited, spawned=spawned)
+
+    def _neighbours(self, any_controlled: bool) -> tuple[LaneOccupancy, np.ndarray, np.ndarray, np.ndarray]:
+        """Steps 1-2 of ``step`` (numpy): the ``LaneOccupancy`` of cars ``[:n]``, the leader of every entry
+        [n + E], the IDM acceleration in the own lane ``a_own`` [n] and the one each car takes ``accel`` [n]."""
+        d, n = self._d, self.n
+        lane, x = d[LANE, :n], d[X, :n]
+        lane_i = lane.astype(np.intp)
+        ramp = (lane_i >= self._lanes).nonzero()[0]
+        occ = LaneOccupancy(self.road, self._courtesy_start, lane, x, d[Y, :n], d[SIN, :n], d[COS, :n],
+                            d[LENGTH, :n], d[WIDTH, :n], lane_i, (lane_i != NO_LANE) if any_controlled else None)  # fmt: skip
+        # IDM in the own lane; also the origin lane while changing; ramp ends (a car already merging out of a
+        # ramp no longer brakes for its end, or it could stop and never finish). One IDM pass: every entry (own
+        # lane and every extra lane the body overlaps) behind its leader, behind the car after it and (ramp
+        # cars) behind their lane's end: leaders [3, entries].
+        v0 = self._desired_speed(d[V0, :n], x, lane_i)
+        extra = occ.extra_idx
+        entries = np.concatenate([self._columns[:n], extra]) if len(extra) else self._columns[:n]
+        m = len(entries)
+        leaders = np.empty((3, m), dtype=np.intp)
+        _, pos = occ.ahead(occ.keys, out=leaders[0])
+        occ.after(pos, out=leaders[1])
+        leaders[2] = n + AHEAD_NONE
+        leaders[2, ramp] = n + 2 - self._lanes + lane_i[ramp]
+        a, _ = self._follow(entries, leaders, v0[entries] if len(extra) else v0)
+        a_all = np.minimum(a[0], a[1])
+        a_own = a_all[:n]
+        accel = a_own.copy()
+        if len(extra):
+            np.minimum.at(accel, extra, a_all[n:])
+        if len(ramp):
+            accel[ramp] = np.minimum(accel[ramp], a[2, ramp])
+        return occ, leaders[0], a_own, accel
+
+    def _neighbours_compiled(self, any_controlled: bool) -> tuple[LaneOccupancy, np.ndarray, np.ndarray, np.ndarray]:
+        """``_neighbours`` in one call of the compiled kernel (``compiled.py``): the same values."""
+        road = self.road
+        keys, sorted_keys, sorted_index, extra, extra_lane, leader, a_own, accel = compiled.neighbours_and_following(
+            self._d,
+            self.n,
+            bool(any_controlled),
+            self._courtesy_start,
+            road.lane_width_m,
+            road.total_lanes,
+            self._lanes,
+            *sentinels(road.total_lanes),
+            self._downstream.by_index,
+            self.scenario.downstream.start_m,
+        )
+        return LaneOccupancy.from_sorted(keys, sorted_keys, sorted_index, extra, extra_lane), leader, a_own, accel
+
+    def _apart(self) -> bool:
+        """Whether the band sweep proves that no two cars touch (``collisions.BandSweep``)."""
+        d, n = self._d, self.n
+        if self.compiled:
+            return compiled.bands_apart(d, n, self._sweep.band_m, BAND_KEY)
+        return self._sweep.apart(*(d[r, :n] for r in (X, Y, SIN, HALF_LENGTH, HALF_WIDTH, HALF_DIAGONAL)))
 
     def _noises(self, accel: np.ndarray) -> np.ndarray:
         """Advance the drivers' Ornstein-Uhlenbeck processes (``noise`` of the scenario): the acceleration
