@@ -10,7 +10,7 @@ import torch
 from worldmodel.data.trajectories import TrajectoryWriter
 from worldmodel.driving.drivers import open_replay_env
 from worldmodel.driving.envs import ReplayEnvConfig
-from worldmodel.driving.planner_driver import lateral_targets, make_planner_driver
+from worldmodel.driving.planner_driver import fit_horizon, lateral_targets, make_planner_driver
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import RampConfig, RoadConfig
 
@@ -161,3 +161,30 @@ def test_lane_plans_keep_the_lane_below_the_lane_change_speed_except_on_a_ramp()
     ramp = SimpleNamespace(road=road, x=100.0, y=centres[3], v=1.0)  # a slow ramp car must still merge
     assert lateral_targets(ramp, 2.0, min_change_speed_mps=5.0)[0] == centres[2]
     assert np.isfinite(lateral_targets(ramp, 2.0, 5.0)).all()
+
+
+@pytest.mark.parametrize(("slow_speed", "horizon", "frames"), [(12.0, 30, (3, 6, 30)), (5.0, 20, (2, 4, 20))])
+def test_below_the_slow_speed_the_plan_spans_the_slow_horizon(platoon, slow_speed, horizon, frames):
+    """The platoon drives at 10 m/s: slower than 12 m/s (the slow horizon, frames every 3rd step), faster
+    than 5 (the usual one); the warm start is cut or held at its last action when the horizon changes."""
+    driver = make_planner_driver("grad", world="oracle", slow_horizon=30, slow_speed_mps=slow_speed, iterations=2)
+    env = open_replay_env(platoon, ReplayEnvConfig(return_context=False))
+    obs, info = env.reset(options={"vehicle": 2})
+    driver.reset(env, obs, info)
+    for _ in range(3):
+        obs, _, _, _, info = env.step(driver.act(obs, info))
+    intent = driver.intent()
+    assert intent.poses.shape == (horizon, 3) and intent.frame_steps[:2] + intent.frame_steps[-1:] == frames
+    assert (
+        drive(platoon, make_planner_driver("grad", world="oracle", slow_horizon=30, slow_speed_mps=slow_speed))[0]
+        == "arrived"
+    )
+
+
+def test_a_warm_start_fits_another_horizon():
+    plan = torch.arange(8.0).reshape(1, 4, 2)
+    np.testing.assert_array_equal(fit_horizon(plan, 2), plan[:, :2])
+    longer = fit_horizon(plan, 6)
+    assert longer.shape == (1, 6, 2) and (longer[0, 4:] == plan[0, -1]).all()
+    with pytest.raises(ValueError, match="slow_frame_every must divide slow_horizon"):
+        make_planner_driver("grad", world="cv", slow_horizon="31")

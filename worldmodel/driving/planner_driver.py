@@ -35,7 +35,7 @@ class _Slot:
     previous_action: torch.Tensor
     window: object = None
     diagnostics: dict = field(default_factory=dict)
-    planned: tuple | None = None  # (ego [4], plan [T, 2], frames [K, F, 3, H, W], reference [F, 3]) of the last act
+    planned: tuple | None = None  # (ego [4], plan [T, 2], frames [K, F, 3, H, W], reference [F, 3], frame steps)
     steps_to_plan: int = 0  # control steps until the next plan (0: plan at this one)
 
 
@@ -50,20 +50,26 @@ class PlannerDriver(FirstSlot):
         self.spec = self.view = spec or ViewSpec()  # ``view``: the episodes' environments render with it
         self.needs_context = world.name == "model"
         self.name = f"plan:{planner.method}[{world.name},{objective_name}]"
-        self._planner: Planner | None = None
+        self._planners: dict[bool, Planner] = {}  # by "slow" (``PlannerConfig.slow_horizon``)
         self._slots: dict[int, _Slot] = {}
 
-    def _get_planner(self, dt: float) -> Planner:
-        if self._planner is None:
-            self._planner = Planner(self.planner_config, self.objective, dt, self.spec, seed=self.seed)
-        return self._planner
+    def _get_planner(self, dt: float, slow: bool = False) -> Planner:
+        if slow not in self._planners:
+            config = self.planner_config.slow() if slow else self.planner_config
+            self._planners[slow] = Planner(config, self.objective, dt, self.spec, seed=self.seed)
+        return self._planners[slow]
+
+    def _is_slow(self, sim) -> bool:
+        c = self.planner_config
+        return c.slow_horizon is not None and float(sim.v) < c.slow_speed_mps
 
     # ------------------------------------------------------------------ lockstep
     def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
         # the random draws (CEM's candidates, the model's z) restart from a seed of torch's global generator,
         # which the evaluation harness seeds per episode: results do not depend on how episodes are spread
         seed = int(torch.randint(0, 2**62, (1,)))
-        self._get_planner(float(env.sim.dt)).generator.manual_seed(seed)
+        for slow in (False, True) if self.planner_config.slow_horizon is not None else (False,):
+            self._get_planner(float(env.sim.dt), slow).generator.manual_seed(seed)
         if hasattr(self.world, "generator"):
             self.world.generator.manual_seed(seed)
         horizon = self.planner_config.horizon
@@ -87,11 +93,22 @@ class PlannerDriver(FirstSlot):
         return actions
 
     def _plan(self, chosen: list[_Slot]) -> np.ndarray:
-        """Plan for the slots ``chosen`` in one batch; their first actions ``[len(chosen), 2]``."""
+        """Plan for the slots ``chosen``, in one batch per horizon (``PlannerConfig.slow_horizon``); their first
+        actions ``[len(chosen), 2]``."""
+        actions = np.empty((len(chosen), 2))
+        slow = np.array([self._is_slow(state.sim) for state in chosen], dtype=bool)
+        for group in (slow, ~slow):
+            if group.any():
+                index = np.flatnonzero(group)
+                actions[index] = self._plan_batch([chosen[i] for i in index], bool(slow[index[0]]))
+        return actions
+
+    def _plan_batch(self, chosen: list[_Slot], slow: bool) -> np.ndarray:
+        """Plan for the slots ``chosen`` in one batch with the (slow or usual) planner; their first actions."""
         sims = [state.sim for state in chosen]
-        planner = self._get_planner(float(sims[0].dt))
+        planner = self._get_planner(float(sims[0].dt), slow)
         ego = torch.tensor([[s.x, s.y, s.psi, s.v] for s in sims], dtype=torch.float32)  # [B, 4]
-        warm = torch.cat([state.plan for state in chosen])  # [B, T, 2]
+        warm = torch.cat([fit_horizon(state.plan, planner.config.horizon) for state in chosen])  # [B, T, 2]
         with torch.no_grad():
             reference = planner.reference(ego, warm)
         frames = self.world.futures(sims, reference.numpy(), planner.frame_steps, warm, [s.window for s in chosen])
@@ -108,7 +125,7 @@ class PlannerDriver(FirstSlot):
             state.previous_action = plan[i : i + 1, 0]
             state.diagnostics = {"planned_cost": float(cost[i]), "target_speed": float(targets[i])}
             state.diagnostics |= {f"term_{name}": float(value[i]) for name, value in terms.items() if name != "total"}
-            state.planned = (ego[i], plan[i], frames.images[i], frames.reference[i])  # kept, not copied
+            state.planned = (ego[i], plan[i], frames.images[i], frames.reference[i], tuple(planner.frame_steps))
             state.steps_to_plan = planner.config.replan_every - 1
         return plan[:, 0].numpy().astype(np.float64)
 
@@ -120,10 +137,18 @@ class PlannerDriver(FirstSlot):
         state = self._slots[slot]
         if state.planned is None:
             return None
-        ego, plan, images, reference = state.planned
+        ego, plan, images, reference, frame_steps = state.planned
         poses = kinematics.rollout(ego.double(), plan.double(), float(state.sim.dt))[:, :3]  # [T, 3]
-        return Intent(poses.numpy(), images.numpy(), tuple(self._planner.frame_steps),
+        return Intent(poses.numpy(), images.numpy(), frame_steps,
                       reference.double().numpy(), self.spec, self.world.name)  # fmt: skip
+
+
+def fit_horizon(plan: torch.Tensor, horizon: int) -> torch.Tensor:
+    """A warm start ``[1, T, 2]`` as ``[1, horizon, 2]``: cut, or held at its last action."""
+    t = plan.shape[1]
+    if t >= horizon:
+        return plan[:, :horizon]
+    return torch.cat([plan, plan[:, -1:].expand(-1, horizon - t, -1)], dim=1)
 
 
 def lateral_targets(sim, horizon_s: float, min_change_speed_mps: float = 0.0) -> list[float]:
@@ -202,4 +227,4 @@ def _convert(spec, value):
     return value
 
 
-__all__ = ["PlannerDriver", "lateral_targets", "make_planner_driver"]
+__all__ = ["PlannerDriver", "fit_horizon", "lateral_targets", "make_planner_driver"]

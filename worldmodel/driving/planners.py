@@ -82,6 +82,14 @@ class PlannerConfig:
     None: every pixel)."""
     aggregate: str = "mean"
     """Over the K futures of the world: ``mean`` or ``max`` (worst case)."""
+    slow_horizon: int | None = None
+    """Drivers: below ``slow_speed_mps`` plan over this many steps instead (frames every ``slow_frame_every``):
+    in slow traffic the view covers more time than ``horizon``, and a follower closing fast on a slow ego
+    is seen sooner; None: ``horizon`` at every speed."""
+    slow_speed_mps: float = 8.0
+    """Speed [m/s] below which ``slow_horizon`` applies."""
+    slow_frame_every: int = 3
+    """``frame_every`` of the slow horizon."""
     replan_every: int = 1
     """Control steps per plan (drivers): the plan's next actions are executed in between, open loop (the ego's
     kinematics are exact, so its poses are the planned ones; the world is as seen at the last plan)."""
@@ -101,6 +109,11 @@ class PlannerConfig:
             object.__setattr__(self, "iterations", 5 if self.method == "grad" else 3)
         if not 1 <= self.replan_every <= self.horizon:
             raise ValueError(f"PlannerConfig: replan_every must be in 1..horizon, got {self.replan_every}")
+        if self.slow_horizon is not None and (
+            self.slow_horizon % self.slow_frame_every or not self.replan_every <= self.slow_horizon
+        ):
+            raise ValueError(f"PlannerConfig: slow_frame_every must divide slow_horizon (>= replan_every), got "
+                             f"{self.slow_frame_every}, {self.slow_horizon}")  # fmt: skip
         if self.episodes_per_pass is not None and self.episodes_per_pass < 1:
             raise ValueError(f"PlannerConfig: episodes_per_pass must be >= 1 or None, got {self.episodes_per_pass}")
         if self.horizon < 1 or self.iterations < 1 or self.lr <= 0 or not 1 <= self.elites <= self.population:
@@ -108,6 +121,12 @@ class PlannerConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def slow(self) -> PlannerConfig:
+        """The settings below ``slow_speed_mps``: ``slow_horizon`` and ``slow_frame_every`` (self without one)."""
+        if self.slow_horizon is None:
+            return self
+        return replace(self, horizon=self.slow_horizon, frame_every=self.slow_frame_every, slow_horizon=None)
 
 
 @dataclass(frozen=True)
