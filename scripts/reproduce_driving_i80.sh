@@ -14,7 +14,7 @@ FM=runs/fm-i80-tiny
 OUT="${OUT:-runs/driving-i80}"
 WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-cv grad-model cem-oracle cem-cv cem-model}"
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-model cem-oracle cem-cv cem-model}"
 
 [ -f "$DATA/episodes.h5" ] || "$WM" data build datasets/i80-sim.toml
 [ -f "$FM/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM" --preset tiny \
@@ -32,7 +32,8 @@ for row in $ROWS; do
   case "$row" in
     expert|bot|no-action) evaluate "$row" "$row" ;;
     grad-ppuu-oracle) evaluate "$row" plan:grad --world oracle --objective ppuu --option lane_plans=none \
-                        --option iterations=10 ;;  # SPEC §8's planner: warm start only
+                        --option iterations=10 --option slow_horizon=none ;;  # SPEC §8's planner: warm start only, 2 s
+    grad-oracle-2s) evaluate "$row" plan:grad --world oracle --option slow_horizon=none ;;  # 2 s at every speed
     grad-model|cem-model) evaluate "$row" "plan:${row%%-*}" --world model --fm "$FM/checkpoints/last.pt" ;;
     grad-*|cem-*) evaluate "$row" "plan:${row%%-*}" --world "${row#*-}" ;;
     *) echo "unknown row $row" >&2; exit 2 ;;

@@ -52,8 +52,8 @@ def test_scoring_episodes_in_passes_gives_the_same_plans(tmp_path):
             captured.append((inputs, warm.clone()))
             return super().plan(inputs, warm)
 
-    driver = make_planner_driver("grad", world="oracle", horizon=10)
-    driver._planner = Capture(driver.planner_config, driver.objective, 0.1, driver.spec)
+    driver = make_planner_driver("grad", world="oracle", horizon=10, slow_horizon=None)
+    driver._planners[False] = Capture(driver.planner_config, driver.objective, 0.1, driver.spec)
     drive(path, driver, max_steps=3)
     inputs, warm = captured[-1]
     batch = type(inputs)(*(torch.cat([x] * 3) if torch.is_tensor(x) else x for x in vars(inputs).values()))

@@ -157,7 +157,7 @@ def test_the_uncertainty_cost_is_calibrated_on_training_windows_and_moves_with_t
     sim = env.sim
     state = torch.tensor([[sim.x, sim.y, sim.psi, sim.v]], dtype=torch.float32)
     plans = torch.tensor([[[0.0, 0.0]] * 4, [[3.0, 0.1]] * 4])[None]  # [1, 2, 4, 2]: keep on / speed up and turn
-    planner = driver._planner
+    planner = driver._get_planner(float(sim.dt))
     frames = driver.world.futures([sim], planner.reference(state, plans[:, 0]).numpy(), planner.frame_steps,
                                   plans[:, 0], [driver._slots[0].window])  # fmt: skip
     inputs = PlanInputs(state, frames, torch.zeros(1, 2), torch.tensor([10.0]), torch.tensor([[4.5, 1.8]]))

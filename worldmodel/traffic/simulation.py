@@ -31,6 +31,7 @@ import numpy as np
 from worldmodel.traffic import compiled, kinematics
 from worldmodel.traffic.collisions import BAND_KEY, BandSweep, ContactMemory, overlapping_pairs
 from worldmodel.traffic.downstream import DownstreamSpeed
+from worldmodel.traffic.driver_noise import DriverNoise
 from worldmodel.traffic.drivers import DriverSettings, idm_accel, steering_curvature, turn_limit_rad
 from worldmodel.traffic.inflow import Inflow, initial_traffic
 from worldmodel.traffic.lane_changes import lane_change_targets
@@ -43,7 +44,7 @@ from worldmodel.traffic.stats import SectionStats
 from worldmodel.traffic.vehicles import (  # isort: skip
     ACCEL, ACCEL_LIMIT, AMAX, BCOMF, CONTROLLED, COOLDOWN, COS, CURV, FOLLOWER_ROWS, HEADWAY, ID, KIND, LANE,
     LEADER_ROWS, LENGTH, MAX_HEADING, N_FIELDS, NOISE, ORIGIN, PARAMETER_ROWS, POLITE, PSI, S0, SIN, SIN_KEEP,
-    SIN_TURN, SPAWN_FRAME, THRESH, V, V0, WANDER, WANDER_BOUND, WIDTH, X, Y, HALF_LENGTH, HALF_WIDTH,
+    SIN_TURN, SPAWN_FRAME, THRESH, V, V0, WANDER, WIDTH, X, Y, HALF_LENGTH, HALF_WIDTH,
     HALF_DIAGONAL, derive, draw_vehicles,
 )  # fmt: skip
 
@@ -51,14 +52,6 @@ _WANDER_CLEARANCE_M = 0.3  # lateral wander keeps a bot's side at least this far
 _CONTACT_MEMORY_S = 10.0  # a pair of cars that touches again within this time is the same collision [s]
 _SPAWN_EVERY = 10  # inflow is admitted every this many steps (1 s; up to 3,600 vehicles/h/lane)
 _NO_IDS = np.zeros(0, dtype=np.int64)
-
-
-def _ou(std: float, time_constant_s: float, dt: float) -> tuple[float, float] | None:
-    """(decay per step, shock scale) of an Ornstein-Uhlenbeck process of stationary ``std``; None if 0."""
-    if std <= 0:
-        return None
-    decay = np.exp(-dt / time_constant_s)
-    return decay, std * np.sqrt(1 - decay**2)
 
 
 @dataclass
@@ -111,11 +104,7 @@ class TrafficSimulation:
         stand_ins[[V0, HEADWAY, S0, AMAX, BCOMF]] = 1.0  # a harmless driver, should one be asked
         self._stand_ins = stand_ins
         # Ornstein-Uhlenbeck processes per driver, (decay per step, shock scale): acceleration, lateral wander
-        self._accel_ou = _ou(nz.accel_std_mps2, nz.accel_time_constant_s, self.dt)
-        self._wander_ou = _ou(nz.lateral_std_m, nz.lateral_time_constant_s, self.dt)
-        self._both_ou = None
-        if self._accel_ou and self._wander_ou:  # as [2, 1] columns for the rows NOISE, WANDER
-            self._both_ou = tuple(np.array([[a], [w]]) for a, w in zip(self._accel_ou, self._wander_ou, strict=True))
+        self._noise = DriverNoise(nz, self.dt)
         self.reset(seed)
 
     # ----------------------------------------------------------------------------------------- state
@@ -304,7 +293,7 @@ class TrafficSimulation:
         # 1.-2. neighbours and car following
         occ, leader, a_own, accel = (self._neighbours_compiled if self.compiled else self._neighbours)(any_controlled)
         changing = (origin != lane).nonzero()[0]
-        accel = self._noises(accel)
+        accel = self._noise.advance(self.rng, d, n, accel)
         # a car blocked at a standstill early in its lane change gives up (it cannot move sideways without
         # moving forward, and waiting in two lanes at once can lock a queue)
         if len(changing):
@@ -316,7 +305,7 @@ class TrafficSimulation:
             self._mobil(occ, a_own, leader)
         # 4. lane keeping (toward the lane centre + the driver's wander), actions, kinematics
         changing = origin != lane
-        y_target = self.road.lane_center_y(lane) + self._lateral_wander()
+        y_target = self.road.lane_center_y(lane) + self._noise.lateral_offset(d, n)
         sin_bound = np.where(changing, d[SIN_TURN, :n], d[SIN_KEEP, :n])
         keep = self._lane_keeping
         curv = steering_curvature(d[Y, :n], d[PSI, :n], v, y_target, self.dt, keep.lateral_time_s,
@@ -413,20 +402,6 @@ class TrafficSimulation:
             return compiled.bands_apart(d, n, self._sweep.band_m, BAND_KEY)
         return self._sweep.apart(*(d[r, :n] for r in (X, Y, SIN, HALF_LENGTH, HALF_WIDTH, HALF_DIAGONAL)))
 
-    def _noises(self, accel: np.ndarray) -> np.ndarray:
-        """Advance the drivers' Ornstein-Uhlenbeck processes (``noise`` of the scenario): the acceleration
-        noise, returned added to ``accel`` [n], and the lateral wander (``_lateral_wander``)."""
-        d, n = self._d, self.n
-        if self._both_ou is not None:  # one draw, one update for both rows (adjacent: NOISE, WANDER)
-            decay, scale = self._both_ou
-            shocks = self.rng.standard_normal(2 * n).reshape(2, n)
-            d[NOISE : WANDER + 1, :n] = decay * d[NOISE : WANDER + 1, :n] + scale * shocks
-            return accel + d[NOISE, :n]
-        for row, ou in ((NOISE, self._accel_ou), (WANDER, self._wander_ou)):
-            if ou is not None:
-                d[row, :n] = ou[0] * d[row, :n] + ou[1] * self.rng.standard_normal(n)
-        return accel + d[NOISE, :n] if self._accel_ou is not None else accel
-
     def _give_up(self, changing: np.ndarray, accel: np.ndarray) -> None:
         """Cars ``changing`` lanes that stand still, would not move forward (``accel`` [n]) and have barely
         left their origin lane go back to it."""
@@ -452,17 +427,6 @@ class TrafficSimulation:
         vals = np.array([actions[int(i)] for i in np.sort(ids)], dtype=np.float64).reshape(-1, 2)
         col = col[order]
         d[ACCEL, col], d[CURV, col] = vals[: len(col), 0], vals[: len(col), 1]
-
-    def _lateral_wander(self) -> np.ndarray | float:
-        """Each bot's offset [m] from its lane centre, an Ornstein-Uhlenbeck process per driver
-        (``noise.lateral_std_m``, ``noise.lateral_time_constant_s``; advanced by ``_noises``), bounded so that
-        the car's side stays ``_WANDER_CLEARANCE_M`` inside the lane: human drivers do not hold the centre
-        line."""
-        if self._wander_ou is None:
-            return 0.0
-        d, n = self._d, self.n
-        bound = d[WANDER_BOUND, :n]
-        return np.minimum(np.maximum(d[WANDER, :n], -bound), bound)
 
     def snapshot(self) -> dict[str, np.ndarray]:
         """Copies of the per-vehicle arrays (for recording and rendering)."""
