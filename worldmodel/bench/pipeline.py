@@ -64,9 +64,8 @@ def bench_sim(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict
             sim.step()
     steps = 1000 if quick else 3000
     timed = _time_steps(sims, steps)
-    sim = sims["compiled" if "compiled" in sims else "numpy"]
-    vehicle_steps, sim_s = timed["compiled" if "compiled" in sims else "numpy"]
-    numpy_steps, numpy_s = timed["numpy"]
+    kernel = "compiled" if "compiled" in sims else "numpy"
+    sim, (vehicle_steps, sim_s), (numpy_steps, numpy_s) = sims[kernel], timed[kernel], timed["numpy"]
     rasterizer = EgoRasterizer(sim.road)
     rasterizer.render(sim.snapshot())  # warm-up: the rasteriser's reusable buffers are allocated once
     frames = 5 if quick else 30
@@ -90,7 +89,7 @@ def bench_sim(quick: bool = False, scenario: str = "i80", seed: int = 0) -> dict
         "scenario": scenario,
         "quick": quick,
         "vehicle_steps_per_s": round(vehicle_steps / sim_s),
-        "kernel": "compiled" if "compiled" in sims else "numpy",
+        "kernel": kernel,
         "vehicle_steps_per_s_numpy": round(numpy_steps / numpy_s),
         "kernel_speedup_vs_numpy": round(vehicle_steps / sim_s / (numpy_steps / numpy_s), 2),
         "steps_per_s": round(steps / sim_s, 1),

@@ -97,10 +97,10 @@ class PlannerDriver(FirstSlot):
         actions ``[len(chosen), 2]``."""
         actions = np.empty((len(chosen), 2))
         slow = np.array([self._is_slow(state.sim) for state in chosen], dtype=bool)
-        for group in (slow, ~slow):
-            if group.any():
-                index = np.flatnonzero(group)
-                actions[index] = self._plan_batch([chosen[i] for i in index], bool(slow[index[0]]))
+        for is_slow in (True, False):
+            index = np.flatnonzero(slow == is_slow)
+            if len(index):
+                actions[index] = self._plan_batch([chosen[i] for i in index], is_slow)
         return actions
 
     def _plan_batch(self, chosen: list[_Slot], slow: bool) -> np.ndarray:

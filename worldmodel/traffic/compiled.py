@@ -121,25 +121,24 @@ def _neighbours_and_following(d, n, on_road_only, courtesy_start, lane_width, to
     position = np.searchsorted(sorted_keys, keys[:m], side="right")
     after = np.searchsorted(sorted_keys, sorted_keys[position], side="right")
     leader = sorted_index[position]
-    # -- IDM behind both (and a ramp car behind its lane's end) at the desired speed of the entry's car
+    # -- IDM behind both (and a ramp car behind its lane's end) at the desired speed of the entry's car (in its
+    #    own lane, capped in the downstream zone)
+    v0 = np.empty(n)
+    for i in range(n):
+        v0[i] = min(d[V0, i], speed_by_lane[int(d[LANE, i])]) if d[X, i] > downstream_start else d[V0, i]
     a_all = np.empty(m)
-    accel = np.empty(n)
     for j in range(m):
         f = j if j < n else extra_idx[j - n]
-        x, lane_i = d[X, f], int(d[LANE, f])
-        v0 = min(d[V0, f], speed_by_lane[lane_i]) if x > downstream_start else d[V0, f]
-        a_all[j] = min(_follow(d, f, leader[j], v0), _follow(d, f, sorted_index[after[j]], v0))
-    a_own = a_all[:n].copy()
-    for i in range(n):
-        accel[i] = a_own[i]
+        a_all[j] = min(_follow(d, f, leader[j], v0[f]), _follow(d, f, sorted_index[after[j]], v0[f]))
+    a_own = a_all[:n]
+    accel = a_own.copy()
     for j in range(e):
         f = extra_idx[j]
         accel[f] = min(accel[f], a_all[n + j])
     for i in range(n):
         lane_i = int(d[LANE, i])
         if lane_i >= lanes:
-            v0 = min(d[V0, i], speed_by_lane[lane_i]) if d[X, i] > downstream_start else d[V0, i]
-            accel[i] = min(accel[i], _follow(d, i, n + 2 - lanes + lane_i, v0))
+            accel[i] = min(accel[i], _follow(d, i, n + 2 - lanes + lane_i, v0[i]))
     return keys[:m], sorted_keys, sorted_index, extra_idx, extra_lane, leader, a_own, accel
 
 
@@ -148,7 +147,7 @@ def _bands_apart(d, n, band_m, band_key):
     bounding boxes overlap, proven by the band sweep (sorted by rear end: the answer does not depend on the
     order the numpy path tries first)."""
     if n < 2:
-        return n < 2
+        return True
     lateral = np.empty(n)
     widest = -np.inf
     for i in range(n):

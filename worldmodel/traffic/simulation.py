@@ -103,8 +103,7 @@ class TrafficSimulation:
         stand_ins[X, 2:] = lane_end[road.lanes :]
         stand_ins[[V0, HEADWAY, S0, AMAX, BCOMF]] = 1.0  # a harmless driver, should one be asked
         self._stand_ins = stand_ins
-        # Ornstein-Uhlenbeck processes per driver, (decay per step, shock scale): acceleration, lateral wander
-        self._noise = DriverNoise(nz, self.dt)
+        self._noise = DriverNoise(nz, self.dt)  # acceleration noise and lateral wander per driver
         self.reset(seed)
 
     # ----------------------------------------------------------------------------------------- state
