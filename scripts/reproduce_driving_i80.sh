@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Driving on i80-sim (the README's driving table): every car of the test split (seed 0) in Replay-v0, driven by
-# the expert, the bot, no-action, and the planners (gradient MPC, CEM) over three worlds: the recorded future
-# (oracle, privileged), constant velocity (cv) and the forward model (model); plan:grad with PPUU's objective in
-# the oracle world reproduces its failure. CPU recipe (2 cores): the forward model takes ~25 min; a planner row
-# over all 428 test cars ~40 min (grad, oracle world), the model world about twice that, CEM about three times.
+# the expert, the bot, no-action, and the planners (gradient MPC, CEM) over the worlds: the recorded future
+# (oracle, privileged), constant velocity (cv), the learned traffic model (traffic) and the forward models (model:
+# the tiny model; model-cv: the tiny model correcting the cv frames); plan:grad with PPUU's objective in the
+# oracle world reproduces its failure. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
+# model ~1 min; a planner row over all 428 test cars ~35 min (grad, oracle, cv or traffic world), the model
+# worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,12 +16,18 @@ FM=runs/fm-i80-tiny
 OUT="${OUT:-runs/driving-i80}"
 WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-model cem-oracle cem-cv cem-model}"
+FM_CV=runs/fm-i80-cv
+TRAFFIC=runs/traffic-i80
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model}"
 
 [ -f "$DATA/episodes.h5" ] || "$WM" data build datasets/i80-sim.toml
 [ -f "$FM/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM" --preset tiny \
   --context-frames 20 --mode vae --image-update pixel --steps 1500 --batch-size 16 --predict-frames 20 --lr 1e-3 \
   --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
+[ -f "$FM_CV/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM_CV" --preset tiny \
+  --context-frames 20 --mode vae --image-update pixel --base cv --steps 1500 --batch-size 16 --predict-frames 20 \
+  --lr 1e-3 --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
+[ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2
@@ -35,6 +43,8 @@ for row in $ROWS; do
                         --option iterations=10 --option slow_horizon=none ;;  # SPEC §8's planner: warm start only, 2 s
     grad-oracle-2s) evaluate "$row" plan:grad --world oracle --option slow_horizon=none ;;  # 2 s at every speed
     grad-model|cem-model) evaluate "$row" "plan:${row%%-*}" --world model --fm "$FM/checkpoints/last.pt" ;;
+    grad-model-cv) evaluate "$row" plan:grad --world model --fm "$FM_CV/checkpoints/last.pt" ;;
+    grad-traffic|cem-traffic) evaluate "$row" "plan:${row%%-*}" --world traffic --fm "$TRAFFIC/traffic.pt" ;;
     grad-*|cem-*) evaluate "$row" "plan:${row%%-*}" --world "${row#*-}" ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

@@ -1,12 +1,12 @@
 """Offline comparison of the world providers (``eval worlds``) on micro driving datasets."""
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from evaluation import driving_helpers  # tests/evaluation/driving_helpers.py
 
 from worldmodel.cli import main
 from worldmodel.data.extract import ExtractConfig, extract
@@ -18,26 +18,17 @@ from worldmodel.nn.saving import save_checkpoint
 HORIZON = 10
 
 
-def _driving_helpers():
-    """``tests/evaluation/driving_helpers.py`` (not on the path of the tests of this folder)."""
-    path = Path(__file__).parents[1] / "evaluation" / "driving_helpers.py"
-    spec = importlib.util.spec_from_file_location("driving_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def traffic(tmp_path_factory):
     """Two 20 s recordings of the tiny scenario and their episodes (6 test cars)."""
-    return _driving_helpers().make_driving_dataset(tmp_path_factory.mktemp("worlds") / "micro", seconds=20.0)
+    return driving_helpers.make_driving_dataset(tmp_path_factory.mktemp("worlds") / "micro", seconds=20.0)
 
 
 @pytest.fixture(scope="module")
 def cruising(tmp_path_factory):
     """A hand-written recording of two cars 25 m apart in one lane at a constant 10 m/s, and its episodes."""
     folder = tmp_path_factory.mktemp("cruising")
-    path = _driving_helpers().write_braking_leader(folder / "trajectories-0.h5", brake_at_s=1e6, frames=80)
+    path = driving_helpers.write_braking_leader(folder / "trajectories-0.h5", brake_at_s=1e6, frames=80)
     extract([path], folder / "episodes.h5", ExtractConfig(progress=False))
     return folder
 

@@ -34,6 +34,26 @@ def test_the_oracle_reuses_frames_near_the_new_reference_and_they_equal_fresh_re
     assert not ReuseTolerance().close(np.zeros(3), np.array([0.0, 0.0, 0.05]))  # a turned reference
 
 
+def test_the_oracle_keeps_each_episodes_frames_across_calls_and_drops_them_at_a_new_episode(tmp_path):
+    path = write_platoon(tmp_path / "platoon.h5")
+    envs = [open_replay_env(path, ReplayEnvConfig()) for _ in range(2)]
+    for env, vehicle in zip(envs, (2, 3), strict=True):
+        env.reset(options={"vehicle": vehicle})
+    world, steps = RenderedWorld("oracle"), [2, 4]
+    for env in envs:  # two groups of episodes, asked for one after the other (as a driver does by horizon)
+        world.futures([env.sim], reference_from(env.sim, steps), steps)
+    assert (world.rendered, world.reused) == (4, 0)
+    for env in envs:
+        world.futures([env.sim], reference_from(env.sim, steps), steps)
+    assert (world.rendered, world.reused) == (4, 4)  # each kept its frames while the other was asked for
+    sim, frame, reference = envs[0].sim, envs[0].sim.frame, reference_from(envs[0].sim, steps)
+    envs[0].reset(options={"vehicle": 3})  # the same simulation object, another episode
+    assert envs[0].sim is sim
+    sim.frame = frame  # at the same world frames and poses, but another car's episode: its frames differ
+    world.futures([sim], reference, steps)
+    assert (world.rendered, world.reused) == (6, 4)
+
+
 def test_the_cv_world_renders_every_call(tmp_path):
     env = open_replay_env(write_platoon(tmp_path / "platoon.h5"), ReplayEnvConfig())
     env.reset(options={"vehicle": 2})

@@ -1,10 +1,11 @@
 """Policy training over decoupled imagined worlds: MPUR lowers the imagined objective, distill lowers its
-regression of the teacher, the oracle world is the recorded future, worlds are built once per window."""
+regression of the teacher, the oracle world is the recorded future, the cv world the windows' cars at constant
+velocity, worlds are built once per window."""
 
 import json
 
-import pytest
 import torch
+from evaluation import driving_helpers  # tests/evaluation/driving_helpers.py
 
 from worldmodel.training.policy import PolicyTrainer, TrainPolicyConfig, train_policy
 
@@ -94,6 +95,14 @@ def test_the_oracle_world_is_the_recorded_future(micro_data, micro_run, tmp_path
     torch.testing.assert_close(world.images[:, 0], batch["future_images"][:, :5], atol=1e-6, rtol=0)
 
 
-def test_no_cv_world_in_training(micro_data, micro_run, tmp_path):
-    with pytest.raises(ValueError, match="no cv"):
-        config(micro_data, micro_run, tmp_path / "cv", world="cv")
+def test_the_cv_world_is_the_windows_last_frame_at_constant_velocity(micro_run, tmp_path):
+    data = driving_helpers.make_driving_dataset(tmp_path / "micro", seconds=20.0, seeds=(0,))  # with recordings
+    trainer = PolicyTrainer(config(data, micro_run, tmp_path / "cv", world="cv", steps=2))
+    batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=4)))
+    assert batch["base_images"].shape == batch["future_images"].shape
+    trainer.train_step(batch, 1)
+    world, _ = trainer.decoupled.cache.get([(0, int(k)) for k in batch["window"]], replicas=1)
+    assert world.images.shape[1] == 1  # K = 1
+    torch.testing.assert_close(world.images[:, 0], batch["base_images"][:, :5], atol=1e-6, rtol=0)
+    error = (world.images[:, 0, :, 1] - batch["future_images"][:, :5, 1]).pow(2).mean((0, 2, 3))  # vehicles, [T]
+    assert error[0] < error[-1]  # nearly exact a step ahead, drifting from the recorded future after

@@ -55,9 +55,9 @@ def policy_flags() -> tuple[ConfigFlags, ConfigFlags]:
 
 def _add_driver_arguments(p: argparse.ArgumentParser) -> None:
     policy_flags()[0].add_to(p)
-    p.add_argument("--world", choices=["oracle", "cv", "model"], default=None,
+    p.add_argument("--world", choices=["oracle", "cv", "model", "traffic"], default=None,
                    help="planners: the world they plan in: the recorded future (privileged), constant velocity, "
-                        "or the forward model --fm (default cv)")  # fmt: skip
+                        "the forward model --fm, or the traffic model --fm (train traffic) (default cv)")  # fmt: skip
     p.add_argument(
         "--objective",
         choices=["drive", "ppuu"],
@@ -113,7 +113,7 @@ def worlds_flags() -> ConfigFlags:
 
 
 def add_eval_worlds_parser(esub) -> argparse.ArgumentParser:
-    p = esub.add_parser("worlds", help="offline error of the world providers (cv, model) against the recorded "
+    p = esub.add_parser("worlds", help="offline error of the world providers (cv, model, traffic) against the recorded "
                         "future views, per horizon step (JSON)")  # fmt: skip
     worlds_flags().add_to(p)
     p.set_defaults(func=run_eval_worlds)

@@ -34,6 +34,7 @@ def train_flags() -> tuple[ConfigFlags, ...]:
     """The flags of ``train fm``: the run's, the model's and the backbone's context (over the preset)."""
     from worldmodel.nn.backbone import BackboneConfig
     from worldmodel.nn.forward_model import IMAGE_UPDATES, MODES, ForwardModelConfig
+    from worldmodel.nn.forward_model_config import BASES
     from worldmodel.training.fm import AMP_MODES, LR_SCHEDULES, TrainFMConfig
 
     presets = {name: functools.partial(preset, name) for name in PRESETS}
@@ -41,7 +42,7 @@ def train_flags() -> tuple[ConfigFlags, ...]:
         ConfigFlags(TrainFMConfig, required=("data",), rename={"lr_warmup_steps": "lr-warmup"},
                     choices={"amp": AMP_MODES, "lr_schedule": LR_SCHEDULES}),
         ConfigFlags(ForwardModelConfig, at="model", rename={"kl_anneal_steps": "kl-anneal"},
-                    choices={"mode": MODES, "image_update": IMAGE_UPDATES}, presets=presets),
+                    choices={"mode": MODES, "image_update": IMAGE_UPDATES, "base": BASES}, presets=presets),
         ConfigFlags(BackboneConfig, at="model.backbone", include=("context_frames",), presets=presets),
     )  # fmt: skip
 
@@ -111,6 +112,8 @@ def step_seconds(config, probe_batch: int = 2, rounds: int = 1) -> float:
         torch.manual_seed(0)
         model = ForwardModel(config.model).train()
         batch = synthetic_batch(probe_batch, b.context_frames, config.predict_frames, b.height, b.width)
+        if config.model.base == "cv":  # the frames it corrects (their rendering is not timed)
+            batch["base_images"] = batch["future_images"].flip(1)
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         times = []
         for _ in range(rounds + 1):

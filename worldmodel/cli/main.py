@@ -23,6 +23,7 @@ from worldmodel.cli.fm import add_train_parser as _add_fm_train_parser
 from worldmodel.cli.policy import add_train_parser as _add_policy_train_parser
 from worldmodel.cli.ssl import add_eval_parser as _add_ssl_eval_parser
 from worldmodel.cli.ssl import add_train_parser as _add_ssl_train_parser
+from worldmodel.cli.traffic import add_train_parser as _add_traffic_train_parser
 from worldmodel.data.hdf5 import DataError
 from worldmodel.traffic.scenario import ScenarioError
 
@@ -162,6 +163,12 @@ def _cmd_train_policy(args: argparse.Namespace) -> int:
     return run_train(args)
 
 
+def _cmd_train_traffic(args: argparse.Namespace) -> int:
+    from worldmodel.cli.traffic import run_train
+
+    return run_train(args)
+
+
 def _cmd_train_ssl(args: argparse.Namespace) -> int:
     from worldmodel.cli.ssl import run_train
 
@@ -243,11 +250,16 @@ def _add_data_parser(sub) -> None:
 
 
 def _add_train_parser(sub) -> None:
-    train = sub.add_parser("train", help="train models: fm (forward model), ssl (backbone), policy (in imagination)")
+    train = sub.add_parser(
+        "train",
+        help="train models: fm (forward model), ssl (backbone), policy (in imagination), "
+        "traffic (the other cars' motion)",
+    )
     tsub = train.add_subparsers(dest="train_command", required=True)
     _add_fm_train_parser(tsub).set_defaults(func=_cmd_train)
     _add_ssl_train_parser(tsub).set_defaults(func=_cmd_train_ssl)
     _add_policy_train_parser(tsub).set_defaults(func=_cmd_train_policy)
+    _add_traffic_train_parser(tsub).set_defaults(func=_cmd_train_traffic)
 
 
 def _add_eval_parser(sub) -> None:

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 CHUNK_CACHE_BYTES = 8 << 20  # /images chunks kept decompressed (~60): reused when nearby windows follow
 IMAGE_DTYPES = ("float32", "uint8")
-IMAGE_KEYS = ("context_images", "future_images")
+IMAGE_KEYS = ("context_images", "future_images", "base_images")  # base: a forward model's base="cv" frames
 
 
 def unit_images(batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -32,7 +32,8 @@ class EvalPolicyConfig:
     out: str | None = "runs/eval.json"
     """Output JSON (a CSV of the episodes is written beside it); None: write nothing."""
     fm: str | None = None
-    """Forward-model checkpoint for model-based drivers."""
+    """Checkpoint of a model-based driver's model: a forward model (policies, planners with ``--world model``) or
+    a traffic model (planners with ``--world traffic``, ``worldmodel train traffic``)."""
     device: str = "cpu"
     """Torch device of model-based drivers."""
     context_frames: int = 20

@@ -10,6 +10,9 @@ With ``replicas`` > 1 the K futures include MC-dropout replicas, which the plann
 worst case) treats like the z draws, and, with the objective's ``uncertainty`` weight, whose disagreement
 on the cost at the ego's pose is penalised (``driving.uncertainty``, calibrated on training windows when the
 world is made).
+A ``base="cv"`` model (``nn.forward_model``) corrects the constant-velocity world's frames: they are rendered
+(``worlds.RenderedWorld("cv")``, in the model's view) at the reference's poses of every step of the horizon
+and passed to the rollout.
 The frames are the model's: ``view`` is the view it was trained on (``ForwardModelConfig.view_spec``), and the
 world's objective scores them with the geometry of the model's cost parameters (``cost_config``; the weights
 stay the objective's). A planner over this world must use both (``world.view``, ``world.objective``).
@@ -24,10 +27,11 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from worldmodel.driving import kinematics
 from worldmodel.driving.model_drivers import ObservationWindow
 from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.uncertainty import calibrate
-from worldmodel.driving.worlds import WorldFrames
+from worldmodel.driving.worlds import RenderedWorld, WorldFrames
 from worldmodel.nn.checkpointing import load_checkpoint
 from worldmodel.nn.forward_model import ForwardModel
 
@@ -78,6 +82,7 @@ class ModelWorld:
         self.model = ForwardModel.from_checkpoint(loaded).to(self.device).eval()
         self.model.requires_grad_(False)
         self.view = self.model.config.view_spec  # the geometry of the model's frames
+        self.cv = RenderedWorld("cv", self.view) if self.model.config.base == "cv" else None
         objective = objective or ObjectiveConfig()
         self.config = config
         self.objective = replace(objective, costs=objective.costs.with_geometry(self.model.config.cost_config))
@@ -107,26 +112,35 @@ class ModelWorld:
         contexts = [w.window.context() for w in windows]
         images = torch.cat([c.images for c in contexts])  # [B, Tc, 3, H, W]
         states = torch.cat([c.states for c in contexts])
-        frames = self.rollout(images, states, self.model.normalise_actions(plan.to(self.device)), steps)
+        base = None
+        if self.cv is not None:  # the cv world's frames at the reference's poses of every step
+            ego = torch.tensor([[s.x, s.y, s.psi, s.v] for s in sims], dtype=torch.float64)
+            poses = kinematics.rollout(ego, plan.double().cpu(), float(sims[0].dt))[..., :3].numpy()  # [B, T, 3]
+            base = self.cv.futures(sims, poses, list(range(1, plan.shape[1] + 1))).images[:, 0].to(self.device)
+        frames = self.rollout(images, states, self.model.normalise_actions(plan.to(self.device)), steps, base)
         return WorldFrames(frames, torch.as_tensor(reference, dtype=torch.float32), replicas=self.config.replicas,
                            uncertainty=self.uncertainty)  # fmt: skip
 
     @torch.no_grad()
-    def rollout(self, images: Tensor, states: Tensor, actions: Tensor, steps: list[int]) -> Tensor:
+    def rollout(self, images: Tensor, states: Tensor, actions: Tensor, steps: list[int],
+                base_images: Tensor | None = None) -> Tensor:  # fmt: skip
         """Frames ``[B, K, F, 3, H, W]`` (float32, CPU) at ``steps`` of the model rolled out from contexts
         ``images`` ``[B, Tc, 3, H, W]``, ``states`` ``[B, Tc, 4]`` with ``actions`` ``[B, T, 2]`` (all in model
-        units) for ``samples`` draws of z x ``replicas`` dropout masks."""
+        units) for ``samples`` draws of z x ``replicas`` dropout masks; ``base_images`` ``[B, T, 3, H, W]``: the
+        frames a ``base="cv"`` model corrects."""
         model, s, r = self.model, self.samples, self.config.replicas
         b, horizon = images.shape[0], actions.shape[1]
         cache = model.repeat_cache(model.init_cache(images, states), s * r)
         normalised = actions.repeat_interleave(s * r, dim=0)
+        if base_images is not None:
+            base_images = base_images.repeat_interleave(s * r, dim=0)
         z = None
         if model.config.stochastic:
             z = torch.randn((b * s, horizon, model.config.n_z), generator=self.generator, device=self.device)
             z = z.repeat_interleave(r, dim=0)  # the replicas of a draw share its z
         model.set_dropout(r > 1)
         try:
-            out = model.rollout_from(cache, normalised, z)
+            out = model.rollout_from(cache, normalised, z, base_images=base_images)
         finally:
             model.set_dropout(False)
         index = torch.as_tensor(steps, device=self.device) - 1

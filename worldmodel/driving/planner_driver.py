@@ -24,7 +24,7 @@ from worldmodel.driving.driver_protocol import Intent
 from worldmodel.driving.drivers import FirstSlot
 from worldmodel.driving.objective import PRESETS, ObjectiveConfig, target_speed
 from worldmodel.driving.planners import PlanInputs, Planner, PlannerConfig, shift
-from worldmodel.driving.worlds import WORLDS, RenderedWorld, WorldProvider
+from worldmodel.driving.worlds import WORLDS, RenderedWorld, TrafficWorld, WorldProvider
 from worldmodel.traffic.view import ViewSpec
 
 
@@ -208,6 +208,10 @@ def make_planner_driver(method: str, *, world: str = "cv", objective: str = "dri
         provider = ModelWorld(fm, ModelWorldConfig(**world_options), objective_config, device=device, seed=seed)
         # the model's frames have the view (and cost geometry) of its training data
         return PlannerDriver(planner, provider.objective, provider, provider.view, seed, objective)
+    if world == "traffic":
+        if fm is None:
+            raise ValueError("the traffic world needs a traffic model: pass --fm TRAFFIC.pt (worldmodel train traffic)")
+        return PlannerDriver(planner, objective_config, TrafficWorld(fm), seed=seed, objective_name=objective)
     return PlannerDriver(planner, objective_config, RenderedWorld(world), seed=seed, objective_name=objective)
 
 

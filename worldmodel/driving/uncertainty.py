@@ -22,6 +22,7 @@ from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.objective import evaluate
 from worldmodel.driving.pose_costs import pixel_set
+from worldmodel.driving.window_worlds import CvBaseWindows
 from worldmodel.nn.forward_model_config import view_text
 
 #: The objective's terms read from the world's frames (the rest depend on the ego alone).
@@ -70,6 +71,7 @@ def calibrate(world, data: str, windows: int, steps: list[int], horizon: int, la
                         f"{view_text(model.config.view_spec)}; calibrate on data of the model's view")  # fmt: skip
     if len(dataset) < 2:
         raise ValueError(f"{data}: fewer than 2 training windows to calibrate the uncertainty cost")
+    items = CvBaseWindows(dataset, data) if model.config.base == "cv" else dataset  # + the frames it corrects
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(dataset), generator=generator)[:windows].tolist()
     saved = world.generator.get_state()
@@ -78,8 +80,8 @@ def calibrate(world, data: str, windows: int, steps: list[int], horizon: int, la
         torch.manual_seed(seed)
         world.generator.manual_seed(seed)
         for start in range(0, len(chosen), batch_size):
-            items = [dataset[i] for i in chosen[start : start + batch_size]]
-            batch = {key: torch.stack([item[key] for item in items]) for key in items[0]}
+            batch = [items[i] for i in chosen[start : start + batch_size]]
+            batch = {key: torch.stack([item[key] for item in batch]) for key in batch[0]}
             variances.append(_pose_variance(world, dataset, batch, steps, lane_rows_m))
     world.generator.set_state(saved)
     v = torch.cat(variances).double()
@@ -92,7 +94,10 @@ def _pose_variance(world, dataset: WindowDataset, batch: dict, steps: list[int],
     device = world.device
     context = model.normalise_states(dataset.denormalise_states(batch["context_states"]).to(device))
     actions = model.normalise_actions(dataset.denormalise_actions(batch["actions"]).to(device))
-    frames = world.rollout(batch["context_images"].to(device), context, actions, steps)  # [B, K, F, 3, H, W]
+    base = batch.get("base_images")
+    frames = world.rollout(
+        batch["context_images"].to(device), context, actions, steps, None if base is None else base.to(device)
+    )  # [B, K, F, 3, H, W]
     b, k, f = frames.shape[:3]
     future = dataset.denormalise_states(batch["future_states"])  # [B, T, 4] SI: x, y, vx, vy
     t = future.shape[1]

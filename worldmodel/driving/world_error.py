@@ -8,8 +8,11 @@ rows of episodes.h5: rendered at the car's own poses, image and state of a row b
 - ``cv``: the recorded vehicles of the last context frame moved at constant velocity
   (``worlds.constant_velocity``), rendered by ``worlds.RenderedWorld("cv")`` at the recorded future poses;
 - ``copy_last``: the last context frame held (the trivial baseline);
+- ``traffic`` (with ``traffic``): the cars of the last context frame moved by the traffic model, rendered at
+  the recorded future poses (``worlds.TrafficWorld``);
 - ``model`` (with ``fm``): the forward model rolled out from the context with the recorded actions, z = the
-  prior mean, dropout off, images clamped to [0, 1] (``eval fm``'s mean prediction).
+  prior mean, dropout off, images clamped to [0, 1] (``eval fm``'s mean prediction); a ``base="cv"`` model
+  corrects the ``cv`` frames above.
 
 Per horizon step t = 1..horizon, averaged over windows: the mean squared error of the vehicles channel
 (``VEHICLES``, values in [0, 1]) and the mean absolute error of the proximity cost (``costs.pixel_costs`` on
@@ -41,10 +44,10 @@ from tqdm.auto import tqdm
 from worldmodel.costs import CostConfig, pixel_costs
 from worldmodel.data.episodes import SPLITS
 from worldmodel.data.hdf5 import DataError, write_json
-from worldmodel.data.replay import ReplaySimulation
 from worldmodel.data.windows import WindowConfig, WindowDataset
-from worldmodel.driving.closed_loop import dataset_files, locate_vehicle
-from worldmodel.driving.worlds import RenderedWorld
+from worldmodel.driving.closed_loop import dataset_files
+from worldmodel.driving.window_worlds import Recordings, recorded_poses
+from worldmodel.driving.worlds import RenderedWorld, TrafficWorld
 from worldmodel.nn.distributed import resolve_device
 from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.forward_model_config import view_text
@@ -53,8 +56,6 @@ from worldmodel.traffic.view import VEHICLES, ViewSpec
 
 #: Windows read (and rolled out by the forward model) per batch.
 BATCH_WINDOWS = 16
-#: Largest tolerated difference [m/s] between an episode's speed and its recording's at the same frame.
-SPEED_TOLERANCE_MPS = 1e-2
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ class WorldErrorConfig:
     """Dataset directory (episodes.h5 + the trajectories-*.h5 it was extracted from), or its episodes.h5."""
     fm: str | None = None
     """Forward-model checkpoint for the ``model`` world; None: compare ``cv`` and ``copy_last`` only."""
+    traffic: str | None = None
+    """Traffic-model checkpoint (``train traffic``) for the ``traffic`` world; None: not compared."""
     split: str = "test"
     """Windows of this split (``train``, ``val``, ``test``)."""
     windows: int = 200
@@ -106,48 +109,14 @@ def _open_windows(config: WorldErrorConfig, episodes: Path) -> tuple[WindowDatas
     return dataset, model, meta
 
 
-class _Recordings:
-    """The recordings of a dataset, each loaded once: where an episode's car is at one of its frames."""
-
-    def __init__(self, files: list[Path]) -> None:
-        self.files = files
-        self._loaded: dict[int, ReplaySimulation] = {}
-
-    def handover(self, vehicle: int, row: int) -> ReplaySimulation:
-        """A simulation (sharing the loaded recording) of episode ``vehicle``'s car at the hand-over after its
-        recorded frames 0..``row`` as context: its current frame is the episode's ``row``, its state the recorded
-        one there; the car's own recording is excluded from the others (``worlds.recorded_others``)."""
-        where = locate_vehicle(self.files, vehicle)
-        recording = self._loaded.get(where.file)
-        if recording is None:
-            recording = self._loaded[where.file] = ReplaySimulation(self.files[where.file])
-        sim = ReplaySimulation(recording, context_frames=row + 1)
-        try:
-            sim.start(where.recorded_id)
-        except (KeyError, ValueError) as e:
-            raise DataError(self.files[where.file], f"episode vehicle {vehicle}, row {row}: {e}") from e
-        sim.frame = sim.handover_frame  # where row steps of step() would take it, one collision check a frame
-        sim._follow_recording()
-        return sim
-
-
-def recorded_poses(sim: ReplaySimulation, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """The controlled car's recorded poses ``[horizon, 3]`` (x, y [m], psi [rad]) and speeds ``[horizon]``
-    [m/s] at the ``horizon`` frames after the current one (its recording must reach that far)."""
-    rows = sim._row0 + sim.frame - sim.start_frame + np.arange(1, horizon + 1)
-    if rows[-1] >= sim._row0 + sim._count:
-        raise ValueError(f"vehicle {sim.ego_id}: its recording ends before frame {sim.frame + horizon}")
-    tracks = sim._tracks
-    return np.stack([tracks[name][rows] for name in ("x", "y", "psi")], axis=-1), tracks["v"][rows]
-
-
 # ------------------------------------------------------------------------------------------ predictions
 @torch.no_grad()
 def model_prediction(model: ForwardModel, batch: dict[str, Tensor]) -> Tensor:
     """The model's mean prediction (z = the prior mean, dropout off) of a batch in model units
     (``to_model_units``): images ``[B, T, 3, H, W]`` in [0, 1], on the CPU."""
     model.eval().set_dropout(False)
-    out = model.rollout(batch["context_images"], batch["context_states"], batch["actions"])
+    out = model.rollout(batch["context_images"], batch["context_states"], batch["actions"],
+                        base_images=batch.get("base_images"))  # fmt: skip
     return out["images"].clamp(0, 1).float().cpu()
 
 
@@ -155,10 +124,12 @@ class _Comparison:
     """Scores the predictions of batches of windows against their stored futures."""
 
     def __init__(self, dataset: WindowDataset, model: ForwardModel | None, files: list[Path], spec: ViewSpec,
-                 costs: CostConfig) -> None:  # fmt: skip
+                 costs: CostConfig, traffic: str | None = None) -> None:  # fmt: skip
         self.dataset, self.model, self.spec, self.costs = dataset, model, spec, costs
-        self.worlds = {"oracle": RenderedWorld("oracle", spec), "cv": RenderedWorld("cv", spec)}
-        self.recordings = _Recordings(files)
+        self.worlds = {"oracle": RenderedWorld("oracle", spec, reuse=None), "cv": RenderedWorld("cv", spec)}
+        if traffic is not None:
+            self.worlds["traffic"] = TrafficWorld(traffic, spec)
+        self.recordings = Recordings(files)
 
     def rendered(self, vehicles: np.ndarray, rows: np.ndarray, speeds: Tensor) -> dict[str, Tensor]:
         """Each rendered world's views ``[B, T, 3, H, W]`` in [0, 1] of B windows (episode ``vehicles`` [B],
@@ -169,9 +140,7 @@ class _Comparison:
         for vehicle, row, speed in zip(vehicles, rows, speeds.numpy(), strict=True):
             sim = self.recordings.handover(int(vehicle), int(row))
             poses, recorded_speed = recorded_poses(sim, len(steps))
-            if np.abs(recorded_speed - speed).max() > SPEED_TOLERANCE_MPS:
-                raise DataError(self.recordings.files[0].parent, f"episode vehicle {vehicle}: its recording's "
-                                "speeds differ from the episode's (not the files it was extracted from?)")  # fmt: skip
+            self.recordings.check_speeds(int(vehicle), recorded_speed, speed)
             for name, world in self.worlds.items():
                 out[name].append(world.futures([sim], poses[None], steps).images[:, 0])  # [1, T, 3, H, W]
         return {name: torch.cat(views) for name, views in out.items()}
@@ -187,7 +156,10 @@ class _Comparison:
         predictions = self.rendered(vehicles, rows, speeds)
         predictions["copy_last"] = batch["context_images"][:, -1:].expand_as(truth)
         if self.model is not None:
-            predictions["model"] = model_prediction(self.model, to_model_units(batch, self.dataset, self.model))
+            units = to_model_units(batch, self.dataset, self.model)
+            if self.model.config.base == "cv":  # the model corrects the cv world's frames
+                units["base_images"] = predictions["cv"].to(units["actions"].device)
+            predictions["model"] = model_prediction(self.model, units)
         truth_proximity = pixel_costs(truth, **costs)["proximity"]
         out = {"truth": {"proximity": truth_proximity}}
         for name, images in predictions.items():
@@ -234,7 +206,9 @@ def compare_worlds(config: WorldErrorConfig) -> dict:
         raise ValueError(f"{config.data}: the {config.split} split has no window of "
                          f"{dataset.config.window_frames} frames")  # fmt: skip
     chosen = select_windows(len(dataset), config.windows, config.seed)
-    comparison = _Comparison(dataset, model, files, dataset.view, dataset.cost_config)  # the episodes' settings
+    comparison = _Comparison(
+        dataset, model, files, dataset.view, dataset.cost_config, config.traffic
+    )  # the episodes' settings
     scores = _score_windows(comparison, chosen, config.progress)
     check = summarise({"oracle": scores.pop("oracle")})
     result = {
@@ -248,7 +222,7 @@ def compare_worlds(config: WorldErrorConfig) -> dict:
             "oracle": "the stored /images rows of the recorded car's future frames",
             "model": "z = the prior mean, dropout off, the recorded actions, images clamped to [0, 1]",
         },
-        **summarise({name: scores[name] for name in ("cv", "copy_last", "model") if name in scores}),
+        **summarise({name: scores[name] for name in ("cv", "copy_last", "model", "traffic") if name in scores}),
         "render_check": check["summary"]["oracle"] | {"per_step": check["per_step"]["oracle"]},
         "oracle_proximity_mean": float(scores["truth"]["proximity"].mean()),
     }
@@ -257,4 +231,4 @@ def compare_worlds(config: WorldErrorConfig) -> dict:
     return result
 
 
-__all__ = ["WorldErrorConfig", "compare_worlds", "model_prediction", "recorded_poses", "summarise"]
+__all__ = ["WorldErrorConfig", "compare_worlds", "model_prediction", "summarise"]

@@ -11,6 +11,9 @@ zero-action path); the objective then reads the costs at any other pose by movin
 - ``cv``: the cars of the current frame extrapolated at constant velocity along their heading, rendered
   (K = 1): the trivial baseline a learned model has to beat.
 - ``model``: a trained forward model rolled out once along the reference (``worldmodel.driving.model_world``).
+- ``traffic``: the cars of the current frame moved by a learned traffic model (``nn.traffic_model``: each car's
+  displacement from constant velocity, from its speed, acceleration, gap and closing speed to the car ahead,
+  ...), rendered (K = 1).
 
 Rendering uses the simulator's ``EgoRasterizer`` (the same views as the dataset), with the ego drawn as
 nothing, so that no obstacle pixel is erased where the reference overlaps another car.
@@ -26,11 +29,12 @@ import torch
 from torch import Tensor
 
 from worldmodel.data.replay import ReplaySimulation
+from worldmodel.nn.traffic_model import TrafficModel, car_features, moved_cars
 from worldmodel.traffic.raster import EgoRasterizer
 from worldmodel.traffic.view import ViewSpec
 
 #: World providers by name (``--world``); ``model`` is built by ``model_world``.
-WORLDS = ("oracle", "cv", "model")
+WORLDS = ("oracle", "cv", "model", "traffic")
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,11 @@ class WorldProvider(Protocol):
 
 def recorded_others(sim: ReplaySimulation, frame: int) -> dict[str, np.ndarray]:
     """The recorded vehicles at ``frame`` (clamped to the recording), the controlled car's own recording
-    excluded: arrays ``[n]`` x, y, psi, v, length, width, lane."""
+    excluded: arrays ``[n]`` vehicle, x, y, psi, v, length, width, lane."""
     frame = min(max(frame, sim.frame_range[0]), sim.frame_range[1] - 1)
     rows = sim._frames.at(frame)
     keep = rows["vehicle"] != sim.ego_id
-    return {name: rows[name][keep] for name in ("x", "y", "psi", "v", "length", "width", "lane")}
+    return {name: rows[name][keep] for name in ("vehicle", "x", "y", "psi", "v", "length", "width", "lane")}
 
 
 def constant_velocity(others: dict[str, np.ndarray], seconds: float) -> dict[str, np.ndarray]:
@@ -118,7 +122,10 @@ class RenderedWorld:
 
     The oracle's frames are kept per episode and world frame and reused while the new reference stays within
     ``reuse`` of the pose they were rendered at (about one frame in five is rendered anew); None: always
-    render. The cv world's frames depend on the current observation and are rendered at every call."""
+    render. The cv world's frames depend on the current observation and are rendered at every call.
+    An episode is a simulation object driving one car from one start (an environment's simulation drives
+    episode after episode); the frames of every simulation seen are kept until its episode changes, whichever
+    simulations a call asks for (a driver asks for its episodes in groups, e.g. by horizon)."""
 
     def __init__(
         self, name: str, spec: ViewSpec | None = None, reuse: ReuseTolerance | None = ReuseTolerance()
@@ -128,7 +135,7 @@ class RenderedWorld:
         self.name, self.privileged = name, name == "oracle"
         self.renderer = _Renderer(spec or ViewSpec())
         self.reuse = reuse if self.privileged else None
-        self._kept: dict[int, tuple[ReplaySimulation, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
+        self._kept: dict[int, tuple[ReplaySimulation, tuple, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
         self.rendered = self.reused = 0
 
     def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor | None = None,
@@ -137,9 +144,8 @@ class RenderedWorld:
         spec = self.renderer.spec
         out = np.empty((b, 1, t, 3, spec.height_px, spec.width_px), dtype=np.uint8)
         centres = np.array(reference, dtype=np.float64)  # [B, F, 3]: where each frame is centred
-        self._kept = {id(sim): (sim, self._frames_of(sim)) for sim in sims}  # finished episodes dropped
         for i, sim in enumerate(sims):
-            kept = self._kept[id(sim)][1]
+            kept = self._frames_of(sim)
             now = None if self.privileged else recorded_others(sim, sim.frame)
             for k, step in enumerate(steps):
                 frame = sim.frame + step
@@ -156,18 +162,55 @@ class RenderedWorld:
         return WorldFrames(images, torch.from_numpy(centres.astype(np.float32)))
 
     def _frames_of(self, sim: ReplaySimulation) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-        """The frames kept for ``sim``'s episode (those of past world frames dropped)."""
+        """The frames kept for ``sim``'s episode (those of past world frames dropped), to be added to."""
         if self.reuse is None:
             return {}
-        owner, kept = self._kept.get(id(sim), (None, {}))
-        if owner is not sim:  # a new episode (an id can be reused once an old simulation is gone)
+        episode = (sim.ego_id, sim.start_frame)
+        owner, owner_episode, kept = self._kept.get(id(sim), (None, None, {}))
+        if owner is not sim or owner_episode != episode:  # a new episode (or a new simulation under an old id)
             kept = {}
-        return {frame: entry for frame, entry in kept.items() if frame > sim.frame}
+        kept = {frame: entry for frame, entry in kept.items() if frame > sim.frame}
+        self._kept[id(sim)] = (sim, episode, kept)
+        return kept
+
+
+class TrafficWorld:
+    """``traffic``: the cars of the current frame moved by the traffic model of ``checkpoint`` (dropout off),
+    rendered at the reference's poses (K = 1). The model reads each car's acceleration over its last
+    ``history`` frames (the recording seen so far)."""
+
+    name, privileged = "traffic", False
+
+    def __init__(self, checkpoint: str, spec: ViewSpec | None = None) -> None:
+        self.model = TrafficModel.from_checkpoint(checkpoint).eval()
+        self.renderer = _Renderer(spec or ViewSpec())
+
+    @torch.no_grad()
+    def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor | None = None,
+                windows: list | None = None) -> WorldFrames:  # fmt: skip
+        c, spec = self.model.config, self.renderer.spec
+        if max(steps) > c.horizon:
+            raise ValueError(f"the traffic model predicts {c.horizon} steps, the planner asks for step {max(steps)}")
+        b, f = reference.shape[:2]
+        cars = [recorded_others(sim, sim.frame) for sim in sims]
+        features = [car_features(now, recorded_others(sim, sim.frame - c.history), sim.road, sim.dt, c.history)
+                    for now, sim in zip(cars, sims, strict=True)]  # fmt: skip
+        moved = self.model(torch.from_numpy(np.concatenate(features))).numpy().astype(np.float64)
+        out = np.empty((b, 1, f, 3, spec.height_px, spec.width_px), dtype=np.uint8)
+        start = 0
+        for i, (sim, now) in enumerate(zip(sims, cars, strict=True)):
+            n = len(now["x"])
+            future = moved_cars(now, moved[start : start + n, : max(steps)], sim.dt)
+            start += n
+            for k, step in enumerate(steps):
+                out[i, 0, k] = self.renderer.view(sim, future[step - 1], reference[i, k])
+        return WorldFrames(torch.from_numpy(out).float().div_(255.0), torch.as_tensor(reference, dtype=torch.float32))
 
 
 __all__ = [
     "WORLDS",
     "RenderedWorld",
+    "TrafficWorld",
     "ReuseTolerance",
     "WorldFrames",
     "WorldProvider",

@@ -3,8 +3,12 @@
 One step, in the order of PPUU's model (SPEC.md §3), on the fused map ``h = Backbone.fuse(window)``:
 ``h += z_expander(z)`` (stochastic modes), ``h += action_embedding(a)``, ``h += bottleneck(h)``, then the
 decoder gives an image update and a state update. Updates are residual so that a zero update is the identity:
-``image = sigmoid(delta + logit(clamp(last, eps, 1 - eps)))`` (``image_update="logit"``) or
-``clamp(last + delta, 0, 1)`` with a straight-through gradient (``"pixel"``); ``state = last_state + delta``.
+``image = sigmoid(delta + logit(clamp(base, eps, 1 - eps)))`` (``image_update="logit"``) or
+``clamp(base + delta, 0, 1)`` with a straight-through gradient (``"pixel"``); ``state = last_state + delta``.
+The base is the last frame (``base="last"``, PPUU), or the constant-velocity world's frame of the predicted step
+(``base="cv"``: the model predicts the correction to constant velocity; that frame's per-frame features are
+added, through a 1x1 conv, to the window's temporally mixed features before the trunk, so the model sees what
+it corrects). A ``"cv"`` model takes those frames as ``base_images`` [B, Tp, C, H, W] wherever it rolls out.
 
 Modes: ``"deterministic"`` (no z); ``"vae"`` (posterior q(z | context, target frame), fixed N(0, I) prior,
 beta * KL); ``"vae-lp"`` (learned prior p(z | context), SVG-LP style, KL(q || p)). z-dropout replaces the
@@ -78,6 +82,8 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
             self.posterior_net = LatentHead(c, config.n_z, config.latent_channels, posterior=True)
         if config.mode == "vae-lp":
             self.prior_net = LatentHead(c, config.n_z, config.latent_channels, posterior=False)
+        if config.base == "cv":
+            self.base_mix = nn.Conv2d(c.frame_channels, c.fused_channels, 1)
         if config.zero_init:
             self.decoder.zero_last()
         self.register_normalisation(c.state_dim)
@@ -126,16 +132,37 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         -> (mu, logvar) [B, Z]."""
         return self.posterior_net(h, target)
 
+    def base_steps(self, base_images: Tensor | None, steps: int) -> list[tuple[Tensor, Tensor] | None]:
+        """Per predicted step, the base frame [B, C, H, W] and its per-frame features [B, F, h1, w1] (``"cv"``
+        models: from ``base_images`` [B, >= steps, C, H, W]), or None (``"last"`` models, which take none)."""
+        if self.config.base == "last":
+            if base_images is not None:
+                raise ValueError("ForwardModel: this model updates the last frame and takes no base_images")
+            return [None] * steps
+        if base_images is None or base_images.dim() != 5 or base_images.shape[1] < steps:
+            got = None if base_images is None else tuple(base_images.shape)
+            raise ValueError(f"ForwardModel: a base='cv' model needs base_images [B, {steps}, C, H, W], got {got}")
+        base_images = base_images[:, :steps]
+        return list(zip(base_images.unbind(1), self.backbone.encode_frames(base_images).unbind(1), strict=True))
+
+    def fuse(self, cache: RolloutCache, base: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The fused map [B, D, h, w] of the cache's window (and of the step's base frame, ``base_steps``)."""
+        if base is None:
+            return self.backbone.fuse(cache.features, cache.states)
+        mixed = self.backbone.mix_window(cache.features) + self.base_mix(base[1])
+        return self.backbone.fuse_mixed(mixed, cache.states)
+
     def _predict(
-        self, h: Tensor, cache: RolloutCache, action_embedding: Tensor, z: Tensor | None
-    ) -> tuple[Tensor, Tensor]:
+        self, h: Tensor, cache: RolloutCache, action_embedding: Tensor, z: Tensor | None,
+        base: tuple[Tensor, Tensor] | None = None,
+    ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """Decode one step from the fused map h [B, D, h, w]: (image [B, C, H, W], state [B, S])."""
         if z is not None:
             h = h + self.z_expander(z)
         h = h + action_embedding
         h = h + self.bottleneck(h)
         d_image, d_state = self.decoder(h)
-        last = cache.image
+        last = cache.image if base is None else base[0]
         if self.config.image_update == "logit":
             eps = self.config.logit_eps
             image = torch.sigmoid(d_image + torch.logit(last.clamp(eps, 1.0 - eps)))
@@ -165,13 +192,16 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         action: Tensor,
         z: Tensor | str | None = None,
         generator: torch.Generator | None = None,
+        base_image: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, RolloutCache]:
-        """One autoregressive step. action: [B, 2] normalised; z: prior noise [B, Z], None or "sample".
+        """One autoregressive step. action: [B, 2] normalised; z: prior noise [B, Z], None or "sample";
+        base_image: [B, C, H, W] (``"cv"`` models only).
 
         Returns (image [B, C, H, W] in [0, 1], state [B, S] normalised, the cache slid by the new frame).
         """
-        h = self.backbone.fuse(cache.features, cache.states)
-        image, state = self._predict(h, cache, self.action_embedding(action), self._latent(h, z, generator))
+        base = self.base_steps(None if base_image is None else base_image[:, None], 1)[0]
+        h = self.fuse(cache, base)
+        image, state = self._predict(h, cache, self.action_embedding(action), self._latent(h, z, generator), base)
         return image, state, self.push(cache, image, state)
 
     # ---------------------------------------------------------------- rollouts
@@ -183,13 +213,14 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         z: Tensor | str | None = None,
         n_samples: int | None = None,
         generator: torch.Generator | None = None,
+        base_images: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Predict Tp steps from a context, feeding back the predictions.
 
         context_images: [B, Tc, C, H, W] in [0, 1]; context_states: [B, Tc, S] and actions: [B, Tp, 2]
         normalised; z: prior noise [B, Tp, Z] (shared by the K samples) or [B, K, Tp, Z], None (the prior
-        mean) or "sample". With ``n_samples=K`` the inputs are repeated K times (independent dropout masks
-        and z draws) and the outputs gain a K axis. Returns ``images`` [B(, K), Tp, C, H, W] in [0, 1],
+        mean) or "sample"; base_images: [B, Tp, C, H, W] (``"cv"`` models only). With ``n_samples=K`` the
+        inputs are repeated K times (independent dropout masks and z draws) and the outputs gain a K axis. Returns ``images`` [B(, K), Tp, C, H, W] in [0, 1],
         ``states`` [B(, K), Tp, S] normalised and, in stochastic modes, ``z`` [B(, K), Tp, Z] (latents used).
         """
         b = actions.shape[0]
@@ -197,9 +228,11 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
             context_images, context_states, actions = (
                 repeat(x, "b ... -> (b k) ...", k=n_samples) for x in (context_images, context_states, actions)
             )
+            if base_images is not None:
+                base_images = repeat(base_images, "b ... -> (b k) ...", k=n_samples)
             if isinstance(z, Tensor):
                 z = repeat(z, "b t z -> (b k) t z", k=n_samples) if z.dim() == 3 else z.flatten(0, 1)
-        out = self.rollout_from(self.init_cache(context_images, context_states), actions, z, generator)
+        out = self.rollout_from(self.init_cache(context_images, context_states), actions, z, generator, base_images)
         if n_samples is not None:
             out = {name: rearrange(x, "(b k) t ... -> b k t ...", b=b) for name, x in out.items()}
         return out
@@ -210,17 +243,19 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         actions: Tensor,
         z: Tensor | str | None = None,
         generator: torch.Generator | None = None,
+        base_images: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """``rollout`` from an encoded context (``init_cache``, possibly ``repeat_cache``): actions [B, Tp, 2]
-        normalised, z prior noise [B, Tp, Z], None or "sample" -> ``images`` [B, Tp, C, H, W], ``states``
-        [B, Tp, S] (and ``z`` [B, Tp, Z] in stochastic modes)."""
+        normalised, z prior noise [B, Tp, Z], None or "sample", base_images [B, Tp, C, H, W] (``"cv"`` models)
+        -> ``images`` [B, Tp, C, H, W], ``states`` [B, Tp, S] (and ``z`` [B, Tp, Z] in stochastic modes)."""
         tp = actions.shape[1]
         action_embeddings = self.action_embedding(actions.flatten(0, 1)).unflatten(0, (-1, tp)).unbind(1)
+        bases = self.base_steps(base_images, tp)
         images, states, latents = [], [], []
         for t in range(tp):
-            h = self.backbone.fuse(cache.features, cache.states)
+            h = self.fuse(cache, bases[t])
             z_t = self._latent(h, z[:, t] if isinstance(z, Tensor) else z, generator)
-            image, state = self._predict(h, cache, action_embeddings[t], z_t)
+            image, state = self._predict(h, cache, action_embeddings[t], z_t, bases[t])
             images.append(image)
             states.append(state)
             latents.append(z_t)
@@ -247,6 +282,7 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         future_images: Tensor,
         generator: torch.Generator | None = None,
         sample: bool = False,
+        base_images: Tensor | None = None,
     ) -> Tensor:
         """Posterior latents along a rollout with ``actions``, as prior noise for ``rollout(z=...)``.
 
@@ -257,9 +293,10 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
             raise ValueError("ForwardModel.infer_z: a deterministic model has no latent")
         cache = self.init_cache(context_images, context_states)
         targets = self.encode_targets(future_images).unbind(1)
+        bases = self.base_steps(base_images, actions.shape[1])
         noises = []
         for t in range(actions.shape[1]):
-            h = self.backbone.fuse(cache.features, cache.states)
+            h = self.fuse(cache, bases[t])
             mu_q, logvar_q = self.posterior(h, targets[t])
             z_t = mu_q
             if sample:
@@ -267,7 +304,7 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
                 z_t = mu_q + (0.5 * logvar_q).exp() * noise
             mu_p, logvar_p = self.prior(h)
             noises.append((z_t - mu_p) * (-0.5 * logvar_p).exp())
-            image, state = self._predict(h, cache, self.action_embedding(actions[:, t]), z_t)
+            image, state = self._predict(h, cache, self.action_embedding(actions[:, t]), z_t, bases[t])
             cache = self.push(cache, image, state)
         return torch.stack(noises, 1)
 
@@ -278,7 +315,8 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         """Autoregressive loss over the Tp predicted steps (PPUU): the model feeds back its own predictions.
 
         batch: ``context_images`` [B, Tc, C, H, W], ``context_states`` [B, Tc, S], ``actions`` [B, Tp, 2],
-        ``future_images`` [B, Tp, C, H, W], ``future_states`` [B, Tp, S]; ``step`` drives the KL annealing.
+        ``future_images`` [B, Tp, C, H, W], ``future_states`` [B, Tp, S] (and ``base_images`` [B, Tp, C, H, W]
+        for ``"cv"`` models); ``step`` drives the KL annealing.
         Returns ``image_mse``, ``state_mse``, ``kl`` (nats per step, summed over units), ``active_units``
         (no grad), ``beta`` (after annealing) and ``loss = image_mse + state_mse + beta * KL`` (free bits);
         ``"vae-lp"`` adds ``prior_kl`` and ``prior_beta * prior_kl`` to the loss (see ``prior_beta``).
@@ -297,10 +335,12 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
             targets = self.posterior_net.encode_targets(target_features).unbind(1)
         cache = RolloutCache(features.unbind(1), ctx_states, ctx_images[:, -1])
         action_embeddings = self.action_embedding(actions.flatten(0, 1)).unflatten(0, (b, tp)).unbind(1)
+        bases = self.base_steps(batch.get("base_images"), tp)
         images, states, kls, prior_kls = [], [], [], []
         for t in range(tp):
-            # 2. fuse the window, 3. infer z (z-dropout: a prior sample instead), 4. predict, 5. feed back
-            h = self.backbone.fuse(cache.features, cache.states)
+            # 2. fuse the window (and the base frame), 3. infer z (z-dropout: a prior sample instead), 4. predict,
+            # 5. feed back
+            h = self.fuse(cache, bases[t])
             z = None
             if cfg.stochastic:
                 mu_q, logvar_q = self.posterior(h, targets[t])
@@ -318,7 +358,7 @@ class ForwardModel(SelfContainedCheckpoint, NormalisedIO, nn.Module):
                     z_prior = mu_p + (0.5 * logvar_p).exp() * noise_p
                     use_prior = torch.rand(b, 1, generator=generator, device=h.device) < cfg.z_dropout
                     z = torch.where(use_prior, z_prior, z)
-            image, state = self._predict(h, cache, action_embeddings[t], z)
+            image, state = self._predict(h, cache, action_embeddings[t], z, bases[t])
             images.append(image)
             states.append(state)
             if t < tp - 1:

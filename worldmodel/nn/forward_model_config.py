@@ -22,6 +22,7 @@ from worldmodel.traffic.view import ViewSpec
 
 MODES = ("deterministic", "vae", "vae-lp")
 IMAGE_UPDATES = ("logit", "pixel")
+BASES = ("last", "cv")
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,13 @@ class ForwardModelConfig:
     logit_eps: float = 1e-3
     """Pixels are clamped to [eps, 1 - eps] before the logit (``image_update="logit"``)."""
     zero_init: bool = True
-    """Start with zero image and state updates (the untrained model copies the last frame and state)."""
+    """Start with zero image and state updates (the untrained model copies its base frame and the last state)."""
+    base: str = "last"
+    """What each predicted frame updates: ``"last"``, the previous frame (PPUU); ``"cv"``, the constant-velocity
+    world's frame of the same step (the cars of the last context frame moved at their speed and heading,
+    rendered at the ego's pose of that step, ``driving.worlds``), which the model also reads (its per-frame
+    features enter the fused map). A ``"cv"`` model predicts the correction to constant velocity, and needs
+    those frames (``base_images``) wherever it is rolled out."""
     view: ViewSpec | None = None
     """The ego view of the frames the model takes and predicts (``train fm`` records its data's); None: not
     recorded, see ``view_spec``. Its size must be the backbone's."""
@@ -75,6 +82,8 @@ class ForwardModelConfig:
             raise ValueError(f"ForwardModelConfig.mode must be one of {MODES}, got {self.mode!r}")
         if self.image_update not in IMAGE_UPDATES:
             raise ValueError(f"ForwardModelConfig.image_update must be one of {IMAGE_UPDATES}")
+        if self.base not in BASES:
+            raise ValueError(f"ForwardModelConfig.base must be one of {BASES}, got {self.base!r}")
         if not 0.0 <= self.z_dropout <= 1.0:
             raise ValueError(f"ForwardModelConfig.z_dropout must be in [0, 1], got {self.z_dropout}")
         if self.backbone.dropout != self.dropout:  # one source of truth: the model's dropout

@@ -63,23 +63,24 @@ def predict(
     shuffled: bool = True,
     mc_k: int | None = None,
 ) -> dict[str, dict[str, Tensor]]:
-    """Every prediction the evaluation needs, for a batch in model units (``to_model_units``).
+    """Every prediction the evaluation needs, for a batch in model units (``to_model_units``; with
+    ``base_images`` for a ``base="cv"`` model).
 
     Returns ``{"mean", "shuffled"}``: images [B, Tp, C, H, W], states [B, Tp, S] normalised; ``{"samples",
     "mc"}``: [B, K, Tp, ...] (z samples without dropout; ``mc_k`` (default K) dropout replicas with z = the
     prior mean). The model is left in eval mode with dropout off.
     """
     args = (batch["context_images"], batch["context_states"])
-    actions = batch["actions"]
+    actions, base = batch["actions"], {"base_images": batch.get("base_images")}
     model.eval().set_dropout(False)
-    out = {"mean": model.rollout(*args, actions)}
+    out = {"mean": model.rollout(*args, actions, **base)}
     if shuffled:
-        out["shuffled"] = model.rollout(*args, actions.roll(1, dims=0))
+        out["shuffled"] = model.rollout(*args, actions.roll(1, dims=0), **base)
     if model.config.stochastic:
-        out["samples"] = model.rollout(*args, actions, z="sample", n_samples=k, generator=generator)
+        out["samples"] = model.rollout(*args, actions, z="sample", n_samples=k, generator=generator, **base)
     else:  # no latent: every "sample" is the mean prediction
         out["samples"] = {name: x[:, None].expand(-1, k, *x.shape[1:]) for name, x in out["mean"].items()}
     model.set_dropout(True)
-    out["mc"] = model.rollout(*args, actions, z=None, n_samples=mc_k or k)
+    out["mc"] = model.rollout(*args, actions, z=None, n_samples=mc_k or k, **base)
     model.set_dropout(False)
     return out

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from worldmodel.data.windows import WindowConfig, WindowDataset, unit_images
+from worldmodel.driving.window_worlds import CvBaseWindows
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.distributed import DistContext, all_reduce_sum, setup_distributed, teardown_distributed
@@ -212,6 +213,8 @@ class FMTrainer(Task):
             log.warning("mixed precision (%s) is for CUDA only: training in float32 on %s", c.amp, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.best_val = math.inf
+        if c.model.base == "cv":  # each window with the cv world's frames of its predicted steps, rendered
+            self.train_set, self.val_set = (CvBaseWindows(d, c.data) for d in (self.train_set, self.val_set))
         self.loop = TrainingLoop(self, loop_config, ctx)
 
     # ------------------------------------------------------------------ checkpoints
@@ -249,7 +252,8 @@ class FMTrainer(Task):
         return torch.autocast(device_type="cuda", dtype=dtype)
 
     def _to_device(self, batch: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        return unit_images({k: batch[k].to(self.ctx.device, non_blocking=True) for k in BATCH_KEYS})
+        keys = [*BATCH_KEYS, "base_images"] if "base_images" in batch else BATCH_KEYS
+        return unit_images({k: batch[k].to(self.ctx.device, non_blocking=True) for k in keys})
 
     def train_step(self, batch: Mapping[str, Tensor], step: int | None = None) -> tuple[dict[str, float], bool]:
         """Update ``step`` (1-based; default: the loop's next) on this rank's part of a batch (windows

@@ -49,6 +49,7 @@ from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
 from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.uncertainty import PoseUncertaintyStats
+from worldmodel.driving.window_worlds import CvBaseWindows
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.distributed import DistContext, resolve_device
@@ -155,10 +156,15 @@ class PolicyTrainer(Task):
         self.best: tuple | None = None
         self.imagination.stats = None
         self.decoupled = self.observe = None
-        self.windows = self.train_set
+        self.windows, self.val_items = self.train_set, self.val_set  # items: + the cv frames where a world reads them
+        if c.method in DECOUPLED and (c.world == "cv" or (c.world == "model" and fm.config.base == "cv")):
+            self.val_items = CvBaseWindows(self.val_set, self.episodes_path)
+            items = CvBaseWindows(self.windows, self.episodes_path)
+        else:
+            items = self.windows
         if c.method in DECOUPLED:  # a fixed pool of windows, each one's world built once (``policy_decoupled``)
             pool = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(c.seed))[: c.world_pool]
-            self.train_set = IndexedWindows(self.windows, sorted(pool.tolist()))
+            self.train_set = IndexedWindows(items, sorted(pool.tolist()))
             self.observe = torch.Generator().manual_seed(c.seed + 1)
             self.decoupled = make_imagination(
                 c.method, c.world, c.fm, str(self.episodes_path), ObjectiveConfig.preset(c.objective,
@@ -286,7 +292,7 @@ class PolicyTrainer(Task):
         """The imagined driving objective (``mpur``'s terms) on fixed val windows (their worlds cached)."""
         c = self.config
         chosen = evenly_spaced(c.val_windows, len(self.val_set)).tolist()
-        loader = DataLoader(IndexedWindows(self.val_set, chosen), batch_size=c.batch_size, num_workers=0)
+        loader = DataLoader(IndexedWindows(self.val_items, chosen), batch_size=c.batch_size, num_workers=0)
         generator = torch.Generator().manual_seed(c.seed)
         sums, n = {}, 0
         for batch in loader:

@@ -32,8 +32,9 @@ class TrainPolicyConfig:
     """``"mpur"`` (decoupled imagination), ``"distill"`` (regress the gradient planner), ``"mpur-ppuu"``
     (PPUU's coupled rollout), ``"mper"`` or ``"il"``."""
     world: str = "model"
-    """mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions) or
-    ``"oracle"`` (the window's recorded future, K = 1)."""
+    """mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions),
+    ``"oracle"`` (the window's recorded future, K = 1) or ``"cv"`` (the window's last context frame at constant
+    velocity, rendered at the recorded poses, K = 1)."""
     objective: str = "drive"
     """mpur, distill: the driving objective's preset (``"drive"`` or ``"ppuu"``)."""
     uncertainty: float = 0.1
@@ -106,8 +107,7 @@ class TrainPolicyConfig:
                 f"TrainPolicyConfig.action_range must be one of {ACTION_RANGES}, got {self.action_range!r}"
             )
         if self.world not in TRAIN_WORLDS:
-            raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r} (no cv: "
-                             "a window holds no other car's state to extrapolate)")  # fmt: skip
+            raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r}")
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
         if not 0 <= self.own_steps < self.horizon:
