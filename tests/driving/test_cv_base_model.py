@@ -14,6 +14,7 @@ from worldmodel.driving.model_world import ModelWorld
 from worldmodel.driving.window_worlds import CvBaseWindows
 from worldmodel.driving.world_error import WorldErrorConfig, compare_worlds
 from worldmodel.driving.worlds import RenderedWorld
+from worldmodel.evaluation.fm import EvalFMConfig, evaluate_fm
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.nn.saving import save_checkpoint
 
@@ -121,3 +122,11 @@ def test_the_planners_model_world_of_an_untrained_cv_model_is_the_cv_world(traff
     assert frames.images.shape == (1, 1, len(steps), 3, *cv.images.shape[-2:])
     torch.testing.assert_close(frames.images[:, 0], cv.images[:, 0, [s - 1 for s in steps]], atol=1e-6, rtol=0)
     assert float(cv.images[:, 0, :, 1].sum()) > 0  # there are cars to predict
+
+
+def test_eval_fm_feeds_a_cv_model_its_frames(traffic, cv_checkpoint):
+    config = EvalFMConfig(checkpoint=str(cv_checkpoint), data=str(traffic / "episodes.h5"), k=2, horizon=TP,
+                          windows=8, batch_size=4, device="cpu", progress=False)  # fmt: skip
+    out = evaluate_fm(config)
+    mean, copy = out["per_step"]["mean"]["image_mse"], out["per_step"]["copy_last"]["image_mse"]
+    assert len(mean) == TP and mean[-1] < copy[-1]  # the untrained model is the cv world: better than holding

@@ -10,7 +10,8 @@ backward also fills the gradients of the model's parameters. Also ``mpur_updates
 same protocol) and ``eval_episodes_per_s`` (closed-loop episodes of a ``ppuu``-preset policy in Replay-v0 on a
 recording made in the run, 2 workers, episodes in lockstep batches), against ``..._one_at_a_time`` (the same
 episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``. ``plan_ms_per_car_step_*``:
-the gradient planner (``plan:grad``, drive objective) in the oracle and cv worlds (``..._replan2``: planning at
+the gradient planner (``plan:grad``, drive objective) in the oracle, cv and traffic worlds (the traffic model
+untrained: the same compute as a trained one; ``..._replan2``: planning at
 every second step, the plan's next action executed in between), against the oracle world with every pixel
 read at every step (``..._oracle_dense``) in the same run.
 
@@ -45,6 +46,7 @@ from worldmodel.nn.backbone import BackboneConfig, mlp
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.nn.policy import Policy, PolicyConfig
 from worldmodel.nn.saving import save_checkpoint
+from worldmodel.nn.traffic_model import TrafficModel, TrafficModelConfig
 from worldmodel.training.policy import policy_loss
 from worldmodel.training.policy_decoupled import DecoupledImagination, drive, mpur_terms
 
@@ -280,13 +282,15 @@ def _bench_planner(folder: Path, quick: bool) -> dict:
     from worldmodel.driving.closed_loop import bench_eval_episodes
 
     episodes = 16 if quick else 32
-    runs = {"oracle": {"world": "oracle"}, "cv": {"world": "cv"},
+    traffic = save_checkpoint(TrafficModel(TrafficModelConfig()).checkpoint_dict(0), folder / "traffic.pt")
+    runs = {"oracle": {"world": "oracle"}, "cv": {"world": "cv"}, "traffic": {"world": "traffic"},
             "oracle_replan2": {"world": "oracle", "replan_every": 2}, "cv_replan2": {"world": "cv", "replan_every": 2},
             "oracle_dense": {"world": "oracle", "frame_every": 1, "lane_rows_m": None}}  # fmt: skip
     out = {}
     for name, options in runs.items():
+        fm = str(traffic) if options["world"] == "traffic" else None  # untrained: the compute of a trained one
         r = bench_eval_episodes(folder, driver="plan:grad", episodes=episodes, workers=2, split="train", batch=16,
-                                driver_options=options)  # fmt: skip
+                                fm=fm, driver_options=options)  # fmt: skip
         out[f"plan_ms_per_car_step_{name}"] = round(1000.0 / r["eval_steps_per_s"], 2)
         out[f"plan_success_rate_{name}"] = r["eval_success_rate"]
     out["plan_speedup_vs_dense"] = round(
