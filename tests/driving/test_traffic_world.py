@@ -102,6 +102,8 @@ def test_plan_grad_drives_in_the_traffic_world(tmp_path, trained):
     assert event == "arrived"
     with pytest.raises(ValueError, match="needs a traffic model"):
         make_planner_driver("grad", world="traffic")
+    with pytest.raises(ValueError, match="predicts 20 steps, the planner plans 30"):  # the slow horizon
+        make_planner_driver("grad", world="traffic", fm=trained["checkpoint"])
 
 
 def test_cli_trains_and_bad_data_is_one_line(traffic, tmp_path, capsys):

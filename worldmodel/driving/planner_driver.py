@@ -211,7 +211,12 @@ def make_planner_driver(method: str, *, world: str = "cv", objective: str = "dri
     if world == "traffic":
         if fm is None:
             raise ValueError("the traffic world needs a traffic model: pass --fm TRAFFIC.pt (worldmodel train traffic)")
-        return PlannerDriver(planner, objective_config, TrafficWorld(fm), seed=seed, objective_name=objective)
+        provider = TrafficWorld(fm)
+        longest = max(planner.horizon, planner.slow().horizon)
+        if longest > provider.model.config.horizon:
+            raise ValueError(f"{fm}: the traffic model predicts {provider.model.config.horizon} steps, the planner "
+                             f"plans {longest}; train one with --horizon {longest} or plan shorter")  # fmt: skip
+        return PlannerDriver(planner, objective_config, provider, seed=seed, objective_name=objective)
     return PlannerDriver(planner, objective_config, RenderedWorld(world), seed=seed, objective_name=objective)
 
 
