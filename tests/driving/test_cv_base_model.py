@@ -1,5 +1,5 @@
 """A forward model that corrects the constant-velocity world (``ForwardModelConfig(base="cv")``): the model, its
-training windows (``window_worlds.CvBaseWindows``), the offline comparison and the planner's ``model`` world."""
+training windows (``window_worlds.RenderedWindows``), the offline comparison and the planner's ``model`` world."""
 
 import pytest
 import torch
@@ -11,7 +11,7 @@ from worldmodel.driving import kinematics
 from worldmodel.driving.drivers import open_replay_env
 from worldmodel.driving.envs import ReplayEnvConfig
 from worldmodel.driving.model_world import ModelWorld
-from worldmodel.driving.window_worlds import CvBaseWindows
+from worldmodel.driving.window_worlds import RenderedWindows
 from worldmodel.driving.world_error import WorldErrorConfig, compare_worlds
 from worldmodel.driving.worlds import RenderedWorld
 from worldmodel.evaluation.fm import EvalFMConfig, evaluate_fm
@@ -93,7 +93,7 @@ def test_cv_base_windows_carry_the_cv_frames_which_are_the_truth_when_cars_keep_
         dataset = WindowDataset(tmp_path / "episodes.h5", WindowConfig(TC, TP, False, split, image_dtype="uint8"))
         if len(dataset):
             break
-    windows = CvBaseWindows(dataset, tmp_path)
+    windows = RenderedWindows(dataset, tmp_path)
     item = windows[len(windows) // 2]
     assert item["base_images"].dtype == torch.uint8 and item["base_images"].shape == item["future_images"].shape
     assert torch.equal(item["base_images"][:, 1], item["future_images"][:, 1])  # the vehicles: cv is exact here

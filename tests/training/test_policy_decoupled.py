@@ -4,9 +4,12 @@ velocity, worlds are built once per window."""
 
 import json
 
+import pytest
 import torch
 from evaluation import driving_helpers  # tests/evaluation/driving_helpers.py
 
+from worldmodel.nn.saving import save_checkpoint
+from worldmodel.nn.traffic_model import TrafficModel, TrafficModelConfig
 from worldmodel.training.policy import PolicyTrainer, TrainPolicyConfig, train_policy
 
 
@@ -95,14 +98,36 @@ def test_the_oracle_world_is_the_recorded_future(micro_data, micro_run, tmp_path
     torch.testing.assert_close(world.images[:, 0], batch["future_images"][:, :5], atol=1e-6, rtol=0)
 
 
-def test_the_cv_world_is_the_windows_last_frame_at_constant_velocity(micro_run, tmp_path):
-    data = driving_helpers.make_driving_dataset(tmp_path / "micro", seconds=20.0, seeds=(0,))  # with recordings
-    trainer = PolicyTrainer(config(data, micro_run, tmp_path / "cv", world="cv", steps=2))
-    batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=4)))
-    assert batch["base_images"].shape == batch["future_images"].shape
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """A micro dataset with its recordings (the cv and traffic worlds render from them)."""
+    return driving_helpers.make_driving_dataset(tmp_path_factory.mktemp("worlds") / "micro", seconds=20.0, seeds=(0,))
+
+
+def cached_world(trainer, batch):
     trainer.train_step(batch, 1)
     world, _ = trainer.decoupled.cache.get([(0, int(k)) for k in batch["window"]], replicas=1)
+    return world
+
+
+def test_the_cv_world_is_the_windows_last_frame_at_constant_velocity(recorded, micro_run, tmp_path):
+    trainer = PolicyTrainer(config(recorded, micro_run, tmp_path / "cv", world="cv", steps=2))
+    batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=4)))
+    assert batch["world_images"].shape == batch["future_images"].shape
+    world = cached_world(trainer, batch)
     assert world.images.shape[1] == 1  # K = 1
-    torch.testing.assert_close(world.images[:, 0], batch["base_images"][:, :5], atol=1e-6, rtol=0)
+    torch.testing.assert_close(world.images[:, 0], batch["world_images"][:, :5], atol=1e-6, rtol=0)
     error = (world.images[:, 0, :, 1] - batch["future_images"][:, :5, 1]).pow(2).mean((0, 2, 3))  # vehicles, [T]
     assert error[0] < error[-1]  # nearly exact a step ahead, drifting from the recorded future after
+
+
+def test_the_traffic_world_moves_the_cars_by_its_model(recorded, micro_run, tmp_path):
+    untrained = save_checkpoint(TrafficModel(TrafficModelConfig(horizon=5)).checkpoint_dict(0), tmp_path / "t.pt")
+    worlds = {}
+    for name, extra in (("cv", {}), ("traffic", {"traffic": str(untrained)})):
+        trainer = PolicyTrainer(config(recorded, micro_run, tmp_path / name, world=name, steps=2, **extra))
+        batch = next(iter(torch.utils.data.DataLoader(trainer.train_set, batch_size=3)))
+        worlds[name] = cached_world(trainer, batch).images
+    torch.testing.assert_close(worlds["traffic"], worlds["cv"])  # an untrained model: zero displacement
+    with pytest.raises(ValueError, match="needs a traffic model"):
+        config(recorded, micro_run, tmp_path / "t", world="traffic")

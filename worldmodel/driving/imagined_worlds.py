@@ -34,7 +34,7 @@ from worldmodel.driving.model_world import ModelWorld
 from worldmodel.driving.worlds import WorldFrames
 
 #: World builders of policy training (``--world``).
-TRAIN_WORLDS = ("model", "oracle", "cv")
+TRAIN_WORLDS = ("model", "oracle", "cv", "traffic")
 
 
 def kinematic_state(states: Tensor) -> Tensor:
@@ -100,7 +100,7 @@ class ModelWorldBuilder:
         reference = kinematics.rollout(ego.start.double(), ego.actions.double(), DT_S)[..., :3].float()
         args = (batch["context_images"].to(device), batch["context_states"].to(device),
                 batch["actions"][:, :horizon].to(device), list(range(1, horizon + 1)))  # fmt: skip
-        if "base_images" in batch:  # a base="cv" model's frames to correct (``window_worlds.CvBaseWindows``)
+        if "base_images" in batch:  # a base="cv" model's frames to correct (``window_worlds.RenderedWindows``)
             args = (*args, batch["base_images"][:, :horizon].to(device))
         if seed is None:
             frames = world.rollout(*args)
@@ -124,18 +124,22 @@ class OracleWorldBuilder:
         return WorldFrames(batch["future_images"][:, None, :horizon].float().cpu(), ego.poses.cpu(), replicas=1)
 
 
-class CvWorldBuilder:
-    """The ``cv`` world: the cars of each window's last context frame moved at constant velocity, rendered at the
-    recorded car's poses (the windows' ``base_images``, ``window_worlds.CvBaseWindows``; K = 1)."""
+class RenderedWorldBuilder:
+    """A rendered world (``cv``: the cars of each window's last context frame moved at constant velocity;
+    ``traffic``: moved by a traffic model), rendered at the recorded car's poses: the windows' ``world_images``
+    (``window_worlds.RenderedWindows(..., key="world_images")``; K = 1)."""
 
-    name, replicas = "cv", 1
+    replicas = 1
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def build(self, batch: Mapping[str, Tensor], ego: EgoWindow, seed: int | None = None) -> WorldFrames:
-        if "base_images" not in batch:
-            raise ValueError("the cv world reads the windows' base_images (window_worlds.CvBaseWindows)")
+        if "world_images" not in batch:
+            raise ValueError(f"the {self.name} world reads the windows' world_images (window_worlds.RenderedWindows)")
         horizon = ego.actions.shape[1]
-        images = batch["base_images"][:, None, :horizon].float().cpu()
-        return WorldFrames(images.div_(255.0) if batch["base_images"].dtype == torch.uint8 else images,
+        images = batch["world_images"][:, None, :horizon].float().cpu()
+        return WorldFrames(images.div_(255.0) if batch["world_images"].dtype == torch.uint8 else images,
                            ego.poses.cpu(), replicas=1)  # fmt: skip
 
 
@@ -185,5 +189,5 @@ class WorldCache:
         return WorldFrames(images, stacked.pop("reference"), replicas=replicas), stacked
 
 
-__all__ = ["TRAIN_WORLDS", "CvWorldBuilder", "EgoWindow", "ModelWorldBuilder", "OracleWorldBuilder", "WorldCache", "kinematic_state",
+__all__ = ["TRAIN_WORLDS", "RenderedWorldBuilder", "EgoWindow", "ModelWorldBuilder", "OracleWorldBuilder", "WorldCache", "kinematic_state",
            "recorded_state"]  # fmt: skip

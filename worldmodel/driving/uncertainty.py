@@ -22,7 +22,7 @@ from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.objective import evaluate
 from worldmodel.driving.pose_costs import pixel_set
-from worldmodel.driving.window_worlds import CvBaseWindows
+from worldmodel.driving.window_worlds import RenderedWindows
 from worldmodel.nn.forward_model_config import view_text
 
 #: The objective's terms read from the world's frames (the rest depend on the ego alone).
@@ -71,7 +71,7 @@ def calibrate(world, data: str, windows: int, steps: list[int], horizon: int, la
                         f"{view_text(model.config.view_spec)}; calibrate on data of the model's view")  # fmt: skip
     if len(dataset) < 2:
         raise ValueError(f"{data}: fewer than 2 training windows to calibrate the uncertainty cost")
-    items = CvBaseWindows(dataset, data) if model.config.base == "cv" else dataset  # + the frames it corrects
+    items = RenderedWindows(dataset, data) if model.config.base == "cv" else dataset  # + the frames it corrects
     generator = torch.Generator().manual_seed(seed)
     chosen = torch.randperm(len(dataset), generator=generator)[:windows].tolist()
     saved = world.generator.get_state()

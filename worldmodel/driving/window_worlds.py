@@ -8,8 +8,9 @@ predicts it, at the car's recorded poses:
 - ``Recordings.handover(vehicle, row)``: a replay of episode ``vehicle``'s car with its recorded frames 0..row as
   context (the recording of each file loaded once per process);
 - ``recorded_poses``: the car's recorded poses and speeds after the current frame;
-- ``CvBaseWindows``: a window dataset whose items also carry ``base_images``, the constant-velocity world's
-  frames of the predicted steps (what a ``base="cv"`` forward model corrects; ``nn.forward_model``).
+- ``RenderedWindows``: a window dataset whose items also carry a rendered world's frames of the predicted steps
+  at the recorded poses: by default ``base_images``, the constant-velocity world's (what a ``base="cv"`` forward
+  model corrects; ``nn.forward_model``); policy training's ``cv`` and ``traffic`` worlds as ``world_images``.
 """
 
 from __future__ import annotations
@@ -75,16 +76,17 @@ def recorded_poses(sim: ReplaySimulation, horizon: int) -> tuple[np.ndarray, np.
     return np.stack([tracks[name][rows] for name in ("x", "y", "psi")], axis=-1), tracks["v"][rows]
 
 
-class CvBaseWindows(Dataset):
-    """``dataset``'s windows, each item with ``base_images`` ``[Tp, 3, H, W]`` (the dataset's image dtype): the
-    cars of the window's last context frame moved at constant velocity, rendered at the car's recorded poses
-    of the Tp predicted steps (``RenderedWorld("cv")`` in the dataset's view). ``data``: the dataset directory
-    or its episodes.h5 (the trajectories files are found next to it)."""
+class RenderedWindows(Dataset):
+    """``dataset``'s windows, each item with ``key`` ``[Tp, 3, H, W]`` (the dataset's image dtype): ``world``'s
+    frames of the Tp predicted steps, rendered at the car's recorded poses from the window's last context frame
+    (default: ``RenderedWorld("cv")`` in the dataset's view, the cars of that frame at constant velocity; or a
+    ``TrafficWorld`` of that view). ``data``: the dataset directory or its episodes.h5 (the trajectories files
+    are found next to it)."""
 
-    def __init__(self, dataset: WindowDataset, data: str | Path) -> None:
-        self.dataset = dataset
+    def __init__(self, dataset: WindowDataset, data: str | Path, world=None, key: str = "base_images") -> None:
+        self.dataset, self.key = dataset, key
         self.recordings = Recordings(dataset_files(data)[1])
-        self.world = RenderedWorld("cv", dataset.view)
+        self.world = RenderedWorld("cv", dataset.view) if world is None else world
         c = dataset.config
         episode = dataset.window_episodes
         self._vehicles = dataset.episodes["vehicle"][episode]
@@ -103,7 +105,7 @@ class CvBaseWindows(Dataset):
         images = self.world.futures([sim], poses[None], list(range(1, horizon + 1))).images[0, 0]  # [Tp, 3, H, W]
         if item["future_images"].dtype == torch.uint8:
             images = images.mul(255.0).round_().to(torch.uint8)
-        return item | {"base_images": images}
+        return item | {self.key: images}
 
 
-__all__ = ["SPEED_TOLERANCE_MPS", "CvBaseWindows", "Recordings", "recorded_poses"]
+__all__ = ["SPEED_TOLERANCE_MPS", "RenderedWindows", "Recordings", "recorded_poses"]

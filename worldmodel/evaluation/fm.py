@@ -33,7 +33,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from worldmodel.driving.window_worlds import CvBaseWindows
+from worldmodel.driving.window_worlds import RenderedWindows
 from worldmodel.evaluation.metrics import mean_pairwise, mse, psnr_from_mse, spearman, ssim
 from worldmodel.files import make_dir, write_json
 from worldmodel.nn.distributed import resolve_device
@@ -221,7 +221,7 @@ def evaluate_fm(config: EvalFMConfig, out: str | Path | None = None) -> dict:
     if len(batches) > 1 and len(batches[-1]) < 2:  # shuffling actions needs two windows in a batch
         batches[-2] = np.concatenate(batches[-2:])
         batches.pop()
-    items = CvBaseWindows(dataset, config.data) if model.config.base == "cv" else dataset  # + the frames it corrects
+    items = RenderedWindows(dataset, config.data) if model.config.base == "cv" else dataset  # + the frames it corrects
     loader = DataLoader(Subset(items, chosen.tolist()), batch_sampler=_offsets(batches), num_workers=config.workers)
     generator = torch.Generator(device).manual_seed(config.seed)
     collected: dict[str, list[Tensor]] = {}

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
 from worldmodel.data.windows import WindowConfig, WindowDataset, unit_images
-from worldmodel.driving.window_worlds import CvBaseWindows
+from worldmodel.driving.window_worlds import RenderedWindows
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.distributed import DistContext, all_reduce_sum, setup_distributed, teardown_distributed
@@ -214,7 +214,7 @@ class FMTrainer(Task):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.best_val = math.inf
         if c.model.base == "cv":  # each window with the cv world's frames of its predicted steps, rendered
-            self.train_set, self.val_set = (CvBaseWindows(d, c.data) for d in (self.train_set, self.val_set))
+            self.train_set, self.val_set = (RenderedWindows(d, c.data) for d in (self.train_set, self.val_set))
         self.loop = TrainingLoop(self, loop_config, ctx)
 
     # ------------------------------------------------------------------ checkpoints

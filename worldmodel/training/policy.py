@@ -49,7 +49,8 @@ from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
 from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.uncertainty import PoseUncertaintyStats
-from worldmodel.driving.window_worlds import CvBaseWindows
+from worldmodel.driving.window_worlds import RenderedWindows
+from worldmodel.driving.worlds import TrafficWorld
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
 from worldmodel.nn.distributed import DistContext, resolve_device
@@ -156,12 +157,10 @@ class PolicyTrainer(Task):
         self.best: tuple | None = None
         self.imagination.stats = None
         self.decoupled = self.observe = None
-        self.windows, self.val_items = self.train_set, self.val_set  # items: + the cv frames where a world reads them
-        if c.method in DECOUPLED and (c.world == "cv" or (c.world == "model" and fm.config.base == "cv")):
-            self.val_items = CvBaseWindows(self.val_set, self.episodes_path)
-            items = CvBaseWindows(self.windows, self.episodes_path)
-        else:
-            items = self.windows
+        self.windows, self.val_items = self.train_set, self.val_set  # items: + rendered frames where a world reads them
+        items = self.windows
+        if c.method in DECOUPLED:
+            items, self.val_items = (self._with_frames(d, fm) for d in (self.windows, self.val_set))
         if c.method in DECOUPLED:  # a fixed pool of windows, each one's world built once (``policy_decoupled``)
             pool = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(c.seed))[: c.world_pool]
             self.train_set = IndexedWindows(items, sorted(pool.tolist()))
@@ -179,6 +178,19 @@ class PolicyTrainer(Task):
         return {} if self.observe is None else {"observe": self.observe}
 
     # ------------------------------------------------------------------ setup
+    def _with_frames(self, dataset: WindowDataset, fm: ForwardModel):
+        """``dataset`` with the rendered frames its world reads: the cv or traffic world's (``world_images``), the
+        cv frames a ``base="cv"`` forward model corrects (``base_images``), or nothing."""
+        c = self.config
+        if c.world == "cv":
+            return RenderedWindows(dataset, self.episodes_path, key="world_images")
+        if c.world == "traffic":
+            world = TrafficWorld(c.traffic, dataset.view)
+            return RenderedWindows(dataset, self.episodes_path, world, key="world_images")
+        if c.world == "model" and fm.config.base == "cv":
+            return RenderedWindows(dataset, self.episodes_path)
+        return dataset
+
     def _init_backbone(self, source: str, fm: ForwardModel) -> None:
         if source == "fm":
             state = fm.backbone.state_dict()

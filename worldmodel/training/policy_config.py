@@ -33,8 +33,11 @@ class TrainPolicyConfig:
     (PPUU's coupled rollout), ``"mper"`` or ``"il"``."""
     world: str = "model"
     """mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions),
-    ``"oracle"`` (the window's recorded future, K = 1) or ``"cv"`` (the window's last context frame at constant
-    velocity, rendered at the recorded poses, K = 1)."""
+    ``"oracle"`` (the window's recorded future, K = 1), ``"cv"`` (the window's last context frame at constant
+    velocity, rendered at the recorded poses, K = 1) or ``"traffic"`` (its cars moved by the traffic model
+    ``traffic``, rendered likewise, K = 1)."""
+    traffic: str | None = None
+    """The traffic model (``worldmodel train traffic``) of ``world="traffic"``."""
     objective: str = "drive"
     """mpur, distill: the driving objective's preset (``"drive"`` or ``"ppuu"``)."""
     uncertainty: float = 0.1
@@ -108,6 +111,8 @@ class TrainPolicyConfig:
             )
         if self.world not in TRAIN_WORLDS:
             raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r}")
+        if self.world == "traffic" and self.traffic is None:
+            raise ValueError("TrainPolicyConfig: the traffic world needs a traffic model: pass --traffic TRAFFIC.pt")
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
         if not 0 <= self.own_steps < self.horizon:

@@ -37,10 +37,10 @@ from worldmodel.driving import kinematics
 from worldmodel.driving.imagination import Context
 from worldmodel.driving.imagined_worlds import (
     TRAIN_WORLDS,
-    CvWorldBuilder,
     EgoWindow,
     ModelWorldBuilder,
     OracleWorldBuilder,
+    RenderedWorldBuilder,
     WorldCache,
     recorded_state,
 )
@@ -280,8 +280,8 @@ def make_imagination(method: str, world: str, fm_path: str, episodes: str, objec
                      stats.mean, stats.std)  # fmt: skip
     elif world == "oracle":
         builder = OracleWorldBuilder()
-    elif world == "cv":
-        builder = CvWorldBuilder()
+    elif world in ("cv", "traffic"):
+        builder = RenderedWorldBuilder(world)
     else:
         raise ValueError(f"unknown world {world!r}: expected one of {TRAIN_WORLDS}")
     return DecoupledImagination(builder, objective, dataset.view, cache_windows, seed, stats,
