@@ -54,8 +54,10 @@ def policy_flags() -> tuple[ConfigFlags, ConfigFlags]:
 
 
 def _add_driver_arguments(p: argparse.ArgumentParser) -> None:
+    from worldmodel.driving.worlds import WORLDS
+
     policy_flags()[0].add_to(p)
-    p.add_argument("--world", choices=["oracle", "cv", "model", "traffic"], default=None,
+    p.add_argument("--world", choices=WORLDS, default=None,
                    help="planners: the world they plan in: the recorded future (privileged), constant velocity, "
                         "the forward model --fm, or the traffic model --fm (train traffic) (default cv)")  # fmt: skip
     p.add_argument(

@@ -189,5 +189,5 @@ class WorldCache:
         return WorldFrames(images, stacked.pop("reference"), replicas=replicas), stacked
 
 
-__all__ = ["TRAIN_WORLDS", "RenderedWorldBuilder", "EgoWindow", "ModelWorldBuilder", "OracleWorldBuilder", "WorldCache", "kinematic_state",
-           "recorded_state"]  # fmt: skip
+__all__ = ["TRAIN_WORLDS", "EgoWindow", "ModelWorldBuilder", "OracleWorldBuilder", "RenderedWorldBuilder", "WorldCache",
+           "kinematic_state", "recorded_state"]  # fmt: skip

@@ -158,10 +158,8 @@ class PolicyTrainer(Task):
         self.imagination.stats = None
         self.decoupled = self.observe = None
         self.windows, self.val_items = self.train_set, self.val_set  # items: + rendered frames where a world reads them
-        items = self.windows
-        if c.method in DECOUPLED:
-            items, self.val_items = (self._with_frames(d, fm) for d in (self.windows, self.val_set))
         if c.method in DECOUPLED:  # a fixed pool of windows, each one's world built once (``policy_decoupled``)
+            items, self.val_items = self._with_frames((self.windows, self.val_set), fm)
             pool = torch.randperm(len(self.windows), generator=torch.Generator().manual_seed(c.seed))[: c.world_pool]
             self.train_set = IndexedWindows(items, sorted(pool.tolist()))
             self.observe = torch.Generator().manual_seed(c.seed + 1)
@@ -178,18 +176,16 @@ class PolicyTrainer(Task):
         return {} if self.observe is None else {"observe": self.observe}
 
     # ------------------------------------------------------------------ setup
-    def _with_frames(self, dataset: WindowDataset, fm: ForwardModel):
-        """``dataset`` with the rendered frames its world reads: the cv or traffic world's (``world_images``), the
-        cv frames a ``base="cv"`` forward model corrects (``base_images``), or nothing."""
+    def _with_frames(self, datasets: tuple[WindowDataset, ...], fm: ForwardModel) -> tuple:
+        """``datasets`` with the rendered frames their world reads: the cv or traffic world's (``world_images``),
+        the cv frames a ``base="cv"`` forward model corrects (``base_images``), or nothing."""
         c = self.config
-        if c.world == "cv":
-            return RenderedWindows(dataset, self.episodes_path, key="world_images")
-        if c.world == "traffic":
-            world = TrafficWorld(c.traffic, dataset.view)
-            return RenderedWindows(dataset, self.episodes_path, world, key="world_images")
+        if c.world in ("cv", "traffic"):
+            world = TrafficWorld(c.traffic, datasets[0].view) if c.world == "traffic" else None  # None: cv
+            return tuple(RenderedWindows(d, self.episodes_path, world, key="world_images") for d in datasets)
         if c.world == "model" and fm.config.base == "cv":
-            return RenderedWindows(dataset, self.episodes_path)
-        return dataset
+            return tuple(RenderedWindows(d, self.episodes_path) for d in datasets)
+        return datasets
 
     def _init_backbone(self, source: str, fm: ForwardModel) -> None:
         if source == "fm":

@@ -11,7 +11,6 @@ statistics) and ``<out>/summary.json``.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -26,8 +25,6 @@ from worldmodel.driving.episode_selection import dataset_files, locate_vehicle
 from worldmodel.files import make_dir
 from worldmodel.nn.saving import save_checkpoint, seed_everything
 from worldmodel.nn.traffic_model import FEATURES, TrafficModel, TrafficModelConfig, car_features
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
