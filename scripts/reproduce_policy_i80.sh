@@ -6,6 +6,7 @@
 #      windows, actions within the kinematic bounds): MPUR and distillation of the gradient planner through
 #      the model (SEEDS seeds), the same over the recorded futures (--world oracle, the ceiling), MPUR without
 #      the uncertainty cost; baselines: 1-step IL and PPUU's coupled MPUR (mpur-ppuu) at the same budget;
+#      DAgger: the planner over the learned traffic world distilled in closed loop;
 #   3. evaluation of every driver on the same EPISODES test cars (seed 0): no-action, expert, bot, the
 #      policies. The planners have their own recipe: scripts/reproduce_driving_i80.sh.
 # The full-scale recipe for a GPU is scripts/train_policy_ppuu_gpu.sh.
@@ -44,6 +45,17 @@ policy mpur-oracle-s0 --method mpur --world oracle --steps "$POLICY_STEPS" --see
 policy mpur-no-u-s0 --method mpur --uncertainty 0 --steps "$POLICY_STEPS" --seed 0
 policy il-s0 --method il --steps "$POLICY_STEPS" --lr 1e-3 --seed 0
 policy mpur-ppuu-s0 --method mpur-ppuu --steps $((POLICY_STEPS / 8)) --seed 0  # ~8x slower per update
+# DAgger: the gradient planner over the learned traffic world (runs/traffic-i80, as scripts/reproduce_driving_i80.sh
+# trains it) distilled in closed loop: round 0 the planner drives 100 train cars, rounds 1-2 the policy drives 60
+TRAFFIC=runs/traffic-i80
+[ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
+if [ ! -f "$OUT/dagger-traffic-s0/.done" ]; then
+  "$WM" train policy --method dagger --world traffic --traffic "$TRAFFIC/traffic.pt" --fm "$FM/checkpoints/last.pt" \
+    --data "$DATA" --out "$OUT/dagger-traffic-s0" --rounds 3 --first-round-episodes 100 --round-episodes 60 \
+    --steps 3000 --sequence-steps 16 --batch-size 8 --lr 1e-3 --val-episodes 40 --episode-workers 2 --seed 0 \
+    --no-progress > /dev/null
+  touch "$OUT/dagger-traffic-s0/.done"
+fi
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2

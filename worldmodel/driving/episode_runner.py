@@ -166,7 +166,10 @@ class EpisodeRunner:
                 for name, value in driver.slot_diagnostics(slot).items():
                     episode.diagnostics[name] = episode.diagnostics.get(name, 0.0) + float(value)
                 if episode.step(action):
-                    records[episode.episode.vehicle] = episode.record(self.files[episode.episode.file].name)
+                    record = episode.record(self.files[episode.episode.file].name)
+                    if hasattr(driver, "slot_collected"):  # what a labelling driver kept of the episode
+                        record["collected"] = driver.slot_collected(slot)
+                    records[episode.episode.vehicle] = record
                     del live[slot]
         return [records[e.vehicle] for e in episodes]
 

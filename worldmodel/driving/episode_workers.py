@@ -21,12 +21,12 @@ GROUP_BATCHES = 2
 _RUNNER: EpisodeRunner | None = None  # the worker process's runner (set by _init_worker)
 
 
-def _init_worker(config: EvalPolicyConfig, files: list[Path]) -> None:
+def _init_worker(config: EvalPolicyConfig, files: list[Path], make_driver=None) -> None:
     global _RUNNER
     import torch
 
     torch.set_num_threads(1)
-    _RUNNER = EpisodeRunner(config, files)
+    _RUNNER = EpisodeRunner(config, files, None if make_driver is None else make_driver())
 
 
 def _run_in_worker(group: list[Episode]) -> list[dict]:
@@ -55,9 +55,10 @@ def episode_groups(chosen: list[Episode], batch: int) -> list[list[Episode]]:
     return [chosen[i : i + size] for i in range(0, len(chosen), size)]
 
 
-def run_episodes(config: EvalPolicyConfig, files: list[Path], chosen: list[Episode], driver) -> list[dict]:
+def run_episodes(config: EvalPolicyConfig, files: list[Path], chosen: list[Episode], driver,
+                 make_driver=None) -> list[dict]:  # fmt: skip
     """Records of all episodes, in the order of ``chosen`` (``driver``: used when running in this process;
-    each worker builds its own)."""
+    each worker builds its own: ``make_driver()``, a picklable callable, or from ``config.driver``)."""
     bar = tqdm(total=len(chosen), desc=f"eval {config.driver}", unit="episode", disable=not config.progress)
     groups = episode_groups(chosen, config.batch)
     try:
@@ -66,7 +67,7 @@ def run_episodes(config: EvalPolicyConfig, files: list[Path], chosen: list[Episo
 
             threads = torch.get_num_threads()
             torch.set_num_threads(1)  # as in the workers: results must not depend on the worker count
-            runner = EpisodeRunner(config, files, driver)
+            runner = EpisodeRunner(config, files, make_driver() if driver is None and make_driver else driver)
             try:
                 records = []
                 for group in groups:
@@ -77,7 +78,9 @@ def run_episodes(config: EvalPolicyConfig, files: list[Path], chosen: list[Episo
                 runner.close()
                 torch.set_num_threads(threads)
         workers = min(config.workers, len(groups))
-        with _pool_context(config.driver).Pool(workers, initializer=_init_worker, initargs=(config, files)) as pool:
+        with _pool_context(config.driver).Pool(
+            workers, initializer=_init_worker, initargs=(config, files, make_driver)
+        ) as pool:
             by_vehicle = {}
             for group_records in pool.imap_unordered(_run_in_worker, groups):
                 by_vehicle |= {record["vehicle"]: record for record in group_records}

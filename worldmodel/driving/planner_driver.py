@@ -129,6 +129,11 @@ class PlannerDriver(FirstSlot):
             state.steps_to_plan = planner.config.replan_every - 1
         return plan[:, 0].numpy().astype(np.float64)
 
+    def executed(self, slot: int, action: np.ndarray) -> None:
+        """Another driver's ``action`` [2] (SI) was executed in ``slot`` in place of this one's (a student's, under
+        ``labelling.LabellingDriver``): the next plan's jerk is measured from it."""
+        self._slots[slot].previous_action = torch.as_tensor(action, dtype=torch.float32).reshape(1, 2)
+
     def slot_diagnostics(self, slot: int) -> dict[str, float]:
         return dict(self._slots[slot].diagnostics)
 

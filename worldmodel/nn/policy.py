@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 import torch
+from einops import rearrange
 from torch import Tensor, nn
 
 from worldmodel.nn.backbone import Backbone, BackboneConfig, mlp
@@ -206,7 +207,10 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         if len(caches) > 1:
             mixed, states = [torch.cat(mixed)], [torch.cat(states)]
         h = self.backbone.fuse_mixed(mixed[0], states[0])
-        out = self.head(h.flatten(1))
+        return self._outputs(self.head(h.flatten(1)), sample, generator)
+
+    def _outputs(self, out: Tensor, sample: bool = False, generator: torch.Generator | None = None) -> dict:
+        """The head's output [..., 2 or 4] as ``forward``'s dict."""
         if self.config.kind == "deterministic":
             return {"action": self.clamp_actions(out), "mean": out}
         mean, log_std = out.chunk(2, dim=-1)
@@ -217,6 +221,22 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
             noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             action = mean + log_std.exp() * noise
         return {"action": self.clamp_actions(action), "mean": mean, "log_std": log_std}
+
+    def forward_sequence(self, images: Tensor, states: Tensor, ego_mask: Tensor) -> dict:
+        """The outputs of every window of a sequence of L >= Tc frames, each frame encoded once (training on
+        episodes: Tc x fewer frame encodings than windows one by one): images [B, L, 3, H, W] in [0, 1], states
+        [B, L, S] normalised (positions relative to any anchor: each window is re-anchored), ego_mask [B, H, W].
+        Returns ``forward``'s keys with [B, T, ...] tensors for the T = L - Tc + 1 windows ending at frames
+        Tc - 1, ..., L - 1 (the mean actions: no sampling)."""
+        tc = self.config.context_frames
+        b, length = images.shape[:2]
+        if length < tc:
+            raise ValueError(f"Policy.forward_sequence: needs at least {tc} frames, got {length}")
+        features = self.backbone.encode_frames(self._frames(images, ego_mask[:, None].to(images.dtype)))
+        windows = rearrange(features.unfold(1, tc, 1), "b t f h w k -> (b t) k f h w")  # [B T, Tc, F, h1, w1]
+        window_states = rearrange(states.unfold(1, tc, 1), "b t s k -> (b t) k s")
+        h = self.backbone.fuse_mixed(self.backbone.mix_window(windows), self.reanchor(window_states))
+        return self._outputs(self.head(h.flatten(1)).unflatten(0, (b, length - tc + 1)))
 
     def act(self, images: Tensor, states: Tensor, ego_mask: Tensor, sample: bool = False) -> Tensor:
         """One action [B, 2] (normalised) from a window: images [B, Tc, 3, H, W], states [B, Tc, S], ego_mask

@@ -119,6 +119,23 @@ def policy_loss(
     return terms
 
 
+def new_policy(config: TrainPolicyConfig, fm: ForwardModel, init: bool = True) -> Policy:
+    """A policy of the run: the forward model's trunk widths, context and units, the run's kind and action
+    range; with ``init``, its trunk initialised as ``config.init_backbone`` says."""
+    c = config
+    limits = (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if c.action_range == "kinematic" else None
+    policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind, action_limits=limits))
+    policy.set_normalisation(fm.normalisation())
+    if init and c.init_backbone:
+        if c.init_backbone == "fm":
+            state = fm.backbone.state_dict()
+        else:
+            state = load_backbone(c.init_backbone, replace(policy.config.backbone, in_channels=3)).state_dict()
+        policy.load_backbone_weights(state)
+        log.info("policy trunk initialised from %s", c.init_backbone)
+    return policy
+
+
 class PolicyTrainer(Task):
     """A policy as a task of the training loop (``self.loop``, one process); ``run()`` trains up to ``steps``."""
 
@@ -146,13 +163,8 @@ class PolicyTrainer(Task):
         if len(self.train_set) < c.batch_size:
             raise DataError(self.episodes_path, f"{len(self.train_set)} train windows of {tc} + {horizon} frames, "
                             f"fewer than one batch of {c.batch_size}")  # fmt: skip
-        limits = (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if c.action_range == "kinematic" else None
-        self.policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind, action_limits=limits))
-        self.policy.set_normalisation(fm.normalisation())
         loop_config = c.loop_config(str(self.episodes_path))
-        if not loop_config.resuming() and c.init_backbone:
-            self._init_backbone(c.init_backbone, fm)
-        self.policy.to(self.device)
+        self.policy = new_policy(c, fm, init=not loop_config.resuming()).to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=c.lr)
         self.best: tuple | None = None
         self.imagination.stats = None
@@ -186,14 +198,6 @@ class PolicyTrainer(Task):
         if c.world == "model" and fm.config.base == "cv":
             return tuple(RenderedWindows(d, self.episodes_path) for d in datasets)
         return datasets
-
-    def _init_backbone(self, source: str, fm: ForwardModel) -> None:
-        if source == "fm":
-            state = fm.backbone.state_dict()
-        else:
-            state = load_backbone(source, replace(self.policy.config.backbone, in_channels=3)).state_dict()
-        self.policy.load_backbone_weights(state)
-        log.info("policy trunk initialised from %s", source)
 
     def _batches(self, dataset: WindowDataset, n: int, seed: int):
         chosen = evenly_spaced(n, len(dataset))
@@ -342,6 +346,14 @@ class PolicyTrainer(Task):
 
 def train_policy(config: TrainPolicyConfig) -> dict:
     """Train (or resume) a policy through a frozen forward model. Returns a summary."""
+    if config.method == "dagger":
+        from worldmodel.training.dagger import train_dagger
+
+        episodes, folder = resolve_dataset(config.data)
+        seed_everything(config.seed)
+        fm = ForwardModel.from_checkpoint(config.fm)
+        device = resolve_device(config.device)
+        return train_dagger(config, new_policy(config, fm).to(device), fm, folder)
     return PolicyTrainer(config).run()
 
 
@@ -352,5 +364,6 @@ __all__ = [
     "TrainPolicyConfig",
     "policy_loss",
     "resolve_dataset",
+    "new_policy",
     "train_policy",
 ]

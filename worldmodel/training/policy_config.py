@@ -11,7 +11,7 @@ from worldmodel.costs import CostConfig
 from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
 from worldmodel.training.loop import LoopConfig
 
-METHODS = ("mpur", "distill", "mpur-ppuu", "mper", "il")
+METHODS = ("mpur", "distill", "dagger", "mpur-ppuu", "mper", "il")
 #: What a policy can output (``TrainPolicyConfig.action_range``).
 ACTION_RANGES = ("kinematic", "sigma")
 #: Methods over decoupled imagined worlds (``policy_decoupled``).
@@ -29,10 +29,11 @@ class TrainPolicyConfig:
     out: str = "runs/policy"
     """Run directory: config.json, metrics.jsonl, checkpoints/last.pt and best.pt."""
     method: str = "mpur"
-    """``"mpur"`` (decoupled imagination), ``"distill"`` (regress the gradient planner), ``"mpur-ppuu"``
-    (PPUU's coupled rollout), ``"mper"`` or ``"il"``."""
+    """``"mpur"`` (decoupled imagination), ``"distill"`` (regress the gradient planner), ``"dagger"`` (the
+    planner distilled in closed loop, ``training.dagger``), ``"mpur-ppuu"`` (PPUU's coupled rollout), ``"mper"``
+    or ``"il"``."""
     world: str = "model"
-    """mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions),
+    """dagger: the planner's world (``oracle``, ``cv``, ``traffic`` or ``model``). mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions),
     ``"oracle"`` (the window's recorded future, K = 1), ``"cv"`` (the window's last context frame at constant
     velocity, rendered at the recorded poses, K = 1) or ``"traffic"`` (its cars moved by the traffic model
     ``traffic``, rendered likewise, K = 1)."""
@@ -53,6 +54,19 @@ class TrainPolicyConfig:
     """distill: DAgger in imagination: per update the policy first drives 0 to ``own_steps`` steps itself (drawn
     uniformly), then the teacher plans from where it got to and the policy regresses that plan (0: the teacher's
     plan from the window's start only, cached)."""
+    rounds: int = 4
+    """dagger: rounds of driving train cars (the planner in round 0, then the latest policy) and regression."""
+    round_episodes: int = 100
+    """dagger: train cars driven (and labelled at every step by the planner) per round."""
+    first_round_episodes: int | None = None
+    """dagger: train cars of round 0 (the planner driving; None: ``round_episodes``)."""
+    beta: float = 0.5
+    """dagger: in round r > 0 the planner's action is executed with probability beta ** r per step."""
+    sequence_steps: int = 16
+    """dagger: consecutive labelled steps per training sequence (its frames encoded once for all of its windows;
+    ``batch_size`` sequences per update)."""
+    episode_workers: int = 2
+    """dagger: worker processes driving the cars (collection and validation)."""
     policy_kind: str = "deterministic"
     """``"deterministic"`` or ``"gaussian"``."""
     action_range: str = "kinematic"
@@ -67,7 +81,7 @@ class TrainPolicyConfig:
     """Cost weights, discount, uncertainty weight (0: no uncertainty cost) and hinge; the geometry
     (``COST_GEOMETRY``: safe distance, tolerance, lane width) is the dataset's, whatever is set here."""
     steps: int = 100_000
-    """Total optimiser steps (a resumed run continues up to this)."""
+    """Total optimiser steps (a resumed run continues up to this; dagger: steps / rounds after each round)."""
     batch_size: int = 6
     """Windows per update (PPUU: 6)."""
     lr: float = 1e-4
@@ -115,6 +129,12 @@ class TrainPolicyConfig:
             raise ValueError("TrainPolicyConfig: the traffic world needs a traffic model: pass --traffic TRAFFIC.pt")
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
+        if self.rounds < 1 or self.round_episodes < 1 or self.sequence_steps < 1 or not 0 <= self.beta <= 1:
+            raise ValueError("TrainPolicyConfig: rounds, round_episodes, sequence_steps >= 1 and 0 <= beta <= 1")
+        if self.first_round_episodes is not None and self.first_round_episodes < 1:
+            raise ValueError(f"TrainPolicyConfig: first_round_episodes must be >= 1, got {self.first_round_episodes}")
+        if self.episode_workers < 1:
+            raise ValueError(f"TrainPolicyConfig: episode_workers must be >= 1, got {self.episode_workers}")
         if not 0 <= self.own_steps < self.horizon:
             raise ValueError(f"TrainPolicyConfig: 0 <= own_steps < horizon, got {self.own_steps}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison

@@ -1,0 +1,219 @@
+"""``train policy --method dagger``: the gradient planner distilled into a policy in closed loop (DAgger).
+
+The planner over a world provider (``--world traffic``: the other cars moved by the learned traffic model;
+``cv``; ``model``: the forward model; ``oracle``: the recording's true future, privileged) drives the train
+split's cars in ``Replay-v0`` well; a policy regressing its actions only on the states the planner reaches
+drifts off them and fails there (supervised imitation's compounding error). DAgger (Ross, Gordon, Bagnell
+2011) labels the states the *policy* reaches instead:
+
+- round 0: the planner drives ``first_round_episodes`` (default ``round_episodes``) train cars and labels every
+  step (``driving.labelling``);
+- round r > 0: the policy of round r - 1 drives another draw of train cars, executing the planner's action
+  with probability ``beta ** r`` per step; the planner labels every step;
+- after each round: ``steps / rounds`` updates of regression (MSE of the normalised action, targets clamped
+  to the policy's range) on batches of ``sequence_steps``-step runs drawn from all rounds' data; a closed-loop drive of ``val_episodes`` val cars; ``best.pt`` keeps
+  the best (success, then distance), ``last.pt`` the latest, ``metrics.jsonl`` one line per round.
+
+The policy sees what it sees when it drives (``ObservationWindow``): the last Tc views with the ego mask and
+the Tc states, positions relative to the newest. The planner's labels use what the car's sensors give (its
+exact state, the other cars' current states); the policy learns to act without planning. Each round's demos
+are written to ``<out>/demos/round-<r>.h5``; a run resumes at round granularity (``train_dagger``).
+Shapes: B windows, Tc context frames, H x W view.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from worldmodel.data.demos import read_demos, write_demos
+from worldmodel.data.hdf5 import DataError, write_json
+from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
+from worldmodel.driving.episode_selection import select_episodes
+from worldmodel.driving.episode_workers import run_episodes
+from worldmodel.files import make_dir
+from worldmodel.nn.checkpointing import load_checkpoint, load_weights
+from worldmodel.nn.forward_model import ForwardModel
+from worldmodel.nn.policy import Policy
+from worldmodel.nn.saving import save_checkpoint, seed_everything
+from worldmodel.training.policy_config import TrainPolicyConfig
+
+log = logging.getLogger(__name__)
+
+
+def build_labeller(world: str, model: str | None, student: str | None, beta: float, context_frames: int,
+                   seed: int):  # fmt: skip
+    """The ``LabellingDriver`` of a round: ``plan:grad`` over ``world`` (``model``: its traffic or forward
+    model) labelling, the policy checkpoint ``student`` (None: the planner) driving. Top-level and built from
+    plain values, so that worker processes can build their own."""
+    from worldmodel.driving.labelling import LabellingDriver
+    from worldmodel.driving.model_drivers import PolicyDriver
+    from worldmodel.driving.planner_driver import make_planner_driver
+
+    teacher = make_planner_driver("grad", world=world, fm=model, seed=seed)
+    policy = None if student is None else PolicyDriver(student, seed=seed)
+    return LabellingDriver(teacher, policy, beta, context_frames)
+
+
+class DemoWindows(Dataset):
+    """Every run of ``steps`` consecutive labelled steps of ``demos`` (``labelling.Demo.arrays``) as policy
+    inputs: ``images`` ``[Tc - 1 + steps, 3, H, W]`` in [0, 1] (the views the steps' windows read), ``states``
+    ``[Tc - 1 + steps, 4]`` normalised (positions relative to the last frame; ``Policy.forward_sequence``
+    re-anchors each window), ``ego_mask`` ``[H, W]``, ``target`` ``[steps, 2]``: the labels normalised and
+    clamped to the policy's range. ``steps`` = 1: one window per labelled step."""
+
+    def __init__(self, demos: list[dict], policy: Policy, steps: int = 1) -> None:
+        self.demos, self.tc, self.steps = demos, policy.config.context_frames, steps
+        self.state_mean, self.state_std = policy.state_mean.cpu(), policy.state_std.cpu()
+        low, high = policy.action_bounds()
+        self.targets = [policy.normalise_actions(torch.from_numpy(d["labels"])).clamp(low, high).detach().cpu()
+                        for d in demos]  # fmt: skip
+        self.index = [(i, t) for i, d in enumerate(demos) for t in range(len(d["labels"]) - steps + 1)]
+        for d in demos:
+            if int(d["context"]) < self.tc - 1:
+                raise ValueError(f"DemoWindows: demos keep {int(d['context']) + 1} context frames, the policy "
+                                 f"needs {self.tc}")  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        i, t = self.index[k]
+        d = self.demos[i]
+        first = int(d["context"]) + t - self.tc + 1  # the oldest frame the first step's window reads
+        last = int(d["context"]) + t + self.steps - 1  # the frame the last step answered
+        images = torch.from_numpy(d["images"][first : last + 1]).float().div_(255.0)
+        states = torch.from_numpy(d["states"][first : last + 1].astype(np.float32))
+        states[:, :2] -= states[-1, :2].clone()
+        return {"images": images, "states": (states - self.state_mean) / self.state_std,
+                "ego_mask": torch.from_numpy(d["ego_mask"]).float().div_(255.0),
+                "target": self.targets[i][t : t + self.steps]}  # fmt: skip
+
+
+def regression_updates(policy: Policy, optimizer: torch.optim.Optimizer, windows: DemoWindows, updates: int,
+                       batch_size: int, grad_clip: float, generator: torch.Generator,
+                       device: torch.device) -> list[float]:  # fmt: skip
+    """``updates`` Adam steps on batches of ``batch_size`` runs of steps drawn at random (with replacement) from
+    ``windows``; the MSE of each (normalised action units)."""
+    policy.train()
+    sampler = RandomSampler(windows, replacement=True, num_samples=updates * batch_size, generator=generator)
+    losses = []
+    for batch in DataLoader(windows, batch_size=batch_size, sampler=sampler):
+        batch = {name: value.to(device) for name, value in batch.items()}
+        out = policy.forward_sequence(batch["images"], batch["states"], batch["ego_mask"])
+        loss = (out["mean"] - batch["target"]).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: Path | None, tc: int) -> tuple:
+    """Round ``round_index``'s demos: the labelling driver on a seeded draw of ``round_episodes`` train cars;
+    (demos, the drive's summary)."""
+    c = config
+    beta = 1.0 if student is None else c.beta**round_index
+    model = c.traffic if c.world == "traffic" else c.fm
+    make = functools.partial(build_labeller, c.world, model if c.world in ("traffic", "model") else None,
+                             None if student is None else str(student), beta, tc, c.seed)  # fmt: skip
+    episodes = c.first_round_episodes if round_index == 0 and c.first_round_episodes else c.round_episodes
+    eval_config = EvalPolicyConfig(driver="plan:grad", data=str(folder), split="train", episodes=episodes,
+                                   seed=c.seed * 1000 + round_index, workers=c.episode_workers, out=None,
+                                   progress=c.progress)  # fmt: skip
+    files, chosen, _ = select_episodes(folder, "train", eval_config.context_frames, episodes,
+                                       eval_config.seed)  # fmt: skip
+    records = run_episodes(eval_config, files, chosen, None, make_driver=make)
+    demos = [r.pop("collected") for r in records]
+    steps = sum(len(d["labels"]) for d in demos)
+    summary = {"episodes": len(records), "steps": steps, "beta": beta,
+               "teacher_share": sum(int(d["executed_by_teacher"]) for d in demos) / max(steps, 1),
+               "drive_success_rate": float(np.mean([r["success"] for r in records]))}  # fmt: skip
+    return demos, summary
+
+
+def train_dagger(config: TrainPolicyConfig, policy: Policy, fm: ForwardModel, folder: Path | None) -> dict:
+    """DAgger rounds (see the module docstring) with ``policy`` (initialised, in ``fm``'s units) on the
+    dataset directory ``folder`` (its trajectories files). Returns a summary.
+
+    Each round's demos are kept in ``<out>/demos/round-<r>.h5`` (``data.demos``); with ``config.resume`` a run
+    continues where it stopped, at round granularity: the rounds whose demos are on disk are read, not driven
+    again, and those already trained into ``checkpoints/last.pt`` (weights and optimiser) are not trained
+    again."""
+    c = config
+    if folder is None:
+        raise DataError(c.data, "DAgger drives the train cars in Replay-v0: the dataset directory needs its "
+                        "trajectories-*.h5 files")  # fmt: skip
+    out = make_dir(c.out)
+    checkpoints = make_dir(out / "checkpoints")
+    write_json(c.to_dict() | {"fm": str(c.fm)}, out / "config.json")
+    seed_everything(c.seed)
+    device = next(policy.parameters()).device
+    optimizer = torch.optim.Adam(policy.parameters(), lr=c.lr)
+    generator = torch.Generator().manual_seed(c.seed)
+    tc = max(policy.config.context_frames, 2)
+    updates = -(-c.steps // c.rounds)
+    demos: list[dict] = []
+    best, student, trained, history = None, None, -1, []
+    metrics = out / "metrics.jsonl"
+    last = checkpoints / "last.pt"
+    if c.resume and last.exists():
+        ckpt = load_checkpoint(last, "policy")
+        load_weights(policy, ckpt["state_dict"], last, "use another --out or --no-resume")
+        optimizer.load_state_dict(ckpt["optimizer"])
+        trained, student = int(ckpt["round"]), last
+        history = [json.loads(x) for x in metrics.read_text().splitlines()][: trained + 1] if metrics.exists() else []
+        scores = [(x["val_success_rate"], x["val_mean_distance_m"]) for x in history if "val_success_rate" in x]
+        best = max(scores) if scores else None
+        log.info("dagger: resuming after round %d", trained)
+    metrics.write_text("".join(json.dumps(x) + "\n" for x in history))
+    for r in range(c.rounds):
+        saved = out / "demos" / f"round-{r}.h5"
+        t0 = time.perf_counter()
+        if c.resume and saved.exists():
+            new, drive = read_demos(saved), None
+        else:
+            new, drive = collect(c, folder, r, student, tc)
+            write_demos(saved, new)
+        demos += new
+        if r <= trained:
+            continue
+        collect_s = time.perf_counter() - t0
+        windows = DemoWindows(demos, policy, c.sequence_steps)
+        t1 = time.perf_counter()
+        losses = regression_updates(policy, optimizer, windows, updates, c.batch_size, c.grad_clip, generator, device)
+        train_s = time.perf_counter() - t1
+        tail = losses[-max(len(losses) // 10, 1) :]
+        ckpt = policy.checkpoint_dict((r + 1) * updates, fm=str(c.fm), method=c.method, uncertainty_stats=None,
+                                      pose_uncertainty_stats=None, train_config=c.to_dict(), round=r,
+                                      optimizer=optimizer.state_dict())  # fmt: skip
+        student = save_checkpoint(ckpt, last)
+        line = {"round": r, **(drive or {}), "windows": len(windows), "updates": (r + 1) * updates,
+                "loss_first": losses[0], "loss": float(np.mean(tail)),
+                "collect_s": round(collect_s, 1), "train_s": round(train_s, 1)}  # fmt: skip
+        if c.val_episodes > 0:
+            val = evaluate_driving(EvalPolicyConfig(driver=str(student), data=str(folder), split="val",
+                                                    episodes=c.val_episodes, workers=c.episode_workers, seed=c.seed,
+                                                    out=str(out / "val" / f"round-{r}.json"), device=str(device),
+                                                    progress=False))  # fmt: skip
+            line |= {"val_success_rate": val["success_rate"], "val_mean_distance_m": val["mean_distance_m"]}
+            score = (val["success_rate"], val["mean_distance_m"])
+            if best is None or score > best:
+                best = score
+                save_checkpoint(ckpt | {"val": line}, checkpoints / "best.pt")
+        history.append(line)
+        with open(metrics, "a") as f:
+            f.write(json.dumps(line) + "\n")
+        log.info("dagger round %d: %s", r, line)
+    return {"method": c.method, "rounds": history, "out": str(out)}
+
+
+__all__ = ["DemoWindows", "build_labeller", "collect", "regression_updates", "train_dagger"]
