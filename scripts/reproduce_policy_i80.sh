@@ -46,14 +46,14 @@ policy mpur-no-u-s0 --method mpur --uncertainty 0 --steps "$POLICY_STEPS" --seed
 policy il-s0 --method il --steps "$POLICY_STEPS" --lr 1e-3 --seed 0
 policy mpur-ppuu-s0 --method mpur-ppuu --steps $((POLICY_STEPS / 8)) --seed 0  # ~8x slower per update
 # DAgger: the gradient planner over the learned traffic world (runs/traffic-i80, as scripts/reproduce_driving_i80.sh
-# trains it) distilled in closed loop: round 0 the planner drives 100 train cars, rounds 1-2 the policy drives 60
+# trains it) distilled in closed loop: round 0 the planner drives 100 train cars, round 1 the policy (half of the
+# steps); 600 updates of 64 windows after each; best.pt: the round with the best closed-loop val success
 TRAFFIC=runs/traffic-i80
 [ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
 if [ ! -f "$OUT/dagger-traffic-s0/.done" ]; then
   "$WM" train policy --method dagger --world traffic --traffic "$TRAFFIC/traffic.pt" --fm "$FM/checkpoints/last.pt" \
-    --data "$DATA" --out "$OUT/dagger-traffic-s0" --rounds 3 --first-round-episodes 100 --round-episodes 60 \
-    --steps 3000 --sequence-steps 16 --batch-size 8 --lr 1e-3 --val-episodes 40 --episode-workers 2 --seed 0 \
-    --no-progress > /dev/null
+    --data "$DATA" --out "$OUT/dagger-traffic-s0" --rounds 2 --round-episodes 100 --steps 1200 --sequence-steps 1 \
+    --batch-size 64 --lr 1e-3 --val-episodes 40 --episode-workers 2 --seed 0 --no-progress > /dev/null
   touch "$OUT/dagger-traffic-s0/.done"
 fi
 
@@ -68,4 +68,5 @@ for run in "$OUT"/*/checkpoints/last.pt; do
   name="$(basename "$(dirname "$(dirname "$run")")")"
   evaluate "$name" "$run" --episodes "$EPISODES"
 done
+evaluate dagger-traffic-s0-best "$OUT/dagger-traffic-s0/checkpoints/best.pt" --episodes "$EPISODES"
 .venv/bin/python -m worldmodel.evaluation.table "$OUT"/eval/*.json --reference "$OUT/eval/bot.json"
