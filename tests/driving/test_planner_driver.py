@@ -188,3 +188,19 @@ def test_a_warm_start_fits_another_horizon():
     assert longer.shape == (1, 6, 2) and (longer[0, 4:] == plan[0, -1]).all()
     with pytest.raises(ValueError, match="slow_frame_every must divide slow_horizon"):
         make_planner_driver("grad", world="cv", slow_horizon="31")
+
+
+def test_an_action_executed_in_its_place_is_what_the_next_plans_jerk_starts_from(platoon):
+    """Under a labelling driver another driver's action may be executed: the planner's next jerk term is
+    measured from it, not from its own first action."""
+    driver = make_planner_driver("grad", world="oracle", horizon=10, iterations=2)
+    env = open_replay_env(platoon, ReplayEnvConfig(return_context=False))
+    obs, info = env.reset(options={"vehicle": 2})
+    driver.reset(env, obs, info)
+    own = driver.act(obs, info)
+    np.testing.assert_allclose(driver._slots[0].previous_action[0].numpy(), own, atol=1e-6)
+    driver.executed(0, np.array([-3.0, 0.01]))
+    np.testing.assert_allclose(driver._slots[0].previous_action.numpy(), [[-3.0, 0.01]], atol=1e-6)
+    obs, _, _, _, info = env.step(np.array([-3.0, 0.01]))
+    driver.act(obs, info)  # plans on from there
+    assert driver._slots[0].previous_action.shape == (1, 2)
