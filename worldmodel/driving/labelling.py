@@ -44,7 +44,7 @@ class Demo:
 
 class _Slot:
     def __init__(self, demo: Demo, generator: np.random.Generator) -> None:
-        self.demo, self.generator, self.steps = demo, generator, 0
+        self.demo, self.generator = demo, generator
 
 
 class LabellingDriver:
@@ -87,8 +87,9 @@ class LabellingDriver:
 
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
         labels = np.asarray(self.teacher.act_slots(slots, observations, infos), dtype=np.float64)
-        actions = labels.copy()
-        if self.student is not None:
+        if self.student is None:
+            actions = labels.copy()
+        else:
             actions = np.asarray(self.student.act_slots(slots, observations, infos), dtype=np.float64)
         for i, (slot, obs) in enumerate(zip(slots, observations, strict=True)):
             state = self._slots[slot]
@@ -101,7 +102,6 @@ class LabellingDriver:
                 demo.executed_by_teacher += 1
             elif hasattr(self.teacher, "executed"):
                 self.teacher.executed(slot, actions[i])
-            state.steps += 1
         return actions
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:

@@ -35,14 +35,14 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from worldmodel.data.demos import read_demos, write_demos
 from worldmodel.data.hdf5 import DataError, write_json
-from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
+from worldmodel.driving.closed_loop import EvalPolicyConfig
 from worldmodel.driving.episode_selection import select_episodes
 from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.files import make_dir
 from worldmodel.nn.checkpointing import load_checkpoint, load_weights
-from worldmodel.nn.forward_model import ForwardModel
 from worldmodel.nn.policy import Policy
 from worldmodel.nn.saving import save_checkpoint, seed_everything
+from worldmodel.training.policy import closed_loop_val
 from worldmodel.training.policy_config import TrainPolicyConfig
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,9 @@ def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: 
     (demos, the drive's summary)."""
     c = config
     beta = 1.0 if student is None else c.beta**round_index
-    model = c.traffic if c.world == "traffic" else c.fm
-    make = functools.partial(build_labeller, c.world, model if c.world in ("traffic", "model") else None,
-                             None if student is None else str(student), beta, tc, c.seed)  # fmt: skip
+    model = {"traffic": c.traffic, "model": c.fm}.get(c.world)  # the world's own model, if it has one
+    make = functools.partial(build_labeller, c.world, model, None if student is None else str(student), beta, tc,
+                             c.seed)  # fmt: skip
     episodes = c.first_round_episodes if round_index == 0 and c.first_round_episodes else c.round_episodes
     eval_config = EvalPolicyConfig(driver="plan:grad", data=str(folder), split="train", episodes=episodes,
                                    seed=c.seed * 1000 + round_index, workers=c.episode_workers, out=None,
@@ -140,8 +140,8 @@ def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: 
     return demos, summary
 
 
-def train_dagger(config: TrainPolicyConfig, policy: Policy, fm: ForwardModel, folder: Path | None) -> dict:
-    """DAgger rounds (see the module docstring) with ``policy`` (initialised, in ``fm``'s units) on the
+def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None) -> dict:
+    """DAgger rounds (see the module docstring) with ``policy`` (initialised, in the forward model's units) on the
     dataset directory ``folder`` (its trajectories files). Returns a summary.
 
     Each round's demos are kept in ``<out>/demos/round-<r>.h5`` (``data.demos``); with ``config.resume`` a run
@@ -159,7 +159,7 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, fm: ForwardModel, fo
     device = next(policy.parameters()).device
     optimizer = torch.optim.Adam(policy.parameters(), lr=c.lr)
     generator = torch.Generator().manual_seed(c.seed)
-    tc = max(policy.config.context_frames, 2)
+    tc = policy.config.context_frames
     updates = -(-c.steps // c.rounds)
     demos: list[dict] = []
     best, student, trained, history = None, None, -1, []
@@ -200,11 +200,9 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, fm: ForwardModel, fo
                 "loss_first": losses[0], "loss": float(np.mean(tail)),
                 "collect_s": round(collect_s, 1), "train_s": round(train_s, 1)}  # fmt: skip
         if c.val_episodes > 0:
-            val = evaluate_driving(EvalPolicyConfig(driver=str(student), data=str(folder), split="val",
-                                                    episodes=c.val_episodes, workers=c.episode_workers, seed=c.seed,
-                                                    out=str(out / "val" / f"round-{r}.json"), device=str(device),
-                                                    progress=False))  # fmt: skip
-            line |= {"val_success_rate": val["success_rate"], "val_mean_distance_m": val["mean_distance_m"]}
+            val = closed_loop_val(student, folder, c.val_episodes, c.seed, out / "val" / f"round-{r}.json", device,
+                                  c.episode_workers)  # fmt: skip
+            line |= {f"val_{name}": value for name, value in val.items()}
             score = (val["success_rate"], val["mean_distance_m"])
             if best is None or score > best:
                 best = score

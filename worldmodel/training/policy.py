@@ -119,6 +119,18 @@ def policy_loss(
     return terms
 
 
+def closed_loop_val(checkpoint: str | Path, folder: str | Path, episodes: int, seed: int, out: str | Path,
+                    device: torch.device | str, workers: int = 1) -> dict:  # fmt: skip
+    """A policy ``checkpoint`` driving ``episodes`` val cars of the dataset directory ``folder`` in Replay-v0
+    (report written to ``out``): its ``success_rate``, ``mean_distance_m`` and ``collision_rate``."""
+    from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
+
+    report = evaluate_driving(EvalPolicyConfig(driver=str(checkpoint), data=str(folder), split="val", episodes=episodes,
+                                               workers=workers, seed=seed, out=str(out), device=str(device),
+                                               progress=False))  # fmt: skip
+    return {name: report[name] for name in ("success_rate", "mean_distance_m", "collision_rate")}
+
+
 def new_policy(config: TrainPolicyConfig, fm: ForwardModel, init: bool = True) -> Policy:
     """A policy of the run: the forward model's trunk widths, context and units, the run's kind and action
     range; with ``init``, its trunk initialised as ``config.init_backbone`` says."""
@@ -316,17 +328,11 @@ class PolicyTrainer(Task):
         return {f"predicted_{k}": v / max(n, 1) for k, v in sums.items()}
 
     def _closed_loop(self, step: int) -> dict:
-        from worldmodel.driving.closed_loop import EvalPolicyConfig, evaluate_driving
-
         c = self.config
         root = self.loop.run_dir.root
         path = save_checkpoint(self.checkpoint(step), root / "checkpoints" / "val.pt")
-        report = evaluate_driving(EvalPolicyConfig(driver=str(path), data=str(self.trajectories_dir), split="val",
-                                                   episodes=c.val_episodes, workers=1, seed=c.seed,
-                                                   out=str(root / "val" / f"step-{step}.json"),
-                                                   device=str(self.device), progress=False))  # fmt: skip
-        return {"success_rate": report["success_rate"], "mean_distance_m": report["mean_distance_m"],
-                "collision_rate": report["collision_rate"]}  # fmt: skip
+        return closed_loop_val(path, self.trajectories_dir, c.val_episodes, c.seed, root / "val" / f"step-{step}.json",
+                               self.device)  # fmt: skip
 
     def _score(self, val: Mapping) -> tuple:
         if "success_rate" in val:
@@ -353,7 +359,7 @@ def train_policy(config: TrainPolicyConfig) -> dict:
         seed_everything(config.seed)
         fm = ForwardModel.from_checkpoint(config.fm)
         device = resolve_device(config.device)
-        return train_dagger(config, new_policy(config, fm).to(device), fm, folder)
+        return train_dagger(config, new_policy(config, fm).to(device), folder)
     return PolicyTrainer(config).run()
 
 
@@ -362,6 +368,7 @@ __all__ = [
     "METHODS",
     "PolicyTrainer",
     "TrainPolicyConfig",
+    "closed_loop_val",
     "policy_loss",
     "resolve_dataset",
     "new_policy",
