@@ -4,7 +4,7 @@
 # (oracle, privileged), constant velocity (cv), the learned traffic model (traffic) and the forward models (model:
 # the tiny model; model-cv: the tiny model correcting the cv frames); plan:grad with PPUU's objective in the
 # oracle world reproduces its failure. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
-# model ~1 min; a planner row over all 428 test cars ~35 min (grad, oracle, cv or traffic world), the model
+# model ~1 min; a planner row over all 465 test cars ~20 min (grad, oracle world: 7.3 ms per car-step), the model
 # worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.
 set -euo pipefail

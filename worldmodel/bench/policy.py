@@ -9,11 +9,9 @@ re-encode the 20 stacked frames (60 / 80 channels) at every step, the replicas r
 backward also fills the gradients of the model's parameters. Also ``mpur_updates_per_s_tiny`` (tiny preset,
 same protocol) and ``eval_episodes_per_s`` (closed-loop episodes of a ``ppuu``-preset policy in Replay-v0 on a
 recording made in the run, 2 workers, episodes in lockstep batches), against ``..._one_at_a_time`` (the same
-episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``. ``plan_ms_per_car_step_*``:
-the gradient planner (``plan:grad``, drive objective) in the oracle, cv and traffic worlds (the traffic model
-untrained: the same compute as a trained one; ``..._replan2``: planning at
-every second step, the plan's next action executed in between), against the oracle world with every pixel
-read at every step (``..._oracle_dense``) in the same run.
+episodes one at a time per worker) in the same run: ``eval_lockstep_speedup``. ``plan_*``: the gradient
+planner's milliseconds per car-step in the oracle, cv and traffic worlds against reading every pixel at every
+step, as ``worldmodel bench planner`` measures them (``bench.planner``).
 
 ``decoupled_mpur_updates_per_s_ppuu`` (issue 14): one update of MPUR over decoupled imagination
 (``training.policy_decoupled``) at the same sizes (ppuu model and policy, batch 6, T = 30, K = 10 dropout
@@ -35,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from worldmodel.bench.fm import _PPUUReference, _time_alternating
+from worldmodel.bench.planner import bench_planner
 from worldmodel.costs import CostConfig, UncertaintyStats, pixel_costs, prediction_variances, total_cost
 from worldmodel.data.hdf5 import DT_S
 from worldmodel.driving import kinematics
@@ -46,7 +45,6 @@ from worldmodel.nn.backbone import BackboneConfig, mlp
 from worldmodel.nn.forward_model import ForwardModel, ForwardModelConfig
 from worldmodel.nn.policy import Policy, PolicyConfig
 from worldmodel.nn.saving import save_checkpoint
-from worldmodel.nn.traffic_model import TrafficModel, TrafficModelConfig
 from worldmodel.training.policy import policy_loss
 from worldmodel.training.policy_decoupled import DecoupledImagination, drive, mpur_terms
 
@@ -242,6 +240,7 @@ def bench_policy(quick: bool = False) -> dict:
         "speedup_vs_ppuu_anchor": PPUU_ANCHOR_S / seconds["ppuu"],
     }
     result |= _bench_eval(quick)
+    result |= bench_planner(quick)
     result["settings"] = {"batch": BATCH, "context_frames": CONTEXT, "horizon": HORIZON, "replicas": REPLICAS,
                           "rounds": rounds, "threads": torch.get_num_threads(), "ppuu_anchor_s": PPUU_ANCHOR_S}  # fmt: skip
     result["machine"] = bench.machine()
@@ -269,34 +268,8 @@ def _bench_eval(quick: bool) -> dict:
         result["eval_batch"] = batch
         result["eval_episodes_per_s_one_at_a_time"] = alone["eval_episodes_per_s"]
         result["eval_lockstep_speedup"] = round(result["eval_steps_per_s"] / alone["eval_steps_per_s"], 2)
-        result |= _bench_planner(folder, quick)
         result["eval_bench_wall_s"] = time.perf_counter() - t0
     return result
-
-
-def _bench_planner(folder: Path, quick: bool) -> dict:
-    """Milliseconds of planning per car-step of ``plan:grad`` (2 workers, episodes in lockstep batches of 16):
-    the oracle and cv worlds as configured by default and replanning every second step, and the oracle world
-    with the pose costs on every pixel of a frame at every step (``frame_every=1, lane_rows_m=None``) as the
-    baseline, on the same episodes."""
-    from worldmodel.driving.closed_loop import bench_eval_episodes
-
-    episodes = 16 if quick else 32
-    traffic = save_checkpoint(TrafficModel(TrafficModelConfig()).checkpoint_dict(0), folder / "traffic.pt")
-    runs = {"oracle": {"world": "oracle"}, "cv": {"world": "cv"}, "traffic": {"world": "traffic"},
-            "oracle_replan2": {"world": "oracle", "replan_every": 2}, "cv_replan2": {"world": "cv", "replan_every": 2},
-            "oracle_dense": {"world": "oracle", "frame_every": 1, "lane_rows_m": None}}  # fmt: skip
-    out = {}
-    for name, options in runs.items():
-        fm = str(traffic) if options["world"] == "traffic" else None  # untrained: the compute of a trained one
-        r = bench_eval_episodes(folder, driver="plan:grad", episodes=episodes, workers=2, split="train", batch=16,
-                                fm=fm, driver_options=options)  # fmt: skip
-        out[f"plan_ms_per_car_step_{name}"] = round(1000.0 / r["eval_steps_per_s"], 2)
-        out[f"plan_success_rate_{name}"] = r["eval_success_rate"]
-    out["plan_speedup_vs_dense"] = round(
-        out["plan_ms_per_car_step_oracle_dense"] / out["plan_ms_per_car_step_oracle"], 2
-    )
-    return out
 
 
 __all__ = ["PPUU_ANCHOR_S", "bench_policy", "mpur_update_fn", "reference_update_fn", "synthetic_context"]

@@ -111,7 +111,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from worldmodel.bench import pipeline as bench
 
     runners: dict[str, Callable[[bool], dict]] = {"sim": bench.bench_sim, "data": bench.bench_data, "fm": _bench_fm,
-                                                  "ssl": _bench_ssl, "policy": _bench_policy}  # fmt: skip
+                                                  "ssl": _bench_ssl, "policy": _bench_policy,
+                                                  "planner": _bench_planner}  # fmt: skip
     print(json.dumps(runners[args.what](args.quick)))
     return 0
 
@@ -128,6 +129,13 @@ def _bench_policy(quick: bool) -> dict:
     from worldmodel.bench.policy import bench_policy
 
     return bench_policy(quick)
+
+
+def _bench_planner(quick: bool) -> dict:
+    from worldmodel.bench import pipeline as bench
+    from worldmodel.bench.planner import bench_planner
+
+    return bench_planner(quick) | {"machine": bench.machine()}
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -206,8 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_render_parser(sub)
 
     p = sub.add_parser("bench", help="throughput benchmarks, one JSON object on stdout")
-    p.add_argument("what", choices=["sim", "data", "fm", "ssl", "policy"], help="what to measure")
-    p.add_argument("--quick", action="store_true", help="a short run (< 30 s)")
+    p.add_argument("what", choices=["sim", "data", "fm", "ssl", "policy", "planner"], help="what to measure")
+    p.add_argument("--quick", action="store_true", help="a shorter run (fewer rounds, smaller recordings)")
     p.set_defaults(func=_cmd_bench)
 
     commands = command_list(parser)
