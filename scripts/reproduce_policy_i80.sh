@@ -56,6 +56,18 @@ if [ ! -f "$OUT/dagger-traffic-s0/.done" ]; then
     --batch-size 64 --lr 1e-3 --val-episodes 40 --episode-workers 2 --seed 0 --no-progress > /dev/null
   touch "$OUT/dagger-traffic-s0/.done"
 fi
+# The offline gate (metrics.jsonl: heldout_mse against heldout_var per action): one round of the planner's own
+# drives, 15 of the 100 held out of the regression; the trunk starts at random (a forward model of 2 updates
+# gives the shapes and the normalisation)
+STUB=runs/fm-i80-stub
+[ -f "$STUB/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$STUB" --preset tiny \
+  --context-frames 20 --mode vae --steps 2 --batch-size 4 --val-every 0 --workers 1 --no-progress > /dev/null
+if [ ! -f "$OUT/dagger-gate/.done" ]; then
+  "$WM" train policy --method dagger --world traffic --traffic "$TRAFFIC/traffic.pt" --fm "$STUB/checkpoints/last.pt" \
+    --data "$DATA" --out "$OUT/dagger-gate" --rounds 1 --round-episodes 100 --steps 1500 --sequence-steps 1 \
+    --batch-size 64 --lr 1e-3 --holdout 0.15 --val-episodes 40 --episode-workers 2 --seed 0 --no-progress > /dev/null
+  touch "$OUT/dagger-gate/.done"
+fi
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2

@@ -19,7 +19,7 @@ from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.driving.labelling import LabellingDriver
 from worldmodel.driving.model_drivers import PolicyDriver
 from worldmodel.nn.policy import Policy, PolicyConfig
-from worldmodel.training.dagger import DemoWindows, regression_updates
+from worldmodel.training.dagger import DemoWindows, heldout_error, regression_updates
 from worldmodel.training.policy import TrainPolicyConfig, train_policy
 
 
@@ -106,10 +106,13 @@ def test_the_regression_learns_the_teachers_action():
                       "labels": np.tile([-2.0 if blocked else 1.0, 0.0], (20, 1)).astype(np.float32),
                       "ego_mask": np.zeros((117, 24), np.uint8), "car_size": np.array([4.5, 1.8], np.float32),
                       "executed_by_teacher": np.int64(20)})  # fmt: skip
-    windows = DemoWindows(demos, policy)
+    windows = DemoWindows(demos[:6], policy)
     optimizer = torch.optim.Adam(policy.parameters(), lr=3e-3)
     losses = regression_updates(policy, optimizer, windows, 60, 16, 50.0, torch.Generator().manual_seed(0), "cpu")
     assert np.mean(losses[-10:]) < 0.05 * np.mean(losses[:5])
+    held = heldout_error(policy, DemoWindows(demos[6:], policy), torch.device("cpu"))  # one blocked, one free drive
+    assert held["heldout_var"][0] == pytest.approx(2.25 * 40 / 39, rel=1e-4)  # labels -2 and 1, 20 steps each
+    assert held["heldout_mse"][0] < 0.05 * held["heldout_var"][0]
     policy.eval()
     with torch.no_grad():
         batch = torch.utils.data.default_collate([windows[0], windows[20]])  # blocked, free
@@ -139,6 +142,20 @@ def test_a_micro_dagger_run_and_its_resumption(recorded, micro_run, tmp_path):
     for name in ("last.pt", "best.pt"):
         driver = PolicyDriver(out / "checkpoints" / name)
         assert driver.policy.config.action_limits is not None
+
+
+def test_dagger_keeps_drives_out_of_the_regression_and_scores_them(recorded, micro_run, tmp_path):
+    out = tmp_path / "dagger"
+    config = TrainPolicyConfig(
+        data=str(recorded), fm=str(micro_run / "checkpoints" / "last.pt"), out=str(out), method="dagger", world="cv",
+        rounds=1, round_episodes=2, steps=2, batch_size=8, sequence_steps=1, val_episodes=0, episode_workers=1,
+        holdout=0.5, device="cpu", progress=False)  # fmt: skip
+    line = train_policy(config)["rounds"][0]
+    kept = read_demos(out / "demos" / "round-0.h5")[1]  # the round's last drive is held out
+    assert line["heldout_drives"] == 1 and line["windows"] == line["steps"] - len(kept["labels"])
+    assert all(np.isfinite(line["heldout_mse"])) and all(v >= 0 for v in line["heldout_var"])
+    with pytest.raises(ValueError, match="holdout"):
+        replace(config, holdout=1.0)
 
 
 def test_demos_files_round_trip_and_refuse_damage(recorded, tmp_path):

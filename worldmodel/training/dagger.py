@@ -11,8 +11,11 @@ drifts off them and fails there (supervised imitation's compounding error). DAgg
 - round r > 0: the policy of round r - 1 drives another draw of train cars, executing the planner's action
   with probability ``beta ** r`` per step; the planner labels every step;
 - after each round: ``steps / rounds`` updates of regression (MSE of the normalised action, targets clamped
-  to the policy's range) on batches of ``sequence_steps``-step runs drawn from all rounds' data; a closed-loop drive of ``val_episodes`` val cars; ``best.pt`` keeps
-  the best (success, then distance), ``last.pt`` the latest, ``metrics.jsonl`` one line per round.
+  to the policy's range) on batches of ``sequence_steps``-step runs drawn from all rounds' data; with
+  ``holdout`` > 0, the last share of each round's drives is kept out and the policy's error on them logged
+  (``heldout_error``: the offline gate, cheaper than a drive); a closed-loop drive of ``val_episodes`` val
+  cars; ``best.pt`` keeps the best (success, then distance), ``last.pt`` the latest, ``metrics.jsonl`` one line
+  per round.
 
 The policy sees what it sees when it drives (``ObservationWindow``): the last Tc views with the ego mask and
 the Tc states, positions relative to the newest. The planner's labels use what the car's sensors give (its
@@ -31,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
 
 from worldmodel.data.demos import read_demos, write_demos
 from worldmodel.data.hdf5 import DataError, write_json
@@ -117,6 +120,25 @@ def regression_updates(policy: Policy, optimizer: torch.optim.Optimizer, windows
     return losses
 
 
+@torch.no_grad()
+def heldout_error(policy: Policy, windows: DemoWindows, device: torch.device, most: int = 2000,
+                  batch_size: int = 250) -> dict[str, list[float]]:  # fmt: skip
+    """The policy's squared error on (at most ``most``, evenly spaced) one-step ``windows`` of drives it was not
+    trained on: ``{"heldout_mse": [accel, curvature], "heldout_var": [accel, curvature]}`` in normalised
+    action units (the variance is the error of always answering the mean label)."""
+    policy.eval()
+    picked = np.linspace(0, len(windows) - 1, min(most, len(windows))).round().astype(int)
+    errors, targets = [], []
+    for start in range(0, len(picked), batch_size):
+        batch = default_collate([windows[int(k)] for k in picked[start : start + batch_size]])
+        batch = {name: value.to(device) for name, value in batch.items()}
+        out = policy.forward_sequence(batch["images"], batch["states"], batch["ego_mask"])
+        errors.append((out["mean"] - batch["target"]).pow(2).flatten(0, 1).cpu())
+        targets.append(batch["target"].flatten(0, 1).cpu())
+    target = torch.cat(targets)
+    return {"heldout_mse": torch.cat(errors).mean(0).tolist(), "heldout_var": target.var(0).tolist()}
+
+
 def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: Path | None, tc: int) -> tuple:
     """Round ``round_index``'s demos: the labelling driver on a seeded draw of ``round_episodes`` train cars;
     (demos, the drive's summary)."""
@@ -162,6 +184,7 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
     tc = policy.config.context_frames
     updates = -(-c.steps // c.rounds)
     demos: list[dict] = []
+    heldout: list[dict] = []  # the drives kept out of the regression (``holdout``)
     best, student, trained, history = None, None, -1, []
     metrics = out / "metrics.jsonl"
     last = checkpoints / "last.pt"
@@ -183,7 +206,9 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
         else:
             new, drive = collect(c, folder, r, student, tc)
             write_demos(saved, new)
-        demos += new
+        kept = int(len(new) * c.holdout)
+        demos += new[: len(new) - kept]
+        heldout += new[len(new) - kept :]
         if r <= trained:
             continue
         collect_s = time.perf_counter() - t0
@@ -199,6 +224,8 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
         line = {"round": r, **(drive or {}), "windows": len(windows), "updates": (r + 1) * updates,
                 "loss_first": losses[0], "loss": float(np.mean(tail)),
                 "collect_s": round(collect_s, 1), "train_s": round(train_s, 1)}  # fmt: skip
+        if heldout:
+            line |= {"heldout_drives": len(heldout)} | heldout_error(policy, DemoWindows(heldout, policy), device)
         if c.val_episodes > 0:
             val = closed_loop_val(student, folder, c.val_episodes, c.seed, out / "val" / f"round-{r}.json", device,
                                   c.episode_workers)  # fmt: skip
@@ -214,4 +241,4 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
     return {"method": c.method, "rounds": history, "out": str(out)}
 
 
-__all__ = ["DemoWindows", "build_labeller", "collect", "regression_updates", "train_dagger"]
+__all__ = ["DemoWindows", "build_labeller", "collect", "heldout_error", "regression_updates", "train_dagger"]

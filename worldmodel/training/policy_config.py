@@ -67,6 +67,10 @@ class TrainPolicyConfig:
     ``batch_size`` sequences per update)."""
     episode_workers: int = 2
     """dagger: worker processes driving the cars (collection and validation)."""
+    holdout: float = 0.0
+    """dagger: share of each round's drives kept out of the regression; after each round the policy's mean
+    squared error on their labels (per action, normalised units) is logged beside their variance: how much of
+    the teacher's behaviour the policy learned to read from its views, on drives it never saw (0: none kept)."""
     policy_kind: str = "deterministic"
     """``"deterministic"`` or ``"gaussian"``."""
     action_range: str = "kinematic"
@@ -135,6 +139,8 @@ class TrainPolicyConfig:
             raise ValueError(f"TrainPolicyConfig: first_round_episodes must be >= 1, got {self.first_round_episodes}")
         if self.episode_workers < 1:
             raise ValueError(f"TrainPolicyConfig: episode_workers must be >= 1, got {self.episode_workers}")
+        if not 0.0 <= self.holdout < 1.0:
+            raise ValueError(f"TrainPolicyConfig: holdout must be in [0, 1), got {self.holdout}")
         if not 0 <= self.own_steps < self.horizon:
             raise ValueError(f"TrainPolicyConfig: 0 <= own_steps < horizon, got {self.own_steps}")
         if not (math.isfinite(self.lr) and self.lr > 0):  # NaN fails every comparison
