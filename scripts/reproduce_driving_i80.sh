@@ -20,14 +20,18 @@ FM_CV=runs/fm-i80-cv
 TRAFFIC=runs/traffic-i80
 ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model}"
 
+wants() {  # does ROWS hold any of the given rows?
+  local row; for row in "$@"; do [[ " $ROWS " == *" $row "* ]] && return 0; done; return 1
+}
 [ -f "$DATA/episodes.h5" ] || "$WM" data build datasets/i80-sim.toml
-[ -f "$FM/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM" --preset tiny \
+# each model is trained only when a row of ROWS drives in its world
+! wants grad-model cem-model || [ -f "$FM/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM" --preset tiny \
   --context-frames 20 --mode vae --image-update pixel --steps 1500 --batch-size 16 --predict-frames 20 --lr 1e-3 \
   --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
-[ -f "$FM_CV/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM_CV" --preset tiny \
+! wants grad-model-cv || [ -f "$FM_CV/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM_CV" --preset tiny \
   --context-frames 20 --mode vae --image-update pixel --base cv --steps 1500 --batch-size 16 --predict-frames 20 \
   --lr 1e-3 --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
-[ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
+! wants grad-traffic cem-traffic || [ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2

@@ -114,6 +114,8 @@ def test_cli_trains_and_bad_data_is_one_line(traffic, tmp_path, capsys):
     printed = json.loads(capsys.readouterr().out)
     assert (out / "traffic.pt").exists() and json.loads((out / "summary.json").read_text())["config"]["steps"] == 3
     assert len(printed["cv_rmse_m"]) == 10
-    assert main(["train", "traffic", "--data", str(tmp_path / "missing"), "--no-progress"]) == 1
+    never = tmp_path / "never"
+    assert main(["train", "traffic", "--data", str(tmp_path / "missing"), "--out", str(never), "--no-progress"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such dataset directory" in err[0]
+    assert not never.exists()  # bad data leaves no run directory behind

@@ -127,13 +127,13 @@ def displacement_errors(model: TrafficModel, features: torch.Tensor, targets: to
 def train_traffic(config: TrainTrafficConfig) -> dict:
     """Train (see the module docstring); returns the summary (also written to ``<out>/summary.json``)."""
     t0 = time.perf_counter()
-    out = make_dir(config.out, config.out)
     files, cars = split_cars(config.data)
     train_x, train_y = examples_of(files, cars["train"], config.model, config.every)
     val_x, val_y = examples_of(files, cars["val"], config.model, config.every)
     if len(train_x) < config.batch_size:
         raise DataError(files[0].parent, f"{len(train_x)} training examples of the train split's cars, fewer than "
                         f"one batch of {config.batch_size}")  # fmt: skip
+    out = make_dir(config.out, config.out)  # only once the data is known to be good: no empty run left behind
     seed_everything(config.seed)
     model = TrafficModel(config.model)
     model.set_normalisation(train_x, train_y)
