@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 
 from worldmodel.data.demos import read_demos, write_demos
 from worldmodel.data.hdf5 import DataError, write_json
@@ -45,6 +45,7 @@ from worldmodel.files import make_dir
 from worldmodel.nn.checkpointing import load_checkpoint, load_weights
 from worldmodel.nn.policy import Policy
 from worldmodel.nn.saving import save_checkpoint, seed_everything
+from worldmodel.training.loop import evenly_spaced
 from worldmodel.training.policy import closed_loop_val
 from worldmodel.training.policy_config import TrainPolicyConfig
 
@@ -127,16 +128,13 @@ def heldout_error(policy: Policy, windows: DemoWindows, device: torch.device, mo
     trained on: ``{"heldout_mse": [accel, curvature], "heldout_var": [accel, curvature]}`` in normalised
     action units (the variance is the error of always answering the mean label)."""
     policy.eval()
-    picked = np.linspace(0, len(windows) - 1, min(most, len(windows))).round().astype(int)
     errors, targets = [], []
-    for start in range(0, len(picked), batch_size):
-        batch = default_collate([windows[int(k)] for k in picked[start : start + batch_size]])
+    for batch in DataLoader(Subset(windows, evenly_spaced(most, len(windows)).tolist()), batch_size=batch_size):
         batch = {name: value.to(device) for name, value in batch.items()}
         out = policy.forward_sequence(batch["images"], batch["states"], batch["ego_mask"])
         errors.append((out["mean"] - batch["target"]).pow(2).flatten(0, 1).cpu())
         targets.append(batch["target"].flatten(0, 1).cpu())
-    target = torch.cat(targets)
-    return {"heldout_mse": torch.cat(errors).mean(0).tolist(), "heldout_var": target.var(0).tolist()}
+    return {"heldout_mse": torch.cat(errors).mean(0).tolist(), "heldout_var": torch.cat(targets).var(0).tolist()}
 
 
 def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: Path | None, tc: int) -> tuple:

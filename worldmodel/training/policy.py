@@ -355,7 +355,7 @@ def train_policy(config: TrainPolicyConfig) -> dict:
     if config.method == "dagger":
         from worldmodel.training.dagger import train_dagger
 
-        episodes, folder = resolve_dataset(config.data)
+        _, folder = resolve_dataset(config.data)
         seed_everything(config.seed)
         fm = ForwardModel.from_checkpoint(config.fm)
         device = resolve_device(config.device)

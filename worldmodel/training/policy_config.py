@@ -33,10 +33,10 @@ class TrainPolicyConfig:
     planner distilled in closed loop, ``training.dagger``), ``"mpur-ppuu"`` (PPUU's coupled rollout), ``"mper"``
     or ``"il"``."""
     world: str = "model"
-    """dagger: the planner's world (``oracle``, ``cv``, ``traffic`` or ``model``). mpur, distill: the imagined world: ``"model"`` (the forward model along the recorded actions),
-    ``"oracle"`` (the window's recorded future, K = 1), ``"cv"`` (the window's last context frame at constant
-    velocity, rendered at the recorded poses, K = 1) or ``"traffic"`` (its cars moved by the traffic model
-    ``traffic``, rendered likewise, K = 1)."""
+    """dagger: the planner's world (``oracle``, ``cv``, ``traffic`` or ``model``). mpur, distill: the imagined
+    world: ``"model"`` (the forward model along the recorded actions), ``"oracle"`` (the window's recorded
+    future, K = 1), ``"cv"`` (the window's last context frame at constant velocity, rendered at the recorded
+    poses, K = 1) or ``"traffic"`` (its cars moved by the traffic model ``traffic``, rendered likewise, K = 1)."""
     traffic: str | None = None
     """The traffic model (``worldmodel train traffic``) of ``world="traffic"``."""
     objective: str = "drive"
