@@ -3,7 +3,8 @@
 # the expert, the bot, no-action, and the planners (gradient MPC, CEM) over the worlds: the recorded future
 # (oracle, privileged), constant velocity (cv), the learned traffic model (traffic) and the forward models (model:
 # the tiny model; model-cv: the tiny model correcting the cv frames); plan:grad with PPUU's objective in the
-# oracle world reproduces its failure. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
+# oracle world reproduces its failure; scene-dagger: a policy on object-level features of the scene, DAgger from the
+# traffic-world planner (6 rounds of 200 train cars, ~12 min each). CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
 # model ~1 min; a planner row over all 465 test cars ~20 min (grad, oracle world: 7.3 ms per car-step), the model
 # worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.
@@ -18,7 +19,8 @@ WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
 FM_CV=runs/fm-i80-cv
 TRAFFIC=runs/traffic-i80
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model}"
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger}"
+SCENE=runs/scene-dagger
 
 wants() {  # does ROWS hold any of the given rows?
   local row; for row in "$@"; do [[ " $ROWS " == *" $row "* ]] && return 0; done; return 1
@@ -31,7 +33,15 @@ wants() {  # does ROWS hold any of the given rows?
 ! wants grad-model-cv || [ -f "$FM_CV/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM_CV" --preset tiny \
   --context-frames 20 --mode vae --image-update pixel --base cv --steps 1500 --batch-size 16 --predict-frames 20 \
   --lr 1e-3 --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
-! wants grad-traffic cem-traffic || [ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
+! wants grad-traffic cem-traffic scene-dagger || [ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
+# the scene policy: round 0 the traffic-world planner drives 200 train cars, then the policy (the planner's action
+# executed with probability 0.5^r); 3,000 updates of 256 labelled steps after each round; best.pt by 40 val cars
+if wants scene-dagger && [ ! -f "$SCENE/.done" ]; then
+  "$WM" train policy --method dagger --observation scene --world traffic --traffic "$TRAFFIC/traffic.pt" --data "$DATA" \
+    --out "$SCENE" --rounds 6 --round-episodes 200 --steps 18000 --batch-size 256 --lr 1e-3 --holdout 0.15 \
+    --val-episodes 40 --episode-workers "$WORKERS" --seed 0 --no-progress > /dev/null
+  touch "$SCENE/.done"
+fi
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2
@@ -49,6 +59,7 @@ for row in $ROWS; do
     grad-model|cem-model) evaluate "$row" "plan:${row%%-*}" --world model --fm "$FM/checkpoints/last.pt" ;;
     grad-model-cv) evaluate "$row" plan:grad --world model --fm "$FM_CV/checkpoints/last.pt" ;;
     grad-traffic|cem-traffic) evaluate "$row" "plan:${row%%-*}" --world traffic --fm "$TRAFFIC/traffic.pt" ;;
+    scene-dagger) evaluate "$row" "$SCENE/checkpoints/best.pt" ;;
     grad-*|cem-*) evaluate "$row" "plan:${row%%-*}" --world "${row#*-}" ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

@@ -17,9 +17,11 @@ from worldmodel.driving.closed_loop import EvalPolicyConfig
 from worldmodel.driving.episode_selection import select_episodes
 from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.driving.labelling import LabellingDriver
-from worldmodel.driving.model_drivers import PolicyDriver
+from worldmodel.driving.model_drivers import PolicyDriver, make_model_driver
+from worldmodel.driving.scene import FEATURE_NAMES
+from worldmodel.driving.scene_driver import ScenePolicyDriver
 from worldmodel.nn.policy import Policy, PolicyConfig
-from worldmodel.training.dagger import DemoWindows, heldout_error, regression_updates
+from worldmodel.training.dagger import DemoWindows, heldout_error, regression_updates, scene_normalisation
 from worldmodel.training.policy import TrainPolicyConfig, train_policy
 
 
@@ -166,7 +168,7 @@ def test_demos_files_round_trip_and_refuse_damage(recorded, tmp_path):
     back = read_demos(path)
     assert len(back) == len(demos)
     for a, b in zip(demos, back, strict=True):
-        for name in ("images", "states", "labels", "ego_mask", "car_size"):
+        for name in ("images", "states", "labels", "ego_mask", "car_size", "features"):
             np.testing.assert_array_equal(a[name], b[name])
         assert int(a["context"]) == int(b["context"])
     with h5py.File(path, "a") as f:
@@ -203,3 +205,26 @@ def test_a_sequence_gives_each_windows_own_action():
     torch.testing.assert_close(run["target"], torch.stack([singles[t]["target"][0] for t in range(2, 6)]))
     torch.testing.assert_close(run["images"][-4:-3], singles[2]["images"][-1:])
     torch.testing.assert_close(run["images"][-1], singles[5]["images"][-1])
+
+
+def test_a_micro_dagger_run_of_a_scene_policy(recorded, tmp_path):
+    """``--observation scene``: the demos keep the scene's features at every labelled step, the policy's
+    statistics come from round 0's drives, round 1 is driven by the scene policy, no forward model is read."""
+    out = tmp_path / "scene"
+    config = TrainPolicyConfig(
+        data=str(recorded), fm="nowhere.pt", out=str(out), method="dagger", world="cv", observation="scene",
+        rounds=2, round_episodes=2, steps=40, batch_size=32, lr=3e-3, sequence_steps=1, val_episodes=1,
+        episode_workers=1, holdout=0.5, device="cpu", progress=False)  # fmt: skip
+    lines = train_policy(config)["rounds"]
+    demos = read_demos(out / "demos" / "round-0.h5")
+    assert all(d["features"].shape == (len(d["labels"]), len(FEATURE_NAMES)) for d in demos)
+    speed = demos[0]["features"][:, FEATURE_NAMES.index("speed")]
+    assert np.all(np.abs(np.diff(speed)) < 1.0) and speed.std() > 0  # the ego's speed, step by step
+    assert lines[1]["teacher_share"] < 1.0 and "val_success_rate" in lines[1]
+    assert lines[1]["loss"] < lines[0]["loss_first"]
+    driver = make_model_driver(str(out / "checkpoints" / "last.pt"))
+    assert isinstance(driver, ScenePolicyDriver)
+    stats = scene_normalisation(demos[:1])  # the first round's kept drive
+    assert np.allclose(driver.policy.state_mean.numpy(), stats["state_mean"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="observation"):
+        replace(config, method="mpur")

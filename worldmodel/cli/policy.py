@@ -26,10 +26,11 @@ def train_flags() -> tuple[ConfigFlags, ConfigFlags]:
     from worldmodel.driving.objective import PRESETS
     from worldmodel.nn.policy import POLICY_KINDS
     from worldmodel.training.policy import METHODS, TrainPolicyConfig
+    from worldmodel.training.policy_config import OBSERVATIONS
 
-    run = ConfigFlags(TrainPolicyConfig, required=("data", "fm"), rename={"policy_kind": "policy"},
+    run = ConfigFlags(TrainPolicyConfig, required=("data",), rename={"policy_kind": "policy"},
                       choices={"method": METHODS, "policy_kind": POLICY_KINDS, "world": TRAIN_WORLDS,
-                               "objective": PRESETS})  # fmt: skip
+                               "objective": PRESETS, "observation": OBSERVATIONS})  # fmt: skip
     return run, ConfigFlags(CostConfig, at="costs", include=COST_FIELDS)
 
 

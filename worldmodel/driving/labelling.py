@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from worldmodel.driving.scene import scene_features
+
 
 @dataclass
 class Demo:
@@ -25,7 +27,8 @@ class Demo:
     then the view each step's action answered), ``states`` float32 ``[Tc - 1 + N, 4]`` (x, y, vx, vy) alike,
     ``labels`` float32 ``[N, 2]`` (the teacher's SI action at each step), ``ego_mask`` uint8 ``[H, W]``,
     ``car_size`` float32 ``[2]`` (length, width [m]), ``context`` = Tc - 1 (so that step t's window of Tc frames
-    is ``images[t : t + Tc]``), ``executed_by_teacher`` int (steps the teacher's action was executed)."""
+    is ``images[t : t + Tc]``), ``executed_by_teacher`` int (steps the teacher's action was executed),
+    ``features`` float32 ``[N, F]`` (``scene.scene_features`` at each step, with the action executed before it)."""
 
     images: list = field(default_factory=list)
     states: list = field(default_factory=list)
@@ -34,17 +37,20 @@ class Demo:
     car_size: np.ndarray | None = None
     context: int = 0
     executed_by_teacher: int = 0
+    features: list = field(default_factory=list)
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"images": np.stack(self.images).astype(np.uint8), "states": np.stack(self.states).astype(np.float32),
                 "labels": np.asarray(self.labels, dtype=np.float32).reshape(-1, 2), "ego_mask": self.ego_mask,
                 "car_size": self.car_size, "context": np.int64(self.context),
-                "executed_by_teacher": np.int64(self.executed_by_teacher)}  # fmt: skip
+                "executed_by_teacher": np.int64(self.executed_by_teacher),
+                "features": np.asarray(self.features, dtype=np.float32).reshape(len(self.labels), -1)}  # fmt: skip
 
 
 class _Slot:
-    def __init__(self, demo: Demo, generator: np.random.Generator) -> None:
-        self.demo, self.generator = demo, generator
+    def __init__(self, demo: Demo, generator: np.random.Generator, sim) -> None:
+        self.demo, self.generator, self.sim = demo, generator, sim
+        self.last_action = np.zeros(2)
 
 
 class LabellingDriver:
@@ -83,7 +89,7 @@ class LabellingDriver:
         for seen in context[:-1]:  # the last context observation is ``obs``: kept by the first act
             demo.images.append(np.asarray(seen["image"][:3], dtype=np.uint8))
             demo.states.append(np.asarray(seen["state"], dtype=np.float32))
-        self._slots[slot] = _Slot(demo, np.random.default_rng(seed))
+        self._slots[slot] = _Slot(demo, np.random.default_rng(seed), env.sim)
 
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
         labels = np.asarray(self.teacher.act_slots(slots, observations, infos), dtype=np.float64)
@@ -97,11 +103,15 @@ class LabellingDriver:
             demo.images.append(np.asarray(obs["image"][:3], dtype=np.uint8))
             demo.states.append(np.asarray(obs["state"], dtype=np.float32))
             demo.labels.append(labels[i].astype(np.float32))
+            demo.features.append(scene_features(state.sim.vehicles(), state.sim.road, state.last_action))
             if self.student is None or state.generator.random() < self.beta:
                 actions[i] = labels[i]
                 demo.executed_by_teacher += 1
+                if hasattr(self.student, "executed"):
+                    self.student.executed(slot, actions[i])
             elif hasattr(self.teacher, "executed"):
                 self.teacher.executed(slot, actions[i])
+            state.last_action = actions[i].copy()
         return actions
 
     def slot_diagnostics(self, slot: int) -> dict[str, float]:

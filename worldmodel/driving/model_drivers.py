@@ -225,7 +225,7 @@ class PolicyDriver(FirstSlot):
 
 
 def make_model_driver(spec: str, *, fm: str | None = None, device: str = "cpu", seed: int = 0, **options):
-    """A driver for ``spec``: a policy checkpoint path, ``plan:grad`` or ``plan:cem`` (options: ``world``,
+    """A driver for ``spec``: a policy checkpoint path (an image policy or a scene policy), ``plan:grad`` or ``plan:cem`` (options: ``world``,
     ``objective`` and the fields of the planner, objective and model-world configs)."""
     if spec.startswith("plan:"):
         from worldmodel.driving.planner_driver import make_planner_driver
@@ -235,6 +235,10 @@ def make_model_driver(spec: str, *, fm: str | None = None, device: str = "cpu", 
     if not path.exists():
         raise FileNotFoundError(f"{spec}: no such policy checkpoint (drivers: a checkpoint, no-action, expert, bot, "
                                 "plan:grad, plan:cem)")  # fmt: skip
+    if load_checkpoint(path).get("kind") == "scene-policy":
+        from worldmodel.driving.scene_driver import ScenePolicyDriver
+
+        return ScenePolicyDriver(path, device=device, seed=seed, **options)
     return PolicyDriver(path, fm=fm, device=device, seed=seed, **options)
 
 

@@ -65,12 +65,7 @@ class PolicyConfig:
                              f"got {self.backbone.in_channels}")  # fmt: skip
         if self.layers < 1 or self.hidden < 1 or not self.action_clamp > 0:
             raise ValueError("PolicyConfig: layers >= 1, hidden >= 1 and action_clamp > 0")
-        if self.action_limits is not None:
-            low, high = (tuple(float(v) for v in bound) for bound in self.action_limits)
-            if len(low) != 2 or len(high) != 2 or not all(lo < hi for lo, hi in zip(low, high, strict=True)):
-                raise ValueError(f"PolicyConfig.action_limits: ((accel_low, curvature_low), (accel_high, "
-                                 f"curvature_high)) with low < high, got {self.action_limits}")  # fmt: skip
-            object.__setattr__(self, "action_limits", (low, high))
+        object.__setattr__(self, "action_limits", check_action_limits(self))
 
     @classmethod
     def for_model(cls, model_backbone: BackboneConfig, **overrides) -> PolicyConfig:
@@ -121,7 +116,37 @@ def clamp_straight_through(x: Tensor, low: float | Tensor, high: float | Tensor)
     return x + (x.clamp(low, high) - x).detach()
 
 
-class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
+class BoundedActions(NormalisedIO):
+    """The action range of a policy whose config has ``action_limits`` (SI bounds, or None) and
+    ``action_clamp`` (normalised bound used when there are no limits)."""
+
+    def action_bounds(self) -> tuple[Tensor, Tensor]:
+        """The lowest and highest normalised action the policy outputs: two [2] tensors."""
+        if self.config.action_limits is None:
+            bound = torch.full_like(self.action_std, self.config.action_clamp)
+            return -bound, bound
+        low, high = (self.normalise_actions(self.action_std.new_tensor(b)) for b in self.config.action_limits)
+        return low, high
+
+    def clamp_actions(self, actions: Tensor) -> Tensor:
+        """Normalised actions [..., 2] clamped to ``action_bounds`` (straight-through gradient)."""
+        low, high = self.action_bounds()
+        return clamp_straight_through(actions, low, high)
+
+
+def check_action_limits(config) -> tuple | None:
+    """``config.action_limits`` as ``((accel_low, curvature_low), (accel_high, curvature_high))`` floats (None
+    stays None); ValueError unless each low is below its high."""
+    if config.action_limits is None:
+        return None
+    low, high = (tuple(float(v) for v in bound) for bound in config.action_limits)
+    if len(low) != 2 or len(high) != 2 or not all(lo < hi for lo, hi in zip(low, high, strict=True)):
+        raise ValueError(f"{type(config).__name__}.action_limits: ((accel_low, curvature_low), (accel_high, "
+                         f"curvature_high)) with low < high, got {config.action_limits}")  # fmt: skip
+    return low, high
+
+
+class Policy(SelfContainedCheckpoint, BoundedActions, nn.Module):
     """A driving policy on a ``Backbone`` (4 channels), with an MLP head. ``backbone``: an existing one to
     share (its config must equal ``config.backbone``)."""
 
@@ -167,19 +192,6 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         return PolicyCache((*cache.features[1:], features), states, cache.ego_mask)
 
     # ------------------------------------------------------------------ acting
-    def action_bounds(self) -> tuple[Tensor, Tensor]:
-        """The lowest and highest normalised action the policy outputs: two [2] tensors."""
-        if self.config.action_limits is None:
-            bound = torch.full_like(self.action_std, self.config.action_clamp)
-            return -bound, bound
-        low, high = (self.normalise_actions(self.action_std.new_tensor(b)) for b in self.config.action_limits)
-        return low, high
-
-    def clamp_actions(self, actions: Tensor) -> Tensor:
-        """Normalised actions [..., 2] clamped to ``action_bounds`` (straight-through gradient)."""
-        low, high = self.action_bounds()
-        return clamp_straight_through(actions, low, high)
-
     def reanchor(self, states: Tensor) -> Tensor:
         """Normalised states [B, Tc, S] with positions relative to any anchor -> relative to the window's last
         frame (the policy sees where it is going, never where the rollout or the road started)."""
@@ -268,4 +280,12 @@ class Policy(SelfContainedCheckpoint, NormalisedIO, nn.Module):
         return f"kind={self.config.kind!r}, parameters={n / 1e6:.2f}M"
 
 
-__all__ = ["POLICY_KINDS", "Policy", "PolicyCache", "PolicyConfig", "clamp_straight_through"]
+__all__ = [
+    "POLICY_KINDS",
+    "BoundedActions",
+    "Policy",
+    "PolicyCache",
+    "PolicyConfig",
+    "check_action_limits",
+    "clamp_straight_through",
+]

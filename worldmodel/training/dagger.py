@@ -45,6 +45,7 @@ from worldmodel.files import make_dir
 from worldmodel.nn.checkpointing import load_checkpoint, load_weights
 from worldmodel.nn.policy import Policy
 from worldmodel.nn.saving import save_checkpoint, seed_everything
+from worldmodel.nn.scene_policy import ScenePolicy
 from worldmodel.training.loop import evenly_spaced
 from worldmodel.training.policy import closed_loop_val
 from worldmodel.training.policy_config import TrainPolicyConfig
@@ -58,11 +59,11 @@ def build_labeller(world: str, model: str | None, student: str | None, beta: flo
     model) labelling, the policy checkpoint ``student`` (None: the planner) driving. Top-level and built from
     plain values, so that worker processes can build their own."""
     from worldmodel.driving.labelling import LabellingDriver
-    from worldmodel.driving.model_drivers import PolicyDriver
+    from worldmodel.driving.model_drivers import make_model_driver
     from worldmodel.driving.planner_driver import make_planner_driver
 
     teacher = make_planner_driver("grad", world=world, fm=model, seed=seed)
-    policy = None if student is None else PolicyDriver(student, seed=seed)
+    policy = None if student is None else make_model_driver(student, seed=seed)
     return LabellingDriver(teacher, policy, beta, context_frames)
 
 
@@ -101,7 +102,49 @@ class DemoWindows(Dataset):
                 "target": self.targets[i][t : t + self.steps]}  # fmt: skip
 
 
-def regression_updates(policy: Policy, optimizer: torch.optim.Optimizer, windows: DemoWindows, updates: int,
+class SceneSteps(Dataset):
+    """Every labelled step of ``demos`` as a scene policy's input (``nn.scene_policy``): ``features`` ``[1, F]``
+    (SI; the policy standardises them) and ``target`` ``[1, 2]`` (the label normalised and clamped to the
+    policy's range). The demos need their scene features (``labelling.Demo.features``)."""
+
+    def __init__(self, demos: list[dict], policy: ScenePolicy) -> None:
+        if not all("features" in d for d in demos):
+            raise ValueError("SceneSteps: the demos have no scene features (drive them again with this version)")
+        low, high = policy.action_bounds()
+        self.features = torch.from_numpy(np.concatenate([d["features"] for d in demos])).float()
+        labels = torch.from_numpy(np.concatenate([d["labels"] for d in demos]))
+        self.targets = policy.normalise_actions(labels.to(low.device)).clamp(low, high).detach().cpu()
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return {"features": self.features[k : k + 1], "target": self.targets[k : k + 1]}
+
+
+def demo_windows(demos: list[dict], policy: Policy | ScenePolicy, steps: int = 1) -> Dataset:
+    """The regression's data for ``policy``: ``SceneSteps`` for a scene policy, else ``DemoWindows``."""
+    return SceneSteps(demos, policy) if isinstance(policy, ScenePolicy) else DemoWindows(demos, policy, steps)
+
+
+def predict(policy: Policy | ScenePolicy, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The policy's mean actions [B, T, 2] (normalised) for a batch of ``demo_windows``."""
+    if "features" in batch:
+        return policy(batch["features"])["mean"]
+    return policy.forward_sequence(batch["images"], batch["states"], batch["ego_mask"])["mean"]
+
+
+def scene_normalisation(demos: list[dict], min_std: float = 1e-3) -> dict[str, np.ndarray]:
+    """A scene policy's statistics from ``demos``: the features' mean and std as ``state_mean`` / ``state_std``
+    (a constant feature gets std 1), the labels' as ``action_mean`` / ``action_std``."""
+    features = np.concatenate([d["features"] for d in demos]).astype(np.float64)
+    labels = np.concatenate([d["labels"] for d in demos]).astype(np.float64)
+    feature_std = features.std(0)
+    return {"state_mean": features.mean(0), "state_std": np.where(feature_std > min_std, feature_std, 1.0),
+            "action_mean": labels.mean(0), "action_std": np.maximum(labels.std(0), min_std)}  # fmt: skip
+
+
+def regression_updates(policy: Policy | ScenePolicy, optimizer: torch.optim.Optimizer, windows: Dataset, updates: int,
                        batch_size: int, grad_clip: float, generator: torch.Generator,
                        device: torch.device) -> list[float]:  # fmt: skip
     """``updates`` Adam steps on batches of ``batch_size`` runs of steps drawn at random (with replacement) from
@@ -111,8 +154,7 @@ def regression_updates(policy: Policy, optimizer: torch.optim.Optimizer, windows
     losses = []
     for batch in DataLoader(windows, batch_size=batch_size, sampler=sampler):
         batch = {name: value.to(device) for name, value in batch.items()}
-        out = policy.forward_sequence(batch["images"], batch["states"], batch["ego_mask"])
-        loss = (out["mean"] - batch["target"]).pow(2).mean()
+        loss = (predict(policy, batch) - batch["target"]).pow(2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(policy.parameters(), grad_clip)
@@ -122,7 +164,7 @@ def regression_updates(policy: Policy, optimizer: torch.optim.Optimizer, windows
 
 
 @torch.no_grad()
-def heldout_error(policy: Policy, windows: DemoWindows, device: torch.device, most: int = 2000,
+def heldout_error(policy: Policy | ScenePolicy, windows: Dataset, device: torch.device, most: int = 2000,
                   batch_size: int = 250) -> dict[str, list[float]]:  # fmt: skip
     """The policy's squared error on (at most ``most``, evenly spaced) one-step ``windows`` of drives it was not
     trained on: ``{"heldout_mse": [accel, curvature], "heldout_var": [accel, curvature]}`` in normalised
@@ -131,8 +173,7 @@ def heldout_error(policy: Policy, windows: DemoWindows, device: torch.device, mo
     errors, targets = [], []
     for batch in DataLoader(Subset(windows, evenly_spaced(most, len(windows)).tolist()), batch_size=batch_size):
         batch = {name: value.to(device) for name, value in batch.items()}
-        out = policy.forward_sequence(batch["images"], batch["states"], batch["ego_mask"])
-        errors.append((out["mean"] - batch["target"]).pow(2).flatten(0, 1).cpu())
+        errors.append((predict(policy, batch) - batch["target"]).pow(2).flatten(0, 1).cpu())
         targets.append(batch["target"].flatten(0, 1).cpu())
     return {"heldout_mse": torch.cat(errors).mean(0).tolist(), "heldout_var": torch.cat(targets).var(0).tolist()}
 
@@ -179,7 +220,7 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
     device = next(policy.parameters()).device
     optimizer = torch.optim.Adam(policy.parameters(), lr=c.lr)
     generator = torch.Generator().manual_seed(c.seed)
-    tc = policy.config.context_frames
+    tc = getattr(policy.config, "context_frames", 1)  # a scene policy reads no views
     updates = -(-c.steps // c.rounds)
     demos: list[dict] = []
     heldout: list[dict] = []  # the drives kept out of the regression (``holdout``)
@@ -187,7 +228,7 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
     metrics = out / "metrics.jsonl"
     last = checkpoints / "last.pt"
     if c.resume and last.exists():
-        ckpt = load_checkpoint(last, "policy")
+        ckpt = load_checkpoint(last, policy.checkpoint_kind)
         load_weights(policy, ckpt["state_dict"], last, "use another --out or --no-resume")
         optimizer.load_state_dict(ckpt["optimizer"])
         trained, student = int(ckpt["round"]), last
@@ -210,7 +251,9 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
         if r <= trained:
             continue
         collect_s = time.perf_counter() - t0
-        windows = DemoWindows(demos, policy, c.sequence_steps)
+        if isinstance(policy, ScenePolicy) and trained < 0 and r == 0:  # the statistics of the first drives
+            policy.set_normalisation(scene_normalisation(demos))
+        windows = demo_windows(demos, policy, c.sequence_steps)
         t1 = time.perf_counter()
         losses = regression_updates(policy, optimizer, windows, updates, c.batch_size, c.grad_clip, generator, device)
         train_s = time.perf_counter() - t1
@@ -223,7 +266,7 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
                 "loss_first": losses[0], "loss": float(np.mean(tail)),
                 "collect_s": round(collect_s, 1), "train_s": round(train_s, 1)}  # fmt: skip
         if heldout:
-            line |= {"heldout_drives": len(heldout)} | heldout_error(policy, DemoWindows(heldout, policy), device)
+            line |= {"heldout_drives": len(heldout)} | heldout_error(policy, demo_windows(heldout, policy), device)
         if c.val_episodes > 0:
             val = closed_loop_val(student, folder, c.val_episodes, c.seed, out / "val" / f"round-{r}.json", device,
                                   c.episode_workers)  # fmt: skip
@@ -239,4 +282,15 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
     return {"method": c.method, "rounds": history, "out": str(out)}
 
 
-__all__ = ["DemoWindows", "build_labeller", "collect", "heldout_error", "regression_updates", "train_dagger"]
+__all__ = [
+    "DemoWindows",
+    "SceneSteps",
+    "build_labeller",
+    "collect",
+    "demo_windows",
+    "heldout_error",
+    "predict",
+    "regression_updates",
+    "scene_normalisation",
+    "train_dagger",
+]

@@ -48,6 +48,7 @@ from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
 from worldmodel.driving.objective import ObjectiveConfig
+from worldmodel.driving.scene import FEATURE_NAMES
 from worldmodel.driving.uncertainty import PoseUncertaintyStats
 from worldmodel.driving.window_worlds import RenderedWindows
 from worldmodel.driving.worlds import TrafficWorld
@@ -59,6 +60,7 @@ from worldmodel.nn.forward_model_config import view_text
 from worldmodel.nn.model_windows import to_model_units
 from worldmodel.nn.policy import CHECKPOINT_KIND, Policy, PolicyConfig
 from worldmodel.nn.saving import save_checkpoint, seed_everything
+from worldmodel.nn.scene_policy import ScenePolicy, ScenePolicyConfig
 from worldmodel.training.loop import Task, TrainingLoop, evenly_spaced, reduce_terms
 from worldmodel.training.policy_config import ACTION_RANGES, DECOUPLED, METHODS, TrainPolicyConfig
 from worldmodel.training.policy_decoupled import IndexedWindows, decoupled_loss, make_imagination
@@ -146,6 +148,12 @@ def new_policy(config: TrainPolicyConfig, fm: ForwardModel, init: bool = True) -
         policy.load_backbone_weights(state)
         log.info("policy trunk initialised from %s", c.init_backbone)
     return policy
+
+
+def new_scene_policy(config: TrainPolicyConfig) -> ScenePolicy:
+    """A scene policy of the run (MLP on ``driving.scene``'s features; normalisation set from its first drives)."""
+    limits = (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if config.action_range == "kinematic" else None
+    return ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=limits))
 
 
 class PolicyTrainer(Task):
@@ -357,9 +365,12 @@ def train_policy(config: TrainPolicyConfig) -> dict:
 
         _, folder = resolve_dataset(config.data)
         seed_everything(config.seed)
-        fm = ForwardModel.from_checkpoint(config.fm)
         device = resolve_device(config.device)
-        return train_dagger(config, new_policy(config, fm).to(device), folder)
+        if config.observation == "scene":
+            policy = new_scene_policy(config)
+        else:
+            policy = new_policy(config, ForwardModel.from_checkpoint(config.fm))
+        return train_dagger(config, policy.to(device), folder)
     return PolicyTrainer(config).run()
 
 
@@ -372,5 +383,6 @@ __all__ = [
     "policy_loss",
     "resolve_dataset",
     "new_policy",
+    "new_scene_policy",
     "train_policy",
 ]

@@ -12,6 +12,8 @@ from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
 from worldmodel.training.loop import LoopConfig
 
 METHODS = ("mpur", "distill", "dagger", "mpur-ppuu", "mper", "il")
+#: What a policy reads (``TrainPolicyConfig.observation``).
+OBSERVATIONS = ("view", "scene")
 #: What a policy can output (``TrainPolicyConfig.action_range``).
 ACTION_RANGES = ("kinematic", "sigma")
 #: Methods over decoupled imagined worlds (``policy_decoupled``).
@@ -71,6 +73,10 @@ class TrainPolicyConfig:
     """dagger: share of each round's drives kept out of the regression; after each round the policy's mean
     squared error on their labels (per action, normalised units) is logged beside their variance: how much of
     the teacher's behaviour the policy learned to read from its views, on drives it never saw (0: none kept)."""
+    observation: str = "view"
+    """What the policy reads: ``"view"`` (the ego's views and states, ``nn.policy``) or ``"scene"`` (dagger only:
+    object-level features of the lanes and the nearest cars, ``driving.scene``, through an MLP,
+    ``nn.scene_policy``; its normalisation comes from the first round's drives and ``--fm`` is not read)."""
     policy_kind: str = "deterministic"
     """``"deterministic"`` or ``"gaussian"``."""
     action_range: str = "kinematic"
@@ -123,6 +129,9 @@ class TrainPolicyConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
+        if self.observation not in OBSERVATIONS or (self.observation == "scene" and self.method != "dagger"):
+            raise ValueError(f"TrainPolicyConfig.observation must be one of {OBSERVATIONS} (scene: with method "
+                             f"dagger), got {self.observation!r} with {self.method!r}")  # fmt: skip
         if self.action_range not in ACTION_RANGES:
             raise ValueError(
                 f"TrainPolicyConfig.action_range must be one of {ACTION_RANGES}, got {self.action_range!r}"
@@ -167,4 +176,4 @@ class TrainPolicyConfig:
                           progress=self.progress, data=data)  # fmt: skip
 
 
-__all__ = ["ACTION_RANGES", "DECOUPLED", "METHODS", "TrainPolicyConfig"]
+__all__ = ["ACTION_RANGES", "DECOUPLED", "METHODS", "OBSERVATIONS", "TrainPolicyConfig"]

@@ -1,0 +1,84 @@
+"""The scene around the ego as a fixed-length vector of object-level features: what a policy without
+pixels sees (``nn.scene_policy``), computed from what the car's sensors give now.
+
+The planners read the other cars' current positions and velocities (the cv and traffic worlds are made
+from them), the lanes and the speed target; a policy that sees the same as numbers does not have to learn
+to read them off a 117 x 24 raster. Per lane slot (the ego's lane, its left and right neighbours):
+
+- the lane: whether it exists at the ego's position, the room left before it ends (on-ramps), the lateral
+  offset of its centre from the ego;
+- the two nearest cars ahead and the nearest car behind whose centre is in the lane: present (0/1), bumper
+  gap along the road, their speed along the road minus the ego's, lateral offset from the ego, lateral speed.
+
+And the ego: speed, heading, offset from its lane's centre, the speed target (``objective.target_speed``) and
+its difference from the speed, whether it is on a ramp, and the action it executed last step (which a
+policy knows: it chose it).
+
+All features are SI numbers (m, m/s, rad); absent cars read as far (``FAR_M``) and as fast as the ego. The
+order is ``FEATURE_NAMES``; the policy standardises them with statistics of its training data.
+Shape: ``scene_features`` gives ``[F]`` float32, F = ``len(FEATURE_NAMES)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from worldmodel.driving.objective import target_speed
+
+FAR_M = 60.0
+"""Gaps are clipped to this [m]; absent cars are this far."""
+ROOM_M = 200.0
+"""The room left in a lane is clipped to this [m] (mainline lanes: always this)."""
+LANES = ("left", "own", "right")
+CARS = ("ahead1", "ahead2", "behind")
+CAR_FEATURES = ("present", "gap", "dv", "dy", "vy")
+EGO_FEATURES = ("speed", "heading", "lane_offset", "target_speed", "speed_error", "on_ramp", "last_accel",
+                "last_curvature")  # fmt: skip
+FEATURE_NAMES = (*EGO_FEATURES,
+                 *(f"{lane}_{name}" for lane in LANES for name in ("exists", "room", "centre_dy")),
+                 *(f"{lane}_{car}_{name}" for lane in LANES for car in CARS for name in CAR_FEATURES))  # fmt: skip
+
+
+def _lane_of(road, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """The lane whose strip holds each centre (the nearest lane off the road)."""
+    lane = road.lane_at(x, y)
+    nearest = np.clip(np.floor(np.asarray(y) / road.lane_width_m), 0, road.total_lanes - 1).astype(np.int64)
+    return np.where(lane >= 0, lane, nearest)
+
+
+def scene_features(vehicles: dict, road, last_action: np.ndarray | None = None) -> np.ndarray:
+    """The features (``FEATURE_NAMES``) of the ego, row 0 of ``vehicles`` (as ``ReplaySimulation.vehicles()``),
+    on ``road``; ``last_action`` [2]: its last executed (accel, curvature) (None: zero)."""
+    x, y, v, psi = (np.asarray(vehicles[k], dtype=np.float64) for k in ("x", "y", "v", "psi"))
+    length = np.asarray(vehicles["length"], dtype=np.float64)
+    ego_lane = int(_lane_of(road, x[:1], y[:1])[0])
+    centre = float(road.lane_center_y(ego_lane))
+    target = target_speed(vehicles, road)
+    last = np.zeros(2) if last_action is None else np.asarray(last_action, dtype=np.float64)
+    out = [v[0], psi[0], y[0] - centre, target, target - v[0], float(road.is_ramp_lane(ego_lane)), last[0], last[1]]
+    start, end = road.lane_extent_x()
+    others_lane = _lane_of(road, x[1:], y[1:])
+    vx, vy = v * np.cos(psi), v * np.sin(psi)
+    gap_ahead = x[1:] - x[0] - 0.5 * (length[1:] + length[0])
+    lanes, cars = [], []
+    for lane in (ego_lane - 1, ego_lane, ego_lane + 1):
+        lane_centre = float(road.lane_center_y(lane))
+        exists = 0 <= lane < road.total_lanes and start[lane] <= x[0] <= end[lane]
+        room = min(float(end[lane]) - x[0], ROOM_M) if exists and road.is_ramp_lane(lane) else ROOM_M
+        lanes += [float(exists), room if exists else 0.0, lane_centre - y[0]]
+        inside = np.nonzero(others_lane == lane)[0]
+        ahead = inside[x[1:][inside] > x[0]]
+        ahead = ahead[np.argsort(x[1:][ahead], kind="stable")][:2]
+        behind = inside[x[1:][inside] <= x[0]]
+        behind = behind[np.argsort(-x[1:][behind], kind="stable")][:1]
+        for chosen, sign in ((ahead, 1.0), (ahead[1:], 1.0), (behind, -1.0)):
+            if len(chosen) == 0:
+                cars += [0.0, FAR_M, 0.0, lane_centre - y[0], 0.0]
+                continue
+            k = int(chosen[0]) + 1
+            gap = gap_ahead[k - 1] if sign > 0 else -(x[k] - x[0]) - 0.5 * (length[k] + length[0])
+            cars += [1.0, float(np.clip(gap, -5.0, FAR_M)), vx[k] - vx[0], y[k] - y[0], vy[k]]
+    return np.asarray(out + lanes + cars, dtype=np.float32)
+
+
+__all__ = ["CAR_FEATURES", "FAR_M", "FEATURE_NAMES", "scene_features"]
