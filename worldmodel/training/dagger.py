@@ -18,7 +18,9 @@ drifts off them and fails there (supervised imitation's compounding error). DAgg
   per round.
 
 The policy sees what it sees when it drives (``ObservationWindow``): the last Tc views with the ego mask and
-the Tc states, positions relative to the newest. The planner's labels use what the car's sensors give (its
+the Tc states, positions relative to the newest; a scene policy (``observation="scene"``, ``nn.scene_policy``)
+sees the object-level features the demos keep at each step (``driving.scene``), standardised with the
+statistics of round 0's drives. The planner's labels use what the car's sensors give (its
 exact state, the other cars' current states); the policy learns to act without planning. Each round's demos
 are written to ``<out>/demos/round-<r>.h5``; a run resumes at round granularity (``train_dagger``).
 Shapes: B windows, Tc context frames, H x W view.
