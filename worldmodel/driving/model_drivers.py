@@ -225,8 +225,9 @@ class PolicyDriver(FirstSlot):
 
 
 def make_model_driver(spec: str, *, fm: str | None = None, device: str = "cpu", seed: int = 0, **options):
-    """A driver for ``spec``: a policy checkpoint path (an image policy or a scene policy), ``plan:grad`` or ``plan:cem`` (options: ``world``,
-    ``objective`` and the fields of the planner, objective and model-world configs)."""
+    """A driver for ``spec``: a policy checkpoint path (a view policy or a scene policy, by the checkpoint's
+    kind), ``plan:grad`` or ``plan:cem`` (options: ``world``, ``objective`` and the fields of the planner,
+    objective and model-world configs)."""
     if spec.startswith("plan:"):
         from worldmodel.driving.planner_driver import make_planner_driver
 
