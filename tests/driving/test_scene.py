@@ -69,6 +69,15 @@ def test_the_features_name_the_lanes_and_the_nearest_cars():
     assert h["right_exists"] == 0.0
 
 
+def test_the_nearest_lane_is_the_lane_on_the_road_else_the_nearest_strip():
+    """``Road.nearest_lane`` (the lane slots' and the speed target's): on a lane its index, off the road the
+    nearest strip: beside the road the outer lanes, past the ramp's end the ramp lane's strip."""
+    x, y = np.array([50.0, 50.0, 50.0, 50.0, 250.0]), np.array([1.0, 5.0, 9.0, -3.0, 9.0])
+    assert road().nearest_lane(x, y).tolist() == [0, 1, 2, 0, 2]
+    assert road().lane_at(x, y).tolist() == [0, 1, 2, -1, -1]
+    assert road().nearest_lane(np.array([50.0]), np.array([20.0])).tolist() == [2]
+
+
 def test_the_policy_clamps_to_its_range_and_survives_its_checkpoint(tmp_path):
     torch.manual_seed(0)
     policy = ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=LIMITS))

@@ -205,9 +205,7 @@ def target_speed(vehicles: dict, road, lookahead_m: float = 40.0, lane_end_decel
     aimed at the limit and reached the ramp's end at 19-24 m/s, too fast to merge: 13 of the oracle-world
     planner's 78 failures on the 428 test cars.)"""
     x, y = vehicles["x"], vehicles["y"]
-    lane = int(road.lane_at(np.array([x[0]]), np.array([y[0]]))[0])
-    if lane < 0:
-        lane = int(np.clip(np.floor(y[0] / road.lane_width_m), 0, road.total_lanes - 1))
+    lane = int(road.nearest_lane(np.array([x[0]]), np.array([y[0]]))[0])
     others_lane = road.lane_at(x[1:], y[1:])
     ahead = (others_lane == lane) & (x[1:] > x[0]) & (x[1:] < x[0] + lookahead_m)
     target = float(np.mean(vehicles["v"][1:][ahead])) if ahead.any() else float(road.config.speed_limit_mps)

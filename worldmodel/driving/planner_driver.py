@@ -163,9 +163,7 @@ def lateral_targets(sim, horizon_s: float, min_change_speed_mps: float = 0.0) ->
     lane off the road: the nearest lane."""
     road = sim.road
     x, y = float(sim.x), float(sim.y)
-    lane = int(road.lane_at(np.array([x]), np.array([y]))[0])
-    if lane < 0:
-        lane = int(np.clip(np.floor(y / road.lane_width_m), 0, road.total_lanes - 1))
+    lane = int(road.nearest_lane(np.array([x]), np.array([y]))[0])
     ahead = x + max(float(sim.v), 1.0) * horizon_s
     may_change = float(sim.v) >= min_change_speed_mps or bool(road.is_ramp_lane(lane))
     targets = []

@@ -39,25 +39,18 @@ FEATURE_NAMES = (*EGO_FEATURES,
                  *(f"{lane}_{car}_{name}" for lane in LANES for car in CARS for name in CAR_FEATURES))  # fmt: skip
 
 
-def _lane_of(road, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """The lane whose strip holds each centre (the nearest lane off the road)."""
-    lane = road.lane_at(x, y)
-    nearest = np.clip(np.floor(np.asarray(y) / road.lane_width_m), 0, road.total_lanes - 1).astype(np.int64)
-    return np.where(lane >= 0, lane, nearest)
-
-
 def scene_features(vehicles: dict, road, last_action: np.ndarray | None = None) -> np.ndarray:
     """The features (``FEATURE_NAMES``) of the ego, row 0 of ``vehicles`` (as ``ReplaySimulation.vehicles()``),
     on ``road``; ``last_action`` [2]: its last executed (accel, curvature) (None: zero)."""
     x, y, v, psi = (np.asarray(vehicles[k], dtype=np.float64) for k in ("x", "y", "v", "psi"))
     length = np.asarray(vehicles["length"], dtype=np.float64)
-    ego_lane = int(_lane_of(road, x[:1], y[:1])[0])
+    ego_lane = int(road.nearest_lane(x[:1], y[:1])[0])
     centre = float(road.lane_center_y(ego_lane))
     target = target_speed(vehicles, road)
     last = np.zeros(2) if last_action is None else np.asarray(last_action, dtype=np.float64)
     out = [v[0], psi[0], y[0] - centre, target, target - v[0], float(road.is_ramp_lane(ego_lane)), last[0], last[1]]
     start, end = road.lane_extent_x()
-    others_lane = _lane_of(road, x[1:], y[1:])
+    others_lane = road.nearest_lane(x[1:], y[1:])
     vx, vy = v * np.cos(psi), v * np.sin(psi)
     gap_ahead = x[1:] - x[0] - 0.5 * (length[1:] + length[0])
     lanes, cars = [], []

@@ -68,6 +68,13 @@ class Road:
         valid &= (x >= start[safe]) & (x <= end[safe])
         return np.where(valid, lane, -1)
 
+    def nearest_lane(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``lane_at``, but off the road the lane (mainline or ramp) whose strip index ``y`` is nearest.
+        int64, shape of ``x``."""
+        lane = self.lane_at(x, y)
+        nearest = np.clip(np.floor(np.asarray(y, dtype=np.float64) / self.lane_width_m), 0, self.total_lanes - 1)
+        return np.where(lane >= 0, lane, nearest.astype(np.int64))
+
     def on_road(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """True where the point (x, y) lies on a lane (mainline or a ramp that exists there)."""
         return self.lane_at(x, y) >= 0

@@ -133,11 +133,17 @@ def closed_loop_val(checkpoint: str | Path, folder: str | Path, episodes: int, s
     return {name: report[name] for name in ("success_rate", "mean_distance_m", "collision_rate")}
 
 
+def action_limits(config: TrainPolicyConfig) -> tuple | None:
+    """The SI action bounds of the run's policies: the environment's (``action_range="kinematic"``), or None
+    (``"sigma"``: PPUU's +-3 sigma clamp)."""
+    return (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if config.action_range == "kinematic" else None
+
+
 def new_policy(config: TrainPolicyConfig, fm: ForwardModel, init: bool = True) -> Policy:
     """A policy of the run: the forward model's trunk widths, context and units, the run's kind and action
     range; with ``init``, its trunk initialised as ``config.init_backbone`` says."""
     c = config
-    limits = (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if c.action_range == "kinematic" else None
+    limits = action_limits(c)
     policy = Policy(PolicyConfig.for_model(fm.config.backbone, kind=c.policy_kind, action_limits=limits))
     policy.set_normalisation(fm.normalisation())
     if init and c.init_backbone:
@@ -152,8 +158,7 @@ def new_policy(config: TrainPolicyConfig, fm: ForwardModel, init: bool = True) -
 
 def new_scene_policy(config: TrainPolicyConfig) -> ScenePolicy:
     """A scene policy of the run (MLP on ``driving.scene``'s features; normalisation set from its first drives)."""
-    limits = (tuple(ACTION_LOW.tolist()), tuple(ACTION_HIGH.tolist())) if config.action_range == "kinematic" else None
-    return ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=limits))
+    return ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=action_limits(config)))
 
 
 class PolicyTrainer(Task):
