@@ -4,7 +4,10 @@
 # (oracle, privileged), constant velocity (cv), the learned traffic model (traffic) and the forward models (model:
 # the tiny model; model-cv: the tiny model correcting the cv frames); plan:grad with PPUU's objective in the
 # oracle world reproduces its failure; scene-dagger: a policy on object-level features of the scene, DAgger from the
-# traffic-world planner (6 rounds of 200 train cars, ~12 min each). CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
+# traffic-world planner (6 rounds of 200 train cars, ~12 min each); scene-mpur-*: the same policy class trained
+# by MPUR in an object-level imagination (traffic: the learned traffic model's world; cv; oracle: the recording),
+# from scratch, 4 rounds of 500 updates, windows at the policy's own states joining after each (~25 min each);
+# scene-mpur-dagger: the same from the scene-dagger policy. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
 # model ~1 min; a planner row over all 465 test cars ~20 min (grad, oracle world: 7.3 ms per car-step), the model
 # worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.
@@ -19,7 +22,7 @@ WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
 FM_CV=runs/fm-i80-cv
 TRAFFIC=runs/traffic-i80
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger}"
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-cv scene-mpur-oracle scene-mpur-dagger}"
 SCENE=runs/scene-dagger
 
 wants() {  # does ROWS hold any of the given rows?
@@ -33,15 +36,31 @@ wants() {  # does ROWS hold any of the given rows?
 ! wants grad-model-cv || [ -f "$FM_CV/checkpoints/last.pt" ] || "$WM" train fm --data "$DATA/episodes.h5" --out "$FM_CV" --preset tiny \
   --context-frames 20 --mode vae --image-update pixel --base cv --steps 1500 --batch-size 16 --predict-frames 20 \
   --lr 1e-3 --lr-schedule cosine --val-every 250 --val-windows 128 --ckpt-every 50 --workers 1 --no-progress > /dev/null
-! wants grad-traffic cem-traffic scene-dagger || [ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
+! wants grad-traffic cem-traffic scene-dagger scene-mpur-traffic scene-mpur-dagger || [ -f "$TRAFFIC/traffic.pt" ] || "$WM" train traffic --data "$DATA" --out "$TRAFFIC" --no-progress > /dev/null
 # the scene policy: round 0 the traffic-world planner drives 200 train cars, then the policy (the planner's action
 # executed with probability 0.5^r); 3,000 updates of 256 labelled steps after each round; best.pt by 40 val cars
-if wants scene-dagger && [ ! -f "$SCENE/.done" ]; then
+if wants scene-dagger scene-mpur-dagger && [ ! -f "$SCENE/.done" ]; then
   "$WM" train policy --method dagger --observation scene --world traffic --traffic "$TRAFFIC/traffic.pt" --data "$DATA" \
     --out "$SCENE" --rounds 6 --round-episodes 200 --steps 18000 --batch-size 256 --lr 1e-3 --holdout 0.15 \
     --val-episodes 40 --episode-workers "$WORKERS" --seed 0 --no-progress > /dev/null
   touch "$SCENE/.done"
 fi
+# MPUR of a scene policy in an object-level imagination: 2,000 windows of recorded moments, then 4 rounds of 500
+# updates of 32 windows (T = 30), 2,000 windows cut from the policy's own drives of 200 train cars joining before
+# each round after the first; the policy after the last round (last.pt) is evaluated
+scene_mpur() {  # name, world, extra arguments...
+  local name="$1" world="$2"; shift 2
+  [ -f "runs/$name/.done" ] && return 0
+  "$WM" train policy --method mpur --observation scene --world "$world" --traffic "$TRAFFIC/traffic.pt" --data "$DATA" \
+    --out "runs/$name" --world-pool 2000 --val-windows 200 --steps 2000 --rounds 4 --round-episodes 200 \
+    --driven-stride 10 --batch-size 32 --val-every 0 --val-episodes 100 --episode-workers "$WORKERS" --seed 0 \
+    --no-progress "$@" > /dev/null
+  touch "runs/$name/.done"
+}
+for world in traffic cv oracle; do
+  ! wants "scene-mpur-$world" || scene_mpur "scene-mpur-$world" "$world" --lr 3e-4
+done
+! wants scene-mpur-dagger || scene_mpur scene-mpur-dagger traffic --lr 1e-5 --init-policy "$SCENE/checkpoints/best.pt"
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2
@@ -60,6 +79,7 @@ for row in $ROWS; do
     grad-model-cv) evaluate "$row" plan:grad --world model --fm "$FM_CV/checkpoints/last.pt" ;;
     grad-traffic|cem-traffic) evaluate "$row" "plan:${row%%-*}" --world traffic --fm "$TRAFFIC/traffic.pt" ;;
     scene-dagger) evaluate "$row" "$SCENE/checkpoints/best.pt" ;;
+    scene-mpur-*) evaluate "$row" "runs/$row/checkpoints/last.pt" ;;
     grad-*|cem-*) evaluate "$row" "plan:${row%%-*}" --world "${row#*-}" ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

@@ -12,7 +12,7 @@ from worldmodel.driving.drivers import NoActionDriver
 from worldmodel.driving.episode_selection import select_episodes
 from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.driving.model_drivers import make_model_driver
-from worldmodel.driving.scene import FAR_M, FEATURE_NAMES, ROOM_M, scene_features
+from worldmodel.driving.scene import FAR_M, FEATURE_NAMES, ROOM_M, features_at, scene_features
 from worldmodel.driving.scene_driver import ScenePolicyDriver
 from worldmodel.nn.checkpointing import CheckpointError
 from worldmodel.nn.saving import save_checkpoint
@@ -67,6 +67,38 @@ def test_the_features_name_the_lanes_and_the_nearest_cars():
     # past the ramp's end the ramp lane does not exist
     h = named(scene_features(vehicles([(250.0, 5.5, 10.0, 0.0)]), road()))
     assert h["right_exists"] == 0.0
+
+
+@pytest.mark.parametrize("ego", [(100.0, 5.0, 10.0, 0.02), (120.0, 9.0, 7.0, -0.03)])  # mainline; on the ramp
+def test_features_at_are_the_scene_features_with_their_exact_derivatives(ego):
+    """``features_at`` (imagination's features, differentiable in the ego's state and last action) gives the
+    numbers ``scene_features`` gives, and its gradients are the finite differences of ``scene_features`` (small
+    moves that change no lane or nearest car)."""
+    others = vehicles([ego, (130.0, 5.6, 8.0, 0.0), (115.0, 5.4, 12.0, 0.05), (90.0, 5.5, 11.0, 0.0),
+                       (105.0, 1.8, 9.0, 0.1), (140.0, 9.2, 6.0, 0.0), (97.0, 9.0, 7.5, 0.0)])  # fmt: skip
+    others = {name: value[1:] for name, value in others.items()}
+    last = np.array([0.4, -0.01])
+    inputs = torch.tensor([[*ego[:2], ego[3], ego[2], *last]], dtype=torch.float64, requires_grad=True)
+
+    def numpy_features(z):
+        x, y, psi, v, accel, curvature = z
+        scene = {name: np.concatenate([[value], others[name]]) for name, value in
+                 (("x", x), ("y", y), ("psi", psi), ("v", v), ("length", 4.0))}  # fmt: skip
+        return scene_features(scene, road(), np.array([accel, curvature])).astype(np.float64)
+
+    got = features_at(inputs[:, :4], inputs[:, 4:], [others], [road()], torch.tensor([[4.0, 2.0]]))
+    z = inputs.detach().numpy()[0]
+    assert np.allclose(got.detach().numpy()[0], numpy_features(z), atol=1e-5)
+    size = torch.tensor([[4.0, 2.0]])
+    jacobian = torch.autograd.functional.jacobian(lambda i: features_at(i[:, :4], i[:, 4:], [others], [road()], size),
+                                                  inputs)[0, :, 0]  # fmt: skip
+    eps = 1e-2  # the features are float32
+    numeric = np.stack([(numpy_features(z + eps * np.eye(6)[k]) - numpy_features(z - eps * np.eye(6)[k])) / (2 * eps)
+                        for k in range(6)], axis=1)  # fmt: skip
+    target = FEATURE_NAMES.index("target_speed"), FEATURE_NAMES.index("speed_error")
+    numeric[list(target), 0] = 0.0  # on a ramp the speed target's lane-end cap moves with x: held, not differentiated
+    assert np.abs(numeric).sum() > 10  # the features move with the ego
+    np.testing.assert_allclose(jacobian.numpy(), numeric, atol=5e-3)
 
 
 def test_the_nearest_lane_is_the_lane_on_the_road_else_the_nearest_strip():

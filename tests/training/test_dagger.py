@@ -227,4 +227,4 @@ def test_a_micro_dagger_run_of_a_scene_policy(recorded, tmp_path):
     stats = scene_normalisation(demos[:1])  # the first round's kept drive
     assert np.allclose(driver.policy.state_mean.numpy(), stats["state_mean"], rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="observation"):
-        replace(config, method="mpur")
+        replace(config, method="il")

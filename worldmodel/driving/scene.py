@@ -16,12 +16,20 @@ policy knows: it chose it).
 
 All features are SI numbers (m, m/s, rad); absent cars read as far (``FAR_M``) and as fast as the ego. The
 order is ``FEATURE_NAMES``; the policy standardises them with statistics of its training data.
-Shape: ``scene_features`` gives ``[F]`` float32, F = ``len(FEATURE_NAMES)``.
+
+In imagination (``training.scene_mpur``) the ego's state and last action are tensors: ``features_at`` computes
+the same numbers (``scene_features``, so a policy sees in training exactly what it sees driving) and attaches
+their exact derivatives in the ego's state and last action (``scene_jacobian``): the features are piecewise
+smooth in them (which lane and which cars are nearest changes in jumps; gaps, offsets and speed differences
+move smoothly in between).
+Shape: ``scene_features`` gives ``[F]`` float32, F = ``len(FEATURE_NAMES)``; ``features_at`` ``[B, F]``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import torch
+from torch import Tensor
 
 from worldmodel.driving.objective import target_speed
 
@@ -74,4 +82,57 @@ def scene_features(vehicles: dict, road, last_action: np.ndarray | None = None) 
     return np.asarray(out + lanes + cars, dtype=np.float32)
 
 
-__all__ = ["CAR_FEATURES", "FAR_M", "FEATURE_NAMES", "scene_features"]
+#: What ``scene_jacobian`` differentiates by: the ego's state (x, y, psi, v) and its last action (accel, curvature).
+INPUTS = ("x", "y", "psi", "v", "last_accel", "last_curvature")
+
+
+def scene_jacobian(features: np.ndarray) -> np.ndarray:
+    """``[..., F, 6]``: the derivatives of ``features`` ``[..., F]`` (``scene_features``' values) in ``INPUTS``,
+    where they are smooth. Ego: speed, heading, offset, last action move one to one (the speed error against
+    the speed); lanes: the centres' offsets move against y, a ramp's room against x (below ``ROOM_M``); cars
+    (present): gaps against x (ahead) or with it (behind) while not clipped, speed differences with the ego's
+    velocity along x, offsets against y (an absent car's offset is its lane centre's)."""
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    x, y, psi, v, accel, curvature = range(6)
+    out = np.zeros((*features.shape, 6), dtype=np.float32)
+    for name, wrt, value in (("speed", v, 1.0), ("heading", psi, 1.0), ("lane_offset", y, 1.0),
+                             ("speed_error", v, -1.0), ("last_accel", accel, 1.0),
+                             ("last_curvature", curvature, 1.0)):  # fmt: skip
+        out[..., index[name], wrt] = value
+    speed, heading = features[..., index["speed"]], features[..., index["heading"]]
+    for lane in LANES:
+        out[..., index[f"{lane}_centre_dy"], y] = -1.0
+        room = features[..., index[f"{lane}_room"]]
+        out[..., index[f"{lane}_room"], x] = -1.0 * ((features[..., index[f"{lane}_exists"]] > 0) & (room < ROOM_M))
+        for car in CARS:
+            name = f"{lane}_{car}"
+            present = features[..., index[f"{name}_present"]] > 0
+            gap = features[..., index[f"{name}_gap"]]
+            sign = 1.0 if car == "behind" else -1.0
+            out[..., index[f"{name}_gap"], x] = sign * (present & (gap > -5.0) & (gap < FAR_M))
+            out[..., index[f"{name}_dv"], v] = -np.cos(heading) * present
+            out[..., index[f"{name}_dv"], psi] = speed * np.sin(heading) * present
+            out[..., index[f"{name}_dy"], y] = -1.0
+    return out
+
+
+def features_at(state: Tensor, last_action: Tensor, others: list[dict], roads: list, car_size: Tensor) -> Tensor:
+    """The scene features ``[B, F]`` of B egos at ``state`` ``[B, 4]`` (x, y, psi, v) having executed
+    ``last_action`` ``[B, 2]`` (SI), among ``others[b]`` (the other cars, arrays ``[n]`` x, y, psi, v, length as
+    ``worlds.recorded_others``) on ``roads[b]``, ``car_size`` ``[B, 2]`` (length, width): ``scene_features``'
+    values, with gradients in ``state`` and ``last_action`` through ``scene_jacobian``."""
+    inputs = torch.cat([state, last_action], dim=-1)  # [B, 6]
+    known = inputs.detach().double().cpu().numpy()
+    size = car_size.detach().double().cpu().numpy()
+    rows = []
+    for b, (cars, road) in enumerate(zip(others, roads, strict=True)):
+        ego = dict(zip(("x", "y", "psi", "v"), known[b, :4], strict=True)) | {"length": size[b, 0]}
+        vehicles = {name: np.concatenate([[ego[name]], cars[name]]) for name in ("x", "y", "psi", "v", "length")}
+        rows.append(scene_features(vehicles, road, known[b, 4:]))
+    values = np.stack(rows)
+    jacobian = torch.from_numpy(scene_jacobian(values)).to(inputs)  # [B, F, 6]
+    moved = inputs - inputs.detach()  # zero, with the inputs' gradient
+    return torch.from_numpy(values).to(inputs) + torch.einsum("bfi,bi->bf", jacobian, moved)
+
+
+__all__ = ["CAR_FEATURES", "FAR_M", "FEATURE_NAMES", "INPUTS", "features_at", "scene_features", "scene_jacobian"]

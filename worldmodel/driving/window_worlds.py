@@ -6,7 +6,8 @@ other car around it, so a rendered world (``worlds.RenderedWorld``) can give the
 predicts it, at the car's recorded poses:
 
 - ``Recordings.handover(vehicle, row)``: a replay of episode ``vehicle``'s car with its recorded frames 0..row as
-  context (the recording of each file loaded once per process);
+  context (the recording of each file loaded once per process); ``Recordings.at``: the same car at a row where a
+  driver took it;
 - ``recorded_poses``: the car's recorded poses and speeds after the current frame;
 - ``RenderedWindows``: a window dataset whose items also carry a rendered world's frames of the predicted steps
   at the recorded poses: by default ``base_images``, the constant-velocity world's (what a ``base="cv"`` forward
@@ -56,6 +57,14 @@ class Recordings:
             raise DataError(self.files[where.file], f"episode vehicle {vehicle}, row {row}: {e}") from e
         sim.frame = sim.handover_frame  # where row steps of step() would take it, one collision check a frame
         sim._follow_recording()
+        return sim
+
+    def at(self, vehicle: int, row: int, state: np.ndarray) -> ReplaySimulation:
+        """A simulation of episode ``vehicle``'s car ``row`` frames after its first recorded one, the car where a
+        driver took it: ``state`` (x, y, psi, v) instead of its recording (which may have ended by then)."""
+        sim = self.handover(vehicle, 0)
+        sim.frame = sim.start_frame + int(row)
+        sim.x, sim.y, sim.psi, sim.v = (float(s) for s in state)
         return sim
 
     def check_speeds(self, vehicle: int, recorded: np.ndarray, episode: np.ndarray) -> None:

@@ -82,7 +82,7 @@ def constant_velocity(others: dict[str, np.ndarray], seconds: float) -> dict[str
     return moved
 
 
-class _Renderer:
+class Renderer:
     """Ego views of one pose among given vehicles, one ``EgoRasterizer`` per road."""
 
     def __init__(self, spec: ViewSpec) -> None:
@@ -133,7 +133,7 @@ class RenderedWorld:
         if name not in ("oracle", "cv"):
             raise ValueError(f"RenderedWorld: {name!r} is not a rendered world (oracle, cv)")
         self.name, self.privileged = name, name == "oracle"
-        self.renderer = _Renderer(spec or ViewSpec())
+        self.renderer = Renderer(spec or ViewSpec())
         self.reuse = reuse if self.privileged else None
         self._kept: dict[int, tuple[ReplaySimulation, tuple, dict[int, tuple[np.ndarray, np.ndarray]]]] = {}
         self.rendered = self.reused = 0
@@ -183,25 +183,32 @@ class TrafficWorld:
 
     def __init__(self, checkpoint: str, spec: ViewSpec | None = None) -> None:
         self.model = TrafficModel.from_checkpoint(checkpoint).eval()
-        self.renderer = _Renderer(spec or ViewSpec())
+        self.renderer = Renderer(spec or ViewSpec())
 
     @torch.no_grad()
-    def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor | None = None,
-                windows: list | None = None) -> WorldFrames:  # fmt: skip
-        c, spec = self.model.config, self.renderer.spec
-        if max(steps) > c.horizon:
-            raise ValueError(f"the traffic model predicts {c.horizon} steps, the planner asks for step {max(steps)}")
-        b, f = reference.shape[:2]
+    def predict_cars(self, sims: list[ReplaySimulation], horizon: int) -> list[list[dict[str, np.ndarray]]]:
+        """The other cars of each simulation's current frame (``recorded_others``) at steps 1..``horizon``, as the
+        model moves them: per simulation, ``horizon`` dicts of arrays ``[n]``."""
+        c = self.model.config
+        if horizon > c.horizon:
+            raise ValueError(f"the traffic model predicts {c.horizon} steps, {horizon} were asked for")
         cars = [recorded_others(sim, sim.frame) for sim in sims]
         features = [car_features(now, recorded_others(sim, sim.frame - c.history), sim.road, sim.dt, c.history)
                     for now, sim in zip(cars, sims, strict=True)]  # fmt: skip
         moved = self.model(torch.from_numpy(np.concatenate(features))).numpy().astype(np.float64)
-        out = np.empty((b, 1, f, 3, spec.height_px, spec.width_px), dtype=np.uint8)
-        start = 0
-        for i, (sim, now) in enumerate(zip(sims, cars, strict=True)):
+        out, start = [], 0
+        for sim, now in zip(sims, cars, strict=True):
             n = len(now["x"])
-            future = moved_cars(now, moved[start : start + n, : max(steps)], sim.dt)
+            out.append(moved_cars(now, moved[start : start + n, :horizon], sim.dt))
             start += n
+        return out
+
+    def futures(self, sims: list[ReplaySimulation], reference: np.ndarray, steps: list[int], plan: Tensor | None = None,
+                windows: list | None = None) -> WorldFrames:  # fmt: skip
+        spec = self.renderer.spec
+        b, f = reference.shape[:2]
+        out = np.empty((b, 1, f, 3, spec.height_px, spec.width_px), dtype=np.uint8)
+        for i, (sim, future) in enumerate(zip(sims, self.predict_cars(sims, max(steps)), strict=True)):
             for k, step in enumerate(steps):
                 out[i, 0, k] = self.renderer.view(sim, future[step - 1], reference[i, k])
         return WorldFrames(torch.from_numpy(out).float().div_(255.0), torch.as_tensor(reference, dtype=torch.float32))
@@ -210,6 +217,7 @@ class TrafficWorld:
 __all__ = [
     "WORLDS",
     "RenderedWorld",
+    "Renderer",
     "TrafficWorld",
     "ReuseTolerance",
     "WorldFrames",

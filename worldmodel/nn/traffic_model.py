@@ -120,7 +120,8 @@ def car_features(now: Mapping[str, np.ndarray], before: Mapping[str, np.ndarray]
 
 def moved_cars(cars: Mapping[str, np.ndarray], displacement: np.ndarray, dt: float) -> list[dict[str, np.ndarray]]:
     """The ``cars`` (arrays ``[n]``) at each of T steps: constant velocity plus ``displacement`` ``[n, T, 2]``
-    (along, across their heading) [m]; the heading follows the direction of travel between steps."""
+    (along, across their heading) [m]; the heading follows the direction of travel between steps, the speed is
+    the distance travelled in the step over ``dt``."""
     t = displacement.shape[1]
     cos, sin = np.cos(cars["psi"]), np.sin(cars["psi"])
     k = np.arange(1, t + 1)
@@ -132,7 +133,8 @@ def moved_cars(cars: Mapping[str, np.ndarray], displacement: np.ndarray, dt: flo
     dy = np.diff(np.concatenate([cars["y"][:, None], ys], 1), axis=1)
     moving = np.hypot(dx, dy) > 0.02  # [m] per step: below it the heading is kept
     psis = np.where(moving, np.arctan2(dy, dx), cars["psi"][:, None])
-    return [dict(cars) | {"x": xs[:, s], "y": ys[:, s], "psi": psis[:, s]} for s in range(t)]
+    speeds = np.hypot(dx, dy) / dt
+    return [dict(cars) | {"x": xs[:, s], "y": ys[:, s], "psi": psis[:, s], "v": speeds[:, s]} for s in range(t)]
 
 
 __all__ = ["CHECKPOINT_KIND", "FEATURES", "TrafficModel", "TrafficModelConfig", "car_features", "moved_cars"]

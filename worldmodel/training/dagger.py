@@ -203,6 +203,19 @@ def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: 
     return demos, summary
 
 
+def start_run(config: TrainPolicyConfig, folder: Path | None, why: str) -> tuple[Path, Path]:
+    """A run that drives the dataset's cars: ``(out, out/checkpoints)`` made, config.json written, the seeds set.
+    ``folder`` None (no dataset directory, so no trajectories files) is a ``DataError`` saying ``why`` they are
+    needed."""
+    if folder is None:
+        raise DataError(config.data, f"{why}: pass the dataset directory (with its trajectories-*.h5 files)")
+    out = make_dir(config.out)
+    checkpoints = make_dir(out / "checkpoints")
+    write_json(config.to_dict(), out / "config.json")
+    seed_everything(config.seed)
+    return out, checkpoints
+
+
 def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None) -> dict:
     """DAgger rounds (see the module docstring) with ``policy`` (initialised, in the forward model's units) on the
     dataset directory ``folder`` (its trajectories files). Returns a summary.
@@ -212,13 +225,7 @@ def train_dagger(config: TrainPolicyConfig, policy: Policy, folder: Path | None)
     again, and those already trained into ``checkpoints/last.pt`` (weights and optimiser) are not trained
     again."""
     c = config
-    if folder is None:
-        raise DataError(c.data, "DAgger drives the train cars in Replay-v0: the dataset directory needs its "
-                        "trajectories-*.h5 files")  # fmt: skip
-    out = make_dir(c.out)
-    checkpoints = make_dir(out / "checkpoints")
-    write_json(c.to_dict() | {"fm": str(c.fm)}, out / "config.json")
-    seed_everything(c.seed)
+    out, checkpoints = start_run(c, folder, "DAgger drives the train cars in Replay-v0")
     device = next(policy.parameters()).device
     optimizer = torch.optim.Adam(policy.parameters(), lr=c.lr)
     generator = torch.Generator().manual_seed(c.seed)
@@ -294,5 +301,6 @@ __all__ = [
     "predict",
     "regression_updates",
     "scene_normalisation",
+    "start_run",
     "train_dagger",
 ]

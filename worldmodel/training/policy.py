@@ -365,8 +365,9 @@ class PolicyTrainer(Task):
 
 def train_policy(config: TrainPolicyConfig) -> dict:
     """Train (or resume) a policy through a frozen forward model. Returns a summary."""
-    if config.method == "dagger":
+    if config.method == "dagger" or config.observation == "scene":
         from worldmodel.training.dagger import train_dagger
+        from worldmodel.training.scene_mpur import train_scene_mpur
 
         _, folder = resolve_dataset(config.data)
         seed_everything(config.seed)
@@ -375,7 +376,8 @@ def train_policy(config: TrainPolicyConfig) -> dict:
             policy = new_scene_policy(config)
         else:
             policy = new_policy(config, ForwardModel.from_checkpoint(config.fm))
-        return train_dagger(config, policy.to(device), folder)
+        train = train_dagger if config.method == "dagger" else train_scene_mpur
+        return train(config, policy.to(device), folder)
     return PolicyTrainer(config).run()
 
 

@@ -57,9 +57,14 @@ class TrainPolicyConfig:
     uniformly), then the teacher plans from where it got to and the policy regresses that plan (0: the teacher's
     plan from the window's start only, cached)."""
     rounds: int = 4
-    """dagger: rounds of driving train cars (the planner in round 0, then the latest policy) and regression."""
+    """dagger: rounds of driving train cars (the planner in round 0, then the latest policy) and regression.
+    mpur with ``observation="scene"``: rounds of training; before each after the first the policy drives
+    ``round_episodes`` train cars and windows at its own states join the imagined pool (1: recorded moments only)."""
     round_episodes: int = 100
-    """dagger: train cars driven (and labelled at every step by the planner) per round."""
+    """dagger: train cars driven (and labelled at every step by the planner) per round; scene mpur: driven per
+    round by the policy."""
+    driven_stride: int = 10
+    """scene mpur: a window is cut every this many steps of the policy's drives."""
     first_round_episodes: int | None = None
     """dagger: train cars of round 0 (the planner driving; None: ``round_episodes``)."""
     beta: float = 0.5
@@ -74,9 +79,13 @@ class TrainPolicyConfig:
     squared error on their labels (per action, normalised units) is logged beside their variance: how much of
     the teacher's behaviour the policy learned to read from its views, on drives it never saw (0: none kept)."""
     observation: str = "view"
-    """What the policy reads: ``"view"`` (the ego's views and states, ``nn.policy``) or ``"scene"`` (dagger only:
-    object-level features of the lanes and the nearest cars, ``driving.scene``, through an MLP,
-    ``nn.scene_policy``; its normalisation comes from the first round's drives and ``--fm`` is not read)."""
+    """What the policy reads: ``"view"`` (the ego's views and states, ``nn.policy``) or ``"scene"`` (dagger and
+    mpur: object-level features of the lanes and the nearest cars, ``driving.scene``, through an MLP,
+    ``nn.scene_policy``; ``--fm`` is not read; dagger: its normalisation from the first round's drives; mpur:
+    trained in an object-level imagined world, ``training.scene_mpur``, of ``world`` oracle, cv or traffic)."""
+    init_policy: str | None = None
+    """mpur with ``observation="scene"``: the scene policy to start from (e.g. a DAgger run's
+    ``checkpoints/best.pt``); None: a fresh one, standardised with the train windows' recorded features."""
     policy_kind: str = "deterministic"
     """``"deterministic"`` or ``"gaussian"``."""
     action_range: str = "kinematic"
@@ -129,9 +138,15 @@ class TrainPolicyConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"TrainPolicyConfig.method must be one of {METHODS}, got {self.method!r}")
-        if self.observation not in OBSERVATIONS or (self.observation == "scene" and self.method != "dagger"):
+        if self.observation not in OBSERVATIONS or (self.observation == "scene"
+                                                    and self.method not in ("dagger", "mpur")):  # fmt: skip
             raise ValueError(f"TrainPolicyConfig.observation must be one of {OBSERVATIONS} (scene: with method "
-                             f"dagger), got {self.observation!r} with {self.method!r}")  # fmt: skip
+                             f"dagger or mpur), got {self.observation!r} with {self.method!r}")  # fmt: skip
+        if self.observation == "scene" and self.method == "mpur" and self.world == "model":
+            raise ValueError("TrainPolicyConfig: a scene policy is imagined among cars (--world oracle, cv or "
+                             "traffic); the forward model predicts views")  # fmt: skip
+        if self.init_policy is not None and not (self.observation == "scene" and self.method == "mpur"):
+            raise ValueError("TrainPolicyConfig: init_policy (--init-policy) starts a scene policy's mpur run")
         if self.action_range not in ACTION_RANGES:
             raise ValueError(
                 f"TrainPolicyConfig.action_range must be one of {ACTION_RANGES}, got {self.action_range!r}"
@@ -142,8 +157,12 @@ class TrainPolicyConfig:
             raise ValueError("TrainPolicyConfig: the traffic world needs a traffic model: pass --traffic TRAFFIC.pt")
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
-        if self.rounds < 1 or self.round_episodes < 1 or self.sequence_steps < 1 or not 0 <= self.beta <= 1:
-            raise ValueError("TrainPolicyConfig: rounds, round_episodes, sequence_steps >= 1 and 0 <= beta <= 1")
+        if (
+            min(self.rounds, self.round_episodes, self.sequence_steps, self.driven_stride) < 1
+            or not 0 <= self.beta <= 1
+        ):
+            raise ValueError("TrainPolicyConfig: rounds, round_episodes, sequence_steps, driven_stride >= 1 and "
+                             "0 <= beta <= 1")  # fmt: skip
         if self.first_round_episodes is not None and self.first_round_episodes < 1:
             raise ValueError(f"TrainPolicyConfig: first_round_episodes must be >= 1, got {self.first_round_episodes}")
         if self.episode_workers < 1:
