@@ -22,7 +22,7 @@ WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
 FM_CV=runs/fm-i80-cv
 TRAFFIC=runs/traffic-i80
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-cv scene-mpur-oracle scene-mpur-dagger}"
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-dagger scene-mpur-cv-r0 scene-mpur-oracle-r0}"
 SCENE=runs/scene-dagger
 
 wants() {  # does ROWS hold any of the given rows?
@@ -45,22 +45,24 @@ if wants scene-dagger scene-mpur-dagger && [ ! -f "$SCENE/.done" ]; then
     --val-episodes 40 --episode-workers "$WORKERS" --seed 0 --no-progress > /dev/null
   touch "$SCENE/.done"
 fi
-# MPUR of a scene policy in an object-level imagination: 2,000 windows of recorded moments, then 4 rounds of 500
+# MPUR of a scene policy in an object-level imagination: 2,000 windows of recorded moments, then rounds of 500
 # updates of 32 windows (T = 30), 2,000 windows cut from the policy's own drives of 200 train cars joining before
 # each round after the first; the policy after the last round (last.pt) is evaluated
 scene_mpur() {  # name, world, extra arguments...
   local name="$1" world="$2"; shift 2
   [ -f "runs/$name/.done" ] && return 0
   "$WM" train policy --method mpur --observation scene --world "$world" --traffic "$TRAFFIC/traffic.pt" --data "$DATA" \
-    --out "runs/$name" --world-pool 2000 --val-windows 200 --steps 2000 --rounds 4 --round-episodes 200 \
+    --out "runs/$name" --world-pool 2000 --val-windows 200 --round-episodes 200 \
     --driven-stride 10 --batch-size 32 --val-every 0 --val-episodes 100 --episode-workers "$WORKERS" --seed 0 \
     --no-progress "$@" > /dev/null
   touch "runs/$name/.done"
 }
-for world in traffic cv oracle; do
-  ! wants "scene-mpur-$world" || scene_mpur "scene-mpur-$world" "$world" --lr 3e-4
+! wants scene-mpur-traffic || scene_mpur scene-mpur-traffic traffic --lr 3e-4 --steps 2000 --rounds 4
+! wants scene-mpur-dagger || scene_mpur scene-mpur-dagger traffic --lr 1e-5 --steps 2000 --rounds 4 \
+  --init-policy "$SCENE/checkpoints/best.pt"
+for world in cv oracle; do
+  ! wants "scene-mpur-$world-r0" || scene_mpur "scene-mpur-$world-r0" "$world" --lr 3e-4 --steps 500 --rounds 1
 done
-! wants scene-mpur-dagger || scene_mpur scene-mpur-dagger traffic --lr 1e-5 --init-policy "$SCENE/checkpoints/best.pt"
 
 evaluate() {  # name, driver, extra arguments...
   local name="$1" driver="$2"; shift 2
