@@ -155,44 +155,43 @@ def driven_moments(vehicle: int, drive: dict[str, np.ndarray], horizon: int, str
     return out
 
 
+def ego_path(recordings: Recordings, moment: Moment, horizon: int) -> tuple:
+    """``(simulation at the moment, the ego's states [T + 1, 4] from the start, the action before the start [2])``:
+    the recording's (the action inverted from the step into the start), or the driver's (``Moment.driven``)."""
+    if moment.driven is not None:
+        sim = recordings.at(moment.vehicle, moment.row, moment.driven[0])
+        return sim, torch.from_numpy(moment.driven[: horizon + 1]), torch.from_numpy(moment.previous)
+    sim = recordings.handover(moment.vehicle, moment.row)
+    poses, speeds = recorded_poses(sim, horizon)
+    start = recorded_state(sim, sim.frame)
+    before = recorded_state(sim, max(sim.frame - 1, sim.start_frame))
+    states = np.concatenate([start[None], np.concatenate([poses, speeds[:, None]], axis=1)])
+    previous = kinematics.invert_step(torch.from_numpy(before), torch.from_numpy(start), DT_S)
+    return sim, torch.from_numpy(states), previous
+
+
 def build_pool(folder: str | Path, moments: list[Moment], horizon: int, world: str,
                traffic: TrafficWorld | None = None, spec: ViewSpec | None = None) -> ScenePool:  # fmt: skip
     """The imagined windows of ``moments`` in ``world``, rendered in ``spec``."""
     recordings = Recordings(dataset_files(folder)[1])
     renderer = Renderer(spec or ViewSpec())
-    fields: dict[str, list] = {name: [] for name in ("start", "previous", "size", "reference", "actions", "target",
-                                                     "frames", "others", "roads")}  # fmt: skip
+    paths, previous, sizes, targets, frames, others, roads = [], [], [], [], [], [], []
     for moment in moments:
-        if moment.driven is None:
-            sim = recordings.handover(moment.vehicle, moment.row)
-            poses, speeds = recorded_poses(sim, horizon)
-            start = recorded_state(sim, sim.frame)
-            before = recorded_state(sim, max(sim.frame - 1, sim.start_frame))
-            previous = kinematics.invert_step(torch.from_numpy(before), torch.from_numpy(start), DT_S)
-            states = torch.from_numpy(np.concatenate([start[None], np.concatenate([poses, speeds[:, None]], 1)]))
-        else:
-            states = torch.from_numpy(moment.driven[: horizon + 1])
-            sim = recordings.at(moment.vehicle, moment.row, moment.driven[0])
-            start, poses, previous = (
-                moment.driven[0],
-                moment.driven[1 : horizon + 1, :3],
-                torch.from_numpy(moment.previous),
-            )
-        others = future_others(world, sim, horizon, traffic)
-        fields["start"].append(start)
-        fields["previous"].append(previous)
-        fields["size"].append([sim.length, sim.width])
-        fields["reference"].append(poses)
-        fields["actions"].append(kinematics.invert_step(states[:-1], states[1:], DT_S))
-        fields["target"].append(target_speed(sim.vehicles(), sim.road))
-        fields["frames"].append(np.stack([renderer.view(sim, others[k], poses[k - 1]) for k in range(1, horizon + 1)]))
-        fields["others"].append([{name: cars[name] for name in KEPT} for cars in others[:horizon]])
-        fields["roads"].append(sim.road)
-    f = fields
-    as_float = lambda x: torch.as_tensor(np.asarray(x), dtype=torch.float32)  # noqa: E731
-    return ScenePool(as_float(f["start"]), torch.stack(f["previous"]).float(), as_float(f["size"]),
-                     as_float(f["reference"]), torch.stack(f["actions"]).float(), as_float(f["target"]),
-                     torch.from_numpy(np.stack(f["frames"])), f["others"], f["roads"], list(moments))  # fmt: skip
+        sim, states, before = ego_path(recordings, moment, horizon)
+        cars = future_others(world, sim, horizon, traffic)
+        poses = states[1:, :3].numpy()
+        paths.append(states)
+        previous.append(before)
+        sizes.append([sim.length, sim.width])
+        targets.append(target_speed(sim.vehicles(), sim.road))
+        frames.append(np.stack([renderer.view(sim, cars[k], poses[k - 1]) for k in range(1, horizon + 1)]))
+        others.append([{name: c[name] for name in KEPT} for c in cars[:horizon]])
+        roads.append(sim.road)
+    states = torch.stack(paths)  # [N, T + 1, 4]
+    return ScenePool(states[:, 0].float(), torch.stack(previous).float(), torch.tensor(sizes, dtype=torch.float32),
+                     states[:, 1:, :3].float(), kinematics.invert_step(states[:, :-1], states[:, 1:], DT_S).float(),
+                     torch.tensor(targets, dtype=torch.float32), torch.from_numpy(np.stack(frames)), others, roads,
+                     list(moments))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -226,5 +225,5 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
     return SceneDrive(*(torch.stack(x, 1) for x in (states, actions, normalised, features)))
 
 
-__all__ = ["WORLDS", "Moment", "SceneDrive", "ScenePool", "build_pool", "driven_moments", "future_others",
+__all__ = ["WORLDS", "Moment", "SceneDrive", "ScenePool", "build_pool", "driven_moments", "ego_path", "future_others",
            "recorded_state", "scene_drive", "window_moments"]  # fmt: skip
