@@ -16,8 +16,8 @@ as views along the reference (``pose_costs``, the objective the planners minimis
 
 ``scene_drive`` moves a scene policy T steps: at step t it reads the features of the cars of step t at its own
 state (``scene.features_at``, differentiable in the state and the last action), acts, and the kinematics move
-it; ``scene_objective`` scores the drive with the driving objective at its poses (``policy_decoupled.mpur_terms``
-reads the frames).
+it; ``training.scene_mpur.imagined_terms`` scores the drive with the driving objective at its poses
+(``policy_decoupled.mpur_terms`` reads the frames).
 Shapes: N windows in a pool, B in a batch, T steps, H x W views.
 """
 
@@ -211,10 +211,11 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
     state = pool.start[index].to(device)
     last = pool.previous_action[index].to(device)
     size = pool.car_size[index].to(device)
-    roads = [pool.roads[i] for i in index.tolist()]
+    windows = index.tolist()
+    roads = [pool.roads[i] for i in windows]
     states, actions, normalised, features = [], [], [], []
     for t in range(pool.reference.shape[1] if steps is None else steps):
-        seen = features_at(state, last, [pool.others[i][t] for i in index.tolist()], roads, size)
+        seen = features_at(state, last, [pool.others[i][t] for i in windows], roads, size)
         action = policy(seen)["action"]
         last = policy.unnormalise_actions(action)
         state = kinematics.step(state, last, DT_S)

@@ -180,6 +180,17 @@ def heldout_error(policy: Policy | ScenePolicy, windows: Dataset, device: torch.
     return {"heldout_mse": torch.cat(errors).mean(0).tolist(), "heldout_var": torch.cat(targets).var(0).tolist()}
 
 
+def drive_train_cars(config: TrainPolicyConfig, folder: Path, episodes: int, seed: int, driver: str,
+                     make_driver) -> tuple[list, list[dict]]:  # fmt: skip
+    """``episodes`` train cars of ``folder`` drawn with ``seed``, each driven once in Replay-v0 by the driver that
+    ``make_driver()`` (picklable) builds in each of ``config.episode_workers`` workers (``driver``: its name, for
+    the workers' imports); (the cars, their records, each with what the driver ``collected``)."""
+    eval_config = EvalPolicyConfig(driver=driver, data=str(folder), split="train", episodes=episodes, seed=seed,
+                                   workers=config.episode_workers, out=None, progress=config.progress)  # fmt: skip
+    files, chosen, _ = select_episodes(folder, "train", eval_config.context_frames, episodes, seed)
+    return chosen, run_episodes(eval_config, files, chosen, None, make_driver=make_driver)
+
+
 def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: Path | None, tc: int) -> tuple:
     """Round ``round_index``'s demos: the labelling driver on a seeded draw of ``round_episodes`` train cars;
     (demos, the drive's summary)."""
@@ -189,12 +200,7 @@ def collect(config: TrainPolicyConfig, folder: Path, round_index: int, student: 
     make = functools.partial(build_labeller, c.world, model, None if student is None else str(student), beta, tc,
                              c.seed)  # fmt: skip
     episodes = c.first_round_episodes if round_index == 0 and c.first_round_episodes else c.round_episodes
-    eval_config = EvalPolicyConfig(driver="plan:grad", data=str(folder), split="train", episodes=episodes,
-                                   seed=c.seed * 1000 + round_index, workers=c.episode_workers, out=None,
-                                   progress=c.progress)  # fmt: skip
-    files, chosen, _ = select_episodes(folder, "train", eval_config.context_frames, episodes,
-                                       eval_config.seed)  # fmt: skip
-    records = run_episodes(eval_config, files, chosen, None, make_driver=make)
+    _, records = drive_train_cars(c, folder, episodes, c.seed * 1000 + round_index, "plan:grad", make)
     demos = [r.pop("collected") for r in records]
     steps = sum(len(d["labels"]) for d in demos)
     summary = {"episodes": len(records), "steps": steps, "beta": beta,
@@ -297,6 +303,7 @@ __all__ = [
     "build_labeller",
     "collect",
     "demo_windows",
+    "drive_train_cars",
     "heldout_error",
     "predict",
     "regression_updates",

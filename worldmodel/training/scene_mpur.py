@@ -17,8 +17,8 @@ policy drives ``round_episodes`` train cars in ``Replay-v0`` (``recorded_drives`
 policy's own states, its own drive as the reference (``scene_windows.driven_moments``). As DAgger aggregates the
 states its student reaches, without a teacher: the objective itself says what to do there.
 
-Every ``val_every`` updates and after the last: the imagined objective on ``val_windows`` windows of the val split (no gradient),
-``checkpoints/last.pt``, and with ``val_episodes`` > 0 a closed-loop drive of that many val cars in
+Every ``val_every`` updates, after each round and after the last: the imagined objective on ``val_windows``
+windows of the val split (no gradient), ``checkpoints/last.pt``, and with ``val_episodes`` > 0 a closed-loop drive of that many val cars in
 ``Replay-v0`` (``best.pt``: the best by success, then distance). ``metrics.jsonl``: a line per ``log_every``
 updates and per validation. A run is short (minutes) and does not resume: it starts again.
 
@@ -38,9 +38,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.driving.closed_loop import EvalPolicyConfig
-from worldmodel.driving.episode_selection import select_episodes
-from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.recorded_drives import build_recorder
 from worldmodel.driving.scene import FEATURE_NAMES, features_at
@@ -50,7 +47,7 @@ from worldmodel.nn.checkpointing import CheckpointError
 from worldmodel.nn.saving import save_checkpoint
 from worldmodel.nn.scene_policy import ScenePolicy
 from worldmodel.traffic.view import ViewSpec
-from worldmodel.training.dagger import scene_normalisation, start_run
+from worldmodel.training.dagger import drive_train_cars, scene_normalisation, start_run
 from worldmodel.training.policy import closed_loop_val
 from worldmodel.training.policy_config import TrainPolicyConfig
 from worldmodel.training.policy_decoupled import mpur_terms
@@ -62,10 +59,9 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
                    spec: ViewSpec) -> dict[str, torch.Tensor]:  # fmt: skip
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``."""
     driven = scene_drive(policy, pool, index)
-    world = WorldFrames(pool.frames[index][:, None].float().div_(255.0), pool.reference[index])
     device = driven.states.device
-    return mpur_terms(objective, WorldFrames(world.images.to(device), world.reference.to(device)),
-                      pool.ego(index).to(device), driven, spec)  # fmt: skip
+    world = WorldFrames(pool.frames[index][:, None].to(device).float().div_(255.0), pool.reference[index].to(device))
+    return mpur_terms(objective, world, pool.ego(index).to(device), driven, spec)
 
 
 @torch.no_grad()
@@ -107,11 +103,8 @@ def policy_moments(config: TrainPolicyConfig, checkpoint: Path, folder: Path, ro
     at most ``world_pool`` of them (drawn with the same seed), and the drives' summary."""
     c = config
     seed = c.seed * 1000 + round_index
-    eval_config = EvalPolicyConfig(driver=str(checkpoint), data=str(folder), split="train", episodes=c.round_episodes,
-                                   seed=seed, workers=c.episode_workers, out=None, progress=False)  # fmt: skip
-    files, chosen, _ = select_episodes(folder, "train", eval_config.context_frames, c.round_episodes, seed)
     make = functools.partial(build_recorder, str(checkpoint), c.seed)
-    records = run_episodes(eval_config, files, chosen, None, make_driver=make)
+    chosen, records = drive_train_cars(c, folder, c.round_episodes, seed, str(checkpoint), make)
     moments = [m for episode, record in zip(chosen, records, strict=True)
                for m in driven_moments(episode.vehicle, record.pop("collected"), c.horizon, c.driven_stride)]  # fmt: skip
     if len(moments) > c.world_pool:
