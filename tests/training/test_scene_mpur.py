@@ -73,6 +73,10 @@ def test_imagined_windows_are_the_recording(recorded):
         policy.set_normalisation(recorded_normalisation(pool))
         drive = scene_drive(policy, pool, torch.tensor([n]), steps=1)
         assert np.allclose(drive.features[0, 0].detach().numpy(), closed_loop, atol=1e-4)
+    # the features read after the first step depend on the policy's actions, unless feature_gradient is off
+    three = {on: scene_drive(policy, pool, torch.tensor([0, 1]), steps=3, feature_gradient=on) for on in (True, False)}
+    assert three[True].features[:, 1:].requires_grad and not three[False].features.requires_grad
+    assert torch.equal(three[True].states, three[False].states) and three[False].states.requires_grad
     with pytest.raises(ValueError, match="traffic model"):
         future_others("traffic", sim, 10)
 

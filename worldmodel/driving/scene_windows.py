@@ -205,8 +205,10 @@ class SceneDrive:
     features: Tensor
 
 
-def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int | None = None) -> SceneDrive:
-    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``."""
+def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int | None = None,
+                feature_gradient: bool = True) -> SceneDrive:  # fmt: skip
+    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``; without
+    ``feature_gradient`` the features it reads carry no gradient to the state and last action."""
     device = next(policy.parameters()).device
     state = pool.start[index].to(device)
     last = pool.previous_action[index].to(device)
@@ -215,7 +217,8 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
     roads = [pool.roads[i] for i in windows]
     states, actions, normalised, features = [], [], [], []
     for t in range(pool.reference.shape[1] if steps is None else steps):
-        seen = features_at(state, last, [pool.others[i][t] for i in windows], roads, size)
+        inputs = (state, last) if feature_gradient else (state.detach(), last.detach())
+        seen = features_at(*inputs, [pool.others[i][t] for i in windows], roads, size)
         action = policy(seen)["action"]
         last = policy.unnormalise_actions(action)
         state = kinematics.step(state, last, DT_S)

@@ -65,6 +65,9 @@ class TrainPolicyConfig:
     round by the policy."""
     driven_stride: int = 10
     """scene mpur: a window is cut every this many steps of the policy's drives."""
+    feature_gradient: bool = True
+    """scene mpur: the gradient also flows through the features the policy reads at its imagined states (False:
+    they are inputs only; each action is credited with the costs it causes through the kinematics)."""
     first_round_episodes: int | None = None
     """dagger: train cars of round 0 (the planner driving; None: ``round_episodes``)."""
     beta: float = 0.5

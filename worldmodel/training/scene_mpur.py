@@ -56,9 +56,9 @@ log = logging.getLogger(__name__)
 
 
 def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, objective: ObjectiveConfig,
-                   spec: ViewSpec) -> dict[str, torch.Tensor]:  # fmt: skip
+                   spec: ViewSpec, feature_gradient: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``."""
-    driven = scene_drive(policy, pool, index)
+    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient)
     device = driven.states.device
     world = WorldFrames(pool.frames[index][:, None].to(device).float().div_(255.0), pool.reference[index].to(device))
     return mpur_terms(objective, world, pool.ego(index).to(device), driven, spec)
@@ -171,7 +171,7 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
                    "round_s": round(time.perf_counter() - t0, 1)})  # fmt: skip
         policy.train()
         index = torch.randint(len(pool), (c.batch_size,), generator=generator)
-        terms = imagined_terms(policy, pool, index, objective, spec)
+        terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), c.grad_clip)
