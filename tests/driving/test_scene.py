@@ -16,7 +16,7 @@ from worldmodel.driving.scene import FAR_M, FEATURE_NAMES, ROOM_M, features_at, 
 from worldmodel.driving.scene_driver import ScenePolicyDriver
 from worldmodel.nn.checkpointing import CheckpointError
 from worldmodel.nn.saving import save_checkpoint
-from worldmodel.nn.scene_policy import ScenePolicy, ScenePolicyConfig
+from worldmodel.nn.scene_policy import ScenePolicy, ScenePolicyConfig, car_slots, closing_inputs
 from worldmodel.traffic.road import Road
 from worldmodel.traffic.scenario import RampConfig, RoadConfig
 
@@ -131,6 +131,33 @@ def test_the_policy_clamps_to_its_range_and_survives_its_checkpoint(tmp_path):
         ScenePolicyDriver(tmp_path / "other.pt")
     with pytest.raises(ValueError, match="low < high"):
         ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=((1.0, 0.0), (0.0, 0.1)))
+
+
+def test_closing_inputs_are_the_times_to_contact_and_headways(tmp_path):
+    """An ego at 10 m/s: 20 m behind a car 4 m/s slower (contact in 5 s, headway 2 s), a follower 5 m behind and
+    2.5 m/s faster (0.5 s), nobody in the other slots (as far and as fast as the ego)."""
+    features = scene_features(vehicles([(100.0, 1.85, 10.0, 0.0), (124.0, 1.85, 6.0, 0.0), (91.0, 1.85, 12.5, 0.0)]),
+                              road())  # fmt: skip
+    slots = car_slots(FEATURE_NAMES)
+    assert len(slots) == 9 and "own_behind" in slots
+    got = closing_inputs(torch.from_numpy(features)[None], FEATURE_NAMES)[0]
+    inverse_ttc, headway = (
+        dict(zip(slots, got[:9].tolist(), strict=True)),
+        dict(zip(slots, got[9:].tolist(), strict=True)),
+    )
+    assert inverse_ttc["own_ahead1"] == pytest.approx(4.0 / 20.0) and headway["own_ahead1"] == pytest.approx(2.0 / 5.0)
+    assert inverse_ttc["own_behind"] == pytest.approx(2.5 / 5.0) and headway["own_behind"] == pytest.approx(0.5 / 5.0)
+    assert inverse_ttc["own_ahead2"] == 0.0 and headway["own_ahead2"] == pytest.approx(
+        FAR_M / 10.0 / 5.0
+    )  # absent: far
+    assert inverse_ttc["left_ahead1"] == 0.0
+    torch.manual_seed(0)
+    policy = ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=LIMITS, closing=True))
+    path = save_checkpoint(policy.checkpoint_dict(0), tmp_path / "closing.pt")
+    x = torch.randn(4, len(FEATURE_NAMES)) * 10
+    assert torch.equal(ScenePolicyDriver(path).policy(x)["action"], policy(x)["action"])
+    plain = ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=LIMITS))
+    assert policy.head[0].in_features == plain.head[0].in_features + 18
 
 
 def test_a_scene_policy_drives_episodes_in_lockstep(tmp_path):

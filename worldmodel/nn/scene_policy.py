@@ -3,7 +3,10 @@ the action, without pixels.
 
 Input: ``features`` [B, F] in SI units (the ego's speed, heading and lane offset, the speed target, the
 lanes around it and the nearest cars in each, as ``driving.scene.FEATURE_NAMES``), standardised inside by
-the statistics in the ``state_mean`` / ``state_std`` buffers (``NormalisedIO``, with S = F). Output: a
+the statistics in the ``state_mean`` / ``state_std`` buffers (``NormalisedIO``, with S = F). With ``closing``,
+two inputs per car slot are added (``closing_inputs``): how fast the gap closes relative to its size (1 / time
+to contact) and the time headway, the ratios on which braking turns (a standardised gap of 3 m and one of
+0.2 m differ by a tenth of a sigma; their times to contact by seconds). Output: a
 normalised action (the ``action_mean`` / ``action_std`` buffers), clamped, with a straight-through gradient,
 to the SI ``action_limits`` (or +-``action_clamp`` sigma), as ``nn.policy.Policy``'s. A checkpoint (kind
 ``"scene-policy"``) holds the statistics: it is all a driver needs.
@@ -15,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
 from worldmodel.nn.backbone import mlp
@@ -40,6 +44,8 @@ class ScenePolicyConfig:
     """Normalised actions are clamped to +-``action_clamp`` unless ``action_limits``."""
     action_limits: tuple[tuple[float, float], tuple[float, float]] | None = None
     """SI bounds ``((accel_low, curvature_low), (accel_high, curvature_high))`` [m/s^2, 1/m]."""
+    closing: bool = False
+    """Add ``closing_inputs`` (per car slot: 1 / time to contact, time headway) to the standardised features."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
@@ -56,6 +62,35 @@ class ScenePolicyConfig:
         return cls(**dict(d))
 
 
+def car_slots(feature_names: tuple[str, ...]) -> list[str]:
+    """The car slots among the feature names: each ``<slot>_gap`` with a ``<slot>_dv`` (``driving.scene``)."""
+    return [
+        name[: -len("_gap")] for name in feature_names if name.endswith("_gap") and f"{name[:-4]}_dv" in feature_names
+    ]
+
+
+MAX_INVERSE_TTC = 5.0
+"""1 / time to contact is clipped to this [1/s] (0.2 s)."""
+HEADWAY_SCALE_S = 5.0
+"""Headways are divided by this [s] and clipped to [-1, 2]."""
+
+
+def closing_inputs(features: Tensor, feature_names: tuple[str, ...]) -> Tensor:
+    """``[..., 2 S]`` for the S ``car_slots``: ``relu(closing speed) / max(gap, 0.5 m)`` [1/s] clipped to
+    ``MAX_INVERSE_TTC`` (closing: the ego faster than a car ahead, a car behind faster than the ego; slots named
+    ``*behind*`` are behind) and ``gap / max(speed, 1 m/s) / HEADWAY_SCALE_S`` clipped to [-1, 2], from the SI
+    ``features`` ``[..., F]`` (absent cars read as far, ``FAR_M``, and as fast as the ego)."""
+    index = {name: i for i, name in enumerate(feature_names)}
+    slots = car_slots(feature_names)
+    gap = features[..., [index[f"{s}_gap"] for s in slots]]
+    dv = features[..., [index[f"{s}_dv"] for s in slots]]
+    behind = torch.tensor(["behind" in s for s in slots], device=features.device)
+    closing = torch.where(behind, dv, -dv).relu()
+    inverse_ttc = (closing / gap.clamp(min=0.5)).clamp(max=MAX_INVERSE_TTC)
+    headway = (gap / features[..., index["speed"], None].clamp(min=1.0) / HEADWAY_SCALE_S).clamp(-1.0, 2.0)
+    return torch.cat([inverse_ttc, headway], dim=-1)
+
+
 class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
     """An MLP from the scene's features to the action (deterministic)."""
 
@@ -65,14 +100,18 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
     def __init__(self, config: ScenePolicyConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.head = mlp([len(c.feature_names)] + [c.hidden] * c.layers + [2], c.dropout, c.negative_slope)
+        inputs = len(c.feature_names) + (2 * len(car_slots(c.feature_names)) if c.closing else 0)
+        self.head = mlp([inputs] + [c.hidden] * c.layers + [2], c.dropout, c.negative_slope)
         self.register_normalisation(len(c.feature_names))
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
         """features [..., F] (SI) -> ``action`` [..., 2] normalised and clamped, ``mean`` [..., 2] before
         clamping."""
-        out = self.head(self.normalise_states(features))
+        inputs = self.normalise_states(features)
+        if self.config.closing:
+            inputs = torch.cat([inputs, closing_inputs(features, self.config.feature_names)], dim=-1)
+        out = self.head(inputs)
         return {"action": self.clamp_actions(out), "mean": out}
 
 
-__all__ = ["CHECKPOINT_KIND", "ScenePolicy", "ScenePolicyConfig"]
+__all__ = ["CHECKPOINT_KIND", "ScenePolicy", "ScenePolicyConfig", "car_slots", "closing_inputs"]

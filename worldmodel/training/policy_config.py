@@ -86,6 +86,9 @@ class TrainPolicyConfig:
     mpur: object-level features of the lanes and the nearest cars, ``driving.scene``, through an MLP,
     ``nn.scene_policy``; ``--fm`` is not read; dagger: its normalisation from the first round's drives; mpur:
     trained in an object-level imagined world, ``training.scene_mpur``, of ``world`` oracle, cv or traffic)."""
+    scene_closing: bool = False
+    """scene: a fresh policy also reads, per car slot, 1 / time to contact and the time headway
+    (``nn.scene_policy.closing_inputs``)."""
     init_policy: str | None = None
     """mpur with ``observation="scene"``: the scene policy to start from (e.g. a DAgger run's
     ``checkpoints/best.pt``); None: a fresh one, standardised with the train windows' recorded features."""
