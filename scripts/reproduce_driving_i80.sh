@@ -7,7 +7,8 @@
 # traffic-world planner (6 rounds of 200 train cars, ~12 min each); scene-mpur-*: the same policy class trained
 # by MPUR in an object-level imagination (traffic: the learned traffic model's world; cv; oracle: the recording),
 # from scratch, 4 rounds of 500 updates, windows at the policy's own states joining after each (~25 min each);
-# scene-mpur-dagger: the same from the scene-dagger policy. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
+# scene-mpur-dagger: the same from the scene-dagger policy; scene-mpur-closing-s*: the recipe that drives (no gradient
+# through the features, closing inputs, 6 rounds at 1e-4; ~45 min each), seeds 0-2. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
 # model ~1 min; a planner row over all 465 test cars ~20 min (grad, oracle world: 7.3 ms per car-step), the model
 # worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.
@@ -22,7 +23,7 @@ WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
 FM_CV=runs/fm-i80-cv
 TRAFFIC=runs/traffic-i80
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-dagger scene-mpur-cv-r0 scene-mpur-oracle-r0}"
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-dagger scene-mpur-cv-r0 scene-mpur-oracle-r0 scene-mpur-closing-s0 scene-mpur-closing-s1 scene-mpur-closing-s2}"
 SCENE=runs/scene-dagger
 
 wants() {  # does ROWS hold any of the given rows?
@@ -42,26 +43,34 @@ wants() {  # does ROWS hold any of the given rows?
 if wants scene-dagger scene-mpur-dagger && [ ! -f "$SCENE/.done" ]; then
   "$WM" train policy --method dagger --observation scene --world traffic --traffic "$TRAFFIC/traffic.pt" --data "$DATA" \
     --out "$SCENE" --rounds 6 --round-episodes 200 --steps 18000 --batch-size 256 --lr 1e-3 --holdout 0.15 \
-    --val-episodes 40 --episode-workers "$WORKERS" --seed 0 --no-progress > /dev/null
+    --val-episodes 40 --episode-workers "$WORKERS" --seed 0 --no-scene-closing --no-progress > /dev/null
   touch "$SCENE/.done"
 fi
 # MPUR of a scene policy in an object-level imagination: 2,000 windows of recorded moments, then rounds of 500
 # updates of 32 windows (T = 30), 2,000 windows cut from the policy's own drives of 200 train cars joining before
 # each round after the first; the policy after the last round (last.pt) is evaluated
-scene_mpur() {  # name, world, extra arguments...
-  local name="$1" world="$2"; shift 2
+scene_mpur() {  # name, world, seed, extra arguments...
+  local name="$1" world="$2" seed="$3"; shift 3
   [ -f "runs/$name/.done" ] && return 0
   "$WM" train policy --method mpur --observation scene --world "$world" --traffic "$TRAFFIC/traffic.pt" --data "$DATA" \
     --out "runs/$name" --world-pool 2000 --val-windows 200 --round-episodes 200 \
-    --driven-stride 10 --batch-size 32 --val-every 0 --val-episodes 100 --episode-workers "$WORKERS" --seed 0 \
+    --driven-stride 10 --batch-size 32 --val-every 0 --val-episodes 100 --episode-workers "$WORKERS" --seed "$seed" \
     --no-progress "$@" > /dev/null
   touch "runs/$name/.done"
 }
-! wants scene-mpur-traffic || scene_mpur scene-mpur-traffic traffic --lr 3e-4 --steps 2000 --rounds 4
-! wants scene-mpur-dagger || scene_mpur scene-mpur-dagger traffic --lr 1e-5 --steps 2000 --rounds 4 \
-  --init-policy "$SCENE/checkpoints/best.pt"
+# these four: the gradient through the features and no closing inputs
+! wants scene-mpur-traffic || scene_mpur scene-mpur-traffic traffic 0 --lr 3e-4 --steps 2000 --rounds 4 \
+  --feature-gradient --no-scene-closing
+! wants scene-mpur-dagger || scene_mpur scene-mpur-dagger traffic 0 --lr 1e-5 --steps 2000 --rounds 4 \
+  --feature-gradient --init-policy "$SCENE/checkpoints/best.pt"
 for world in cv oracle; do
-  ! wants "scene-mpur-$world-r0" || scene_mpur "scene-mpur-$world-r0" "$world" --lr 3e-4 --steps 500 --rounds 1
+  ! wants "scene-mpur-$world-r0" || scene_mpur "scene-mpur-$world-r0" "$world" 0 --lr 3e-4 --steps 500 --rounds 1 \
+    --feature-gradient --no-scene-closing
+done
+# the recipe (the defaults: no gradient through the features the policy reads, its closing inputs), 6 rounds at 1e-4
+for seed in 0 1 2; do
+  ! wants "scene-mpur-closing-s$seed" || scene_mpur "scene-mpur-closing-s$seed" traffic "$seed" --lr 1e-4 --steps 3000 \
+    --rounds 6
 done
 
 evaluate() {  # name, driver, extra arguments...

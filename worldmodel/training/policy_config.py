@@ -65,9 +65,10 @@ class TrainPolicyConfig:
     round by the policy."""
     driven_stride: int = 10
     """scene mpur: a window is cut every this many steps of the policy's drives."""
-    feature_gradient: bool = True
-    """scene mpur: the gradient also flows through the features the policy reads at its imagined states (False:
-    they are inputs only; each action is credited with the costs it causes through the kinematics)."""
+    feature_gradient: bool = False
+    """scene mpur: the gradient also flows through the features the policy reads at its imagined states, through
+    the whole closed loop (True; its 30-step products of Jacobians blew the runs up at lr 1e-4 to 3e-4); False:
+    they are inputs only, each action is credited with the costs it causes through the kinematics."""
     first_round_episodes: int | None = None
     """dagger: train cars of round 0 (the planner driving; None: ``round_episodes``)."""
     beta: float = 0.5
@@ -86,7 +87,7 @@ class TrainPolicyConfig:
     mpur: object-level features of the lanes and the nearest cars, ``driving.scene``, through an MLP,
     ``nn.scene_policy``; ``--fm`` is not read; dagger: its normalisation from the first round's drives; mpur:
     trained in an object-level imagined world, ``training.scene_mpur``, of ``world`` oracle, cv or traffic)."""
-    scene_closing: bool = False
+    scene_closing: bool = True
     """scene: a fresh policy also reads, per car slot, 1 / time to contact and the time headway
     (``nn.scene_policy.closing_inputs``)."""
     init_policy: str | None = None
