@@ -10,6 +10,12 @@ predicts them (``traffic``: the learned traffic model; ``cv``; ``oracle``: the r
 rendered from them at the recorded poses. A pool of ``world_pool`` windows is built at the start; each update
 drives ``batch_size`` of them ``horizon`` steps.
 
+What the gradient flows through: the costs at the ego's poses, the kinematics, the actions. With
+``feature_gradient`` it also flows through the features the policy reads (their exact Jacobian): the whole closed
+loop, whose 30-step products of Jacobians made the step unstable (every run at lr 1e-4 to 3e-4 blew up within
+1,000 updates); without (the default) each action is credited with the costs it causes through the kinematics,
+the later actions held, as a planner's gradient credits a plan.
+
 A policy trained on recorded moments only meets, in closed loop, states the recorded cars never were in (its own
 speed, its own gaps). With ``rounds`` R > 1 the ``steps`` are split into R rounds; before each round r > 0 the
 policy drives ``round_episodes`` train cars in ``Replay-v0`` (``recorded_drives``), and windows cut every
