@@ -349,7 +349,9 @@ def train_ssl(config: TrainSSLConfig) -> dict:
     """Train (or resume) an SSL run; under torchrun every process calls this. Returns a summary."""
     ctx = setup_distributed(config.device)
     try:
-        return SSLTrainer(config, ctx).run()
+        result = SSLTrainer(config, ctx).run()
+        barrier(ctx)  # every rank done before any leaves the group (a gloo rank whose peer left first can abort)
+        return result
     finally:
         teardown_distributed(ctx)
 
