@@ -8,7 +8,7 @@
 # by MPUR in an object-level imagination (traffic: the learned traffic model's world; cv; oracle: the recording),
 # from scratch, 4 rounds of 500 updates, windows at the policy's own states joining after each (~25 min each);
 # scene-mpur-dagger: the same from the scene-dagger policy; scene-mpur-closing-s*: the recipe that drives (no gradient
-# through the features, closing inputs, 6 rounds at 1e-4; ~45 min each), seeds 0-2. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
+# through the features, closing inputs, 6 rounds at 1e-4; ~70 min each with three sharing 2 cores), seeds 0-2. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
 # model ~1 min; a planner row over all 465 test cars ~20 min (grad, oracle world: 7.3 ms per car-step), the model
 # worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.

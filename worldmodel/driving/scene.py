@@ -130,6 +130,8 @@ def features_at(state: Tensor, last_action: Tensor, others: list[dict], roads: l
         vehicles = {name: np.concatenate([[ego[name]], cars[name]]) for name in ("x", "y", "psi", "v", "length")}
         rows.append(scene_features(vehicles, road, known[b, 4:]))
     values = np.stack(rows)
+    if not inputs.requires_grad:  # detached inputs (``scene_drive`` without feature_gradient), or no_grad
+        return torch.from_numpy(values).to(inputs)
     jacobian = torch.from_numpy(scene_jacobian(values)).to(inputs)  # [B, F, 6]
     moved = inputs - inputs.detach()  # zero, with the inputs' gradient
     return torch.from_numpy(values).to(inputs) + torch.einsum("bfi,bi->bf", jacobian, moved)

@@ -206,9 +206,9 @@ class SceneDrive:
 
 
 def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int | None = None,
-                feature_gradient: bool = True) -> SceneDrive:  # fmt: skip
-    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``; without
-    ``feature_gradient`` the features it reads carry no gradient to the state and last action."""
+                feature_gradient: bool = False) -> SceneDrive:  # fmt: skip
+    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``; with
+    ``feature_gradient`` the features it reads carry their gradient in the state and last action."""
     device = next(policy.parameters()).device
     state = pool.start[index].to(device)
     last = pool.previous_action[index].to(device)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -82,6 +83,18 @@ def teardown_distributed(ctx: DistContext) -> None:
         dist.destroy_process_group()
 
 
+@contextmanager
+def process_group(device: str = "auto") -> Iterator[DistContext]:
+    """``setup_distributed`` for the body; when it finishes, every rank waits for the others (a gloo rank whose
+    peer left the group first can abort) before ``teardown_distributed``; when it raises, no waiting."""
+    ctx = setup_distributed(device)
+    try:
+        yield ctx
+        barrier(ctx)
+    finally:
+        teardown_distributed(ctx)
+
+
 def all_reduce_mean(x: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """The mean of ``x`` over ranks (a new tensor; ``x`` itself when there is one process)."""
     if not ctx.distributed:
@@ -145,6 +158,7 @@ __all__ = [
     "all_reduce_sum",
     "barrier",
     "gather_objects",
+    "process_group",
     "resolve_device",
     "setup_distributed",
     "teardown_distributed",

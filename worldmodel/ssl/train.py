@@ -42,7 +42,7 @@ from worldmodel.nn.checkpointing import (
     load_checkpoint,
     load_weights,
 )
-from worldmodel.nn.distributed import DistContext, barrier, setup_distributed, teardown_distributed
+from worldmodel.nn.distributed import DistContext, barrier, process_group
 from worldmodel.nn.saving import seed_everything
 from worldmodel.ssl.gather import gather_with_grad
 from worldmodel.ssl.health import health_metrics
@@ -347,13 +347,8 @@ class SSLTrainer(Task):
 
 def train_ssl(config: TrainSSLConfig) -> dict:
     """Train (or resume) an SSL run; under torchrun every process calls this. Returns a summary."""
-    ctx = setup_distributed(config.device)
-    try:
-        result = SSLTrainer(config, ctx).run()
-        barrier(ctx)  # every rank done before any leaves the group (a gloo rank whose peer left first can abort)
-        return result
-    finally:
-        teardown_distributed(ctx)
+    with process_group(config.device) as ctx:
+        return SSLTrainer(config, ctx).run()
 
 
 __all__ = [

@@ -39,7 +39,7 @@ from worldmodel.data.windows import WindowConfig, WindowDataset, unit_images
 from worldmodel.driving.window_worlds import RenderedWindows
 from worldmodel.nn.backbone_export import load_backbone
 from worldmodel.nn.checkpointing import CheckpointError, checkpoint_errors, load_weights
-from worldmodel.nn.distributed import DistContext, all_reduce_sum, barrier, setup_distributed, teardown_distributed
+from worldmodel.nn.distributed import DistContext, all_reduce_sum, process_group
 from worldmodel.nn.forward_model import CHECKPOINT_KIND, ForwardModel, ForwardModelConfig
 from worldmodel.nn.forward_model_config import view_text
 from worldmodel.nn.saving import seed_everything
@@ -316,13 +316,8 @@ class FMTrainer(Task):
 
 def train_fm(config: TrainFMConfig) -> dict:
     """Train (or resume) a forward model; under torchrun each process calls this. Returns a summary."""
-    ctx = setup_distributed(config.device)
-    try:
-        result = FMTrainer(config, ctx).run()
-        barrier(ctx)  # every rank done before any leaves the group (a gloo rank whose peer left first can abort)
-        return result
-    finally:
-        teardown_distributed(ctx)
+    with process_group(config.device) as ctx:
+        return FMTrainer(config, ctx).run()
 
 
 __all__ = ["AMP_MODES", "FMTrainer", "LossModule", "TrainFMConfig", "TrainingError", "lr_factor", "train_fm"]

@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 
 def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, objective: ObjectiveConfig,
-                   spec: ViewSpec, feature_gradient: bool = True) -> dict[str, torch.Tensor]:  # fmt: skip
+                   spec: ViewSpec, feature_gradient: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``."""
     driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient)
     device = driven.states.device
