@@ -47,7 +47,6 @@ from worldmodel.data.hdf5 import DataError
 from worldmodel.data.windows import WindowConfig, WindowDataset
 from worldmodel.driving.envs import ACTION_HIGH, ACTION_LOW
 from worldmodel.driving.imagination import Context, Imagination, estimate_uncertainty_stats
-from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.scene import FEATURE_NAMES
 from worldmodel.driving.uncertainty import PoseUncertaintyStats
 from worldmodel.driving.window_worlds import RenderedWindows
@@ -202,8 +201,7 @@ class PolicyTrainer(Task):
             self.train_set = IndexedWindows(items, sorted(pool.tolist()))
             self.observe = torch.Generator().manual_seed(c.seed + 1)
             self.decoupled = make_imagination(
-                c.method, c.world, c.fm, str(self.episodes_path), ObjectiveConfig.preset(c.objective,
-                uncertainty=c.uncertainty), c.samples, c.replicas, len(self.train_set) + c.val_windows,
+                c.method, c.world, c.fm, str(self.episodes_path), c.objective_config(uncertainty=c.uncertainty), c.samples, c.replicas, len(self.train_set) + c.val_windows,
                 c.stats_windows, c.teacher_iterations, c.horizon, c.seed, self.device, self.windows,
                 calibrate_stats=not loop_config.resuming())  # fmt: skip
         self.loop = TrainingLoop(self, loop_config, DistContext(device=self.device))

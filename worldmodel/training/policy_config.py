@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from worldmodel.costs import CostConfig
 from worldmodel.driving.imagined_worlds import TRAIN_WORLDS
+from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.training.loop import LoopConfig
 
 METHODS = ("mpur", "distill", "dagger", "mpur-ppuu", "mper", "il")
@@ -45,6 +46,8 @@ class TrainPolicyConfig:
     """mpur, distill: the driving objective's preset (``"drive"`` or ``"ppuu"``)."""
     uncertainty: float = 0.1
     """mpur, distill: weight of the uncertainty cost at the ego's pose (model world; 0: off)."""
+    progress_weight: float | None = None
+    """mpur, distill: weight of the objective's progress (speed) term; None: the preset's (``drive``: 0.1)."""
     samples: int = 1
     """mpur, distill: z draws per window (K = samples x replicas futures)."""
     world_pool: int = 512
@@ -162,6 +165,8 @@ class TrainPolicyConfig:
             raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r}")
         if self.world == "traffic" and self.traffic is None:
             raise ValueError("TrainPolicyConfig: the traffic world needs a traffic model: pass --traffic TRAFFIC.pt")
+        if self.progress_weight is not None and not (math.isfinite(self.progress_weight) and self.progress_weight >= 0):
+            raise ValueError(f"progress_weight (--progress-weight) must be a finite number >= 0, got {self.progress_weight}")
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
         if (
@@ -186,6 +191,11 @@ class TrainPolicyConfig:
             raise ValueError("TrainPolicyConfig: horizon >= 1, replicas >= 2, batch_size >= 1, steps >= 0")
         if min(self.log_every, self.ckpt_every, self.max_bad_steps, self.stats_windows) < 1 or self.val_every < 0:
             raise ValueError("TrainPolicyConfig: log_every, ckpt_every, max_bad_steps, stats_windows >= 1")
+
+    def objective_config(self, **overrides) -> ObjectiveConfig:
+        """The ``objective`` preset with ``progress_weight`` (when set) and ``overrides``."""
+        progress = {} if self.progress_weight is None else {"speed": self.progress_weight}
+        return ObjectiveConfig.preset(self.objective, **(progress | overrides))
 
     def to_dict(self) -> dict:
         return dict(self.__dict__) | {"costs": self.costs.to_dict()}

@@ -124,7 +124,7 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
     dataset directory ``folder`` (see the module docstring). Returns a summary."""
     c = config
     out, checkpoints = start_run(c, folder, "a scene policy's imagination is built from the recordings")
-    spec, objective = ViewSpec(), ObjectiveConfig.preset(c.objective)
+    spec, objective = ViewSpec(), c.objective_config()
     traffic = TrafficWorld(c.traffic, spec) if c.world == "traffic" else None
     t0 = time.perf_counter()
     pool = build_pool(folder, window_moments(folder, "train", c.world_pool, c.horizon, c.seed), c.horizon, c.world,
