@@ -16,9 +16,16 @@ from worldmodel.driving.closed_loop import EvalPolicyConfig
 from worldmodel.driving.episode_selection import dataset_files, select_episodes
 from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.driving.recorded_drives import DriveRecorder
-from worldmodel.driving.scene import FEATURE_NAMES, scene_features
+from worldmodel.driving.scene import CAR_FEATURES, CARS, FEATURE_NAMES, features_at, scene_features
 from worldmodel.driving.scene_driver import ScenePolicyDriver
-from worldmodel.driving.scene_windows import build_pool, driven_moments, future_others, scene_drive, window_moments
+from worldmodel.driving.scene_windows import (
+    build_pool,
+    driven_moments,
+    future_others,
+    scene_drive,
+    start_lanes,
+    window_moments,
+)
 from worldmodel.driving.window_worlds import Recordings
 from worldmodel.driving.worlds import recorded_others
 from worldmodel.nn.scene_policy import ScenePolicy, ScenePolicyConfig
@@ -139,3 +146,63 @@ def test_a_seconds_long_scene_mpur_run_lowers_the_imagined_objective(recorded, t
     assert driver.policy.config.feature_names == FEATURE_NAMES
     with pytest.raises(ValueError, match="forward model predicts views"):
         TrainPolicyConfig(method="mpur", observation="scene", world="model")
+
+
+def test_features_read_for_a_neighbouring_lane(recorded):
+    """Reading the left neighbour as its own lane: the ego's offset is from that lane's centre, and that lane's
+    slots hold what the nearest lane's left slots held."""
+    pool = build_pool(recorded, window_moments(recorded, "train", 12, 10, seed=1), 10, "oracle")
+    near = features_at(pool.start, pool.previous_action, [o[0] for o in pool.others], pool.roads,
+                       pool.car_size).numpy()  # fmt: skip
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    rows = [n for n in range(len(pool)) if near[n, index["left_exists"]] > 0]
+    assert rows, "no window with a left neighbour"
+    lanes = [lane - 1 for lane in start_lanes(pool, torch.arange(len(pool)))]
+    left = features_at(pool.start, pool.previous_action, [o[0] for o in pool.others], pool.roads, pool.car_size,
+                       lanes).numpy()  # fmt: skip
+    width = pool.roads[0].lane_width_m
+    for n in rows:
+        assert left[n, index["lane_offset"]] == pytest.approx(near[n, index["lane_offset"]] + width, abs=1e-4)
+        for name in ("exists", "room", "centre_dy", *(f"{car}_{f}" for car in CARS for f in CAR_FEATURES)):
+            assert left[n, index[f"own_{name}"]] == pytest.approx(near[n, index[f"left_{name}"]], abs=1e-4), name
+        assert left[n, index["right_exists"]] == 1.0
+
+
+def test_a_lane_choice_is_learnt_and_driven(recorded, tmp_path):
+    """With ``scene_lane_choice`` the lane head learns what the imagined drives toward each lane cost, and the
+    closed loop drives with it: it only ever targets lanes that exist."""
+    out = tmp_path / "lanes"
+    config = TrainPolicyConfig(
+        data=str(recorded), fm="nowhere.pt", out=str(out), method="mpur", observation="scene", world="cv",
+        world_pool=24, val_windows=12, horizon=10, steps=60, batch_size=8, lr=3e-3, log_every=10, val_every=0,
+        rounds=1, val_episodes=1, episode_workers=1, device="cpu", seed=0, progress=False, scene_lane_choice=True)  # fmt: skip
+    train_policy(config)
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len([line for line in lines if "lane_mse" in line]) == 6 and "val_lane_mse" in lines[0]
+    assert lines[-1]["val_lane_mse"] < 0.5 * lines[0]["val_lane_mse"]  # on val windows, the lanes it would choose
+    # the action head drives toward the lane it is given: a second after the start, left of where it keeps its lane
+    policy = ScenePolicy.from_checkpoint(out / "checkpoints" / "last.pt")
+    pool = build_pool(recorded, window_moments(recorded, "val", 12, 10, seed=3), 10, "cv")
+    nearest = start_lanes(pool, torch.arange(12))
+    with torch.no_grad():
+        y = [scene_drive(policy, pool, torch.arange(12), lanes=[n + o for n in nearest]).states[:, -1, 1]
+             for o in (-1, 0)]  # fmt: skip
+    assert (y[0] - y[1]).mean() < -0.3
+    driver = ScenePolicyDriver(out / "checkpoints" / "last.pt")
+    assert driver.policy.lane_head is not None
+    # the lane head decides among existing lanes only: make the left lane look free, then take it away
+    features = torch.from_numpy(np.stack([scene_features(*recorded_scene(recorded))] * 2))
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    with torch.no_grad():
+        driver.policy.lane_head[-1].bias.copy_(torch.tensor([-100.0, 0.0, 0.0]))
+        features[:, index["left_exists"]] = torch.tensor([1.0, 0.0])
+        assert driver.policy.choose_lanes(features).tolist() == [-1, 0]
+    with pytest.raises(ValueError, match="scene-lane-choice"):
+        TrainPolicyConfig(method="dagger", observation="scene", world="traffic", traffic="t.pt", scene_lane_choice=True)
+
+
+def recorded_scene(recorded):
+    """The vehicles and road of a recorded car at its hand-over (``scene_features``' first two arguments)."""
+    moment = window_moments(recorded, "train", 1, 10, seed=0)[0]
+    sim = Recordings(dataset_files(recorded)[1]).handover(moment.vehicle, moment.row)
+    return sim.vehicles(), sim.road

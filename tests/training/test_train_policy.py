@@ -61,9 +61,18 @@ def test_bad_inputs_are_one_line_errors(micro_data, micro_run, tmp_path):
         PolicyTrainer(config(tmp_path / "missing.h5", micro_run, tmp_path / "x"))
     with pytest.raises(ValueError, match="method"):
         config(micro_data, micro_run, tmp_path / "x", method="rl")
+    with pytest.raises(ValueError, match="progress-weight"):
+        config(micro_data, micro_run, tmp_path / "x", progress_weight=-0.1)
     rc = main(["train", "policy", "--fm", str(tmp_path / "nope.pt"), "--data", str(micro_data), "--out",
                str(tmp_path / "y"), "--no-progress"])  # fmt: skip
     assert rc != 0
+
+
+def test_progress_weight_sets_the_objectives_speed_term(micro_data, micro_run, tmp_path):
+    preset = config(micro_data, micro_run, tmp_path / "x").objective_config()
+    heavier = config(micro_data, micro_run, tmp_path / "x", progress_weight=0.3).objective_config(uncertainty=0.2)
+    assert preset.speed == 0.1 and heavier.speed == 0.3 and heavier.uncertainty == 0.2
+    assert heavier.proximity_ahead == preset.proximity_ahead  # the rest of the preset is kept
 
 
 def test_cli_train_policy(micro_data, micro_run, tmp_path, capsys):

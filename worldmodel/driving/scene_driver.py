@@ -1,6 +1,10 @@
 """A scene policy (``nn.scene_policy``) driving ``Replay-v0``: at each step, the object-level features of every
 live episode's scene (``driving.scene``, from its simulation: what the car's sensors give) in one batch
-through the policy. No views are read (``needs_context = False``)."""
+through the policy. No views are read (``needs_context = False``).
+
+A policy with a lane choice first picks the lane it drives toward (``ScenePolicy.choose_lanes`` on the features
+read for the nearest lane), then reads the features for that lane. A change, once chosen, is held until the car
+is in the target lane (its nearest) or the lane ends; then it chooses again, every step."""
 
 from __future__ import annotations
 
@@ -30,15 +34,37 @@ class ScenePolicyDriver(FirstSlot):
             raise CheckpointError(checkpoint, "the scene policy reads other features than this version computes",
                                   "retrain it with this version")  # fmt: skip
         self.name = f"scene-policy:{Path(checkpoint).name}"
-        self._slots: dict[int, list] = {}  # slot -> [simulation, last executed action [2]]
+        self._slots: dict[int, list] = {}  # slot -> [simulation, last executed action [2], target lane or None]
 
     def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
-        self._slots[slot] = [env.sim, np.zeros(2)]
+        self._slots[slot] = [env.sim, np.zeros(2), None]
+
+    def choose_lanes(self, slots: list[int]) -> None:
+        """The target lane of each slot that is not changing lane (see the module docstring)."""
+        deciding, nearest, features = [], [], []
+        for slot in slots:
+            sim, last, target = self._slots[slot]
+            vehicles, road = sim.vehicles(), sim.road
+            x, y = vehicles["x"][:1], vehicles["y"][:1]
+            lane = int(road.nearest_lane(x, y)[0])
+            start, end = road.lane_extent_x()
+            ongoing = target is not None and target != lane and 0 <= target < road.total_lanes
+            if ongoing and start[target] <= x[0] <= end[target]:
+                continue
+            deciding.append(slot)
+            nearest.append(lane)
+            features.append(scene_features(vehicles, road, last))
+        if deciding:
+            offsets = self.policy.choose_lanes(torch.from_numpy(np.stack(features)).to(self.device)).tolist()
+            for slot, lane, offset in zip(deciding, nearest, offsets, strict=True):
+                self._slots[slot][2] = lane + offset
 
     @torch.no_grad()
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
-        features = np.stack([scene_features(sim.vehicles(), sim.road, last)
-                             for sim, last in (self._slots[s] for s in slots)])  # fmt: skip
+        if self.policy.lane_head is not None:
+            self.choose_lanes(slots)
+        features = np.stack([scene_features(sim.vehicles(), sim.road, last, target)
+                             for sim, last, target in (self._slots[s] for s in slots)])  # fmt: skip
         action = self.policy(torch.from_numpy(features).to(self.device))["action"]
         actions = self.policy.unnormalise_actions(action).cpu().numpy().astype(np.float64)
         for slot, a in zip(slots, actions, strict=True):

@@ -205,10 +205,17 @@ class SceneDrive:
     features: Tensor
 
 
+def start_lanes(pool: ScenePool, index: Tensor) -> list[int]:
+    """The lane nearest to each window's start (``index`` ``[B]``)."""
+    start = pool.start[index].double().numpy()
+    return [int(pool.roads[i].nearest_lane(start[b, :1], start[b, 1:2])[0]) for b, i in enumerate(index.tolist())]
+
+
 def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int | None = None,
-                feature_gradient: bool = False) -> SceneDrive:  # fmt: skip
-    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``; with
-    ``feature_gradient`` the features it reads carry their gradient in the state and last action."""
+                feature_gradient: bool = False, lanes: list[int] | None = None) -> SceneDrive:  # fmt: skip
+    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``, reading
+    ``lanes[b]`` as its own (a lane choice's target; None: the nearest at each step); with ``feature_gradient``
+    the features it reads carry their gradient in the state and last action."""
     device = next(policy.parameters()).device
     state = pool.start[index].to(device)
     last = pool.previous_action[index].to(device)
@@ -218,7 +225,7 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
     states, actions, normalised, features = [], [], [], []
     for t in range(pool.reference.shape[1] if steps is None else steps):
         inputs = (state, last) if feature_gradient else (state.detach(), last.detach())
-        seen = features_at(*inputs, [pool.others[i][t] for i in windows], roads, size)
+        seen = features_at(*inputs, [pool.others[i][t] for i in windows], roads, size, lanes)
         action = policy(seen)["action"]
         last = policy.unnormalise_actions(action)
         state = kinematics.step(state, last, DT_S)
@@ -230,4 +237,4 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
 
 
 __all__ = ["WORLDS", "Moment", "SceneDrive", "ScenePool", "build_pool", "driven_moments", "ego_path", "future_others",
-           "recorded_state", "scene_drive", "window_moments"]  # fmt: skip
+           "recorded_state", "scene_drive", "start_lanes", "window_moments"]  # fmt: skip

@@ -46,6 +46,11 @@ class ScenePolicyConfig:
     """SI bounds ``((accel_low, curvature_low), (accel_high, curvature_high))`` [m/s^2, 1/m]."""
     closing: bool = False
     """Add ``closing_inputs`` (per car slot: 1 / time to contact, time headway) to the standardised features."""
+    lane_choice: bool = False
+    """A second head (``lane_costs``) predicts the imagined objective of keeping the lane and of changing to either
+    neighbour; the action head then drives toward the lane its features are read for (``choose_lanes``)."""
+    lane_change_margin: float = 0.01
+    """``choose_lanes`` changes lane only when the change's predicted objective is this much below keeping's."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
@@ -69,6 +74,8 @@ def car_slots(feature_names: tuple[str, ...]) -> list[str]:
     ]
 
 
+LANE_COST_SCALE = 10.0
+"""``lane_costs`` are predicted in units of a tenth of the objective (a window's total is ~0.2)."""
 MAX_INVERSE_TTC = 5.0
 """1 / time to contact is clipped to this [1/s] (0.2 s)."""
 HEADWAY_SCALE_S = 5.0
@@ -102,16 +109,43 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
         self.config = c = config
         inputs = len(c.feature_names) + (2 * len(car_slots(c.feature_names)) if c.closing else 0)
         self.head = mlp([inputs] + [c.hidden] * c.layers + [2], c.dropout, c.negative_slope)
+        self.lane_head = (
+            mlp([inputs] + [c.hidden] * c.layers + [3], c.dropout, c.negative_slope) if c.lane_choice else None
+        )
         self.register_normalisation(len(c.feature_names))
+
+    def _inputs(self, features: Tensor) -> Tensor:
+        inputs = self.normalise_states(features)
+        if self.config.closing:
+            inputs = torch.cat([inputs, closing_inputs(features, self.config.feature_names)], dim=-1)
+        return inputs
 
     def forward(self, features: Tensor) -> dict[str, Tensor]:
         """features [..., F] (SI) -> ``action`` [..., 2] normalised and clamped, ``mean`` [..., 2] before
         clamping."""
-        inputs = self.normalise_states(features)
-        if self.config.closing:
-            inputs = torch.cat([inputs, closing_inputs(features, self.config.feature_names)], dim=-1)
-        out = self.head(inputs)
+        out = self.head(self._inputs(features))
         return {"action": self.clamp_actions(out), "mean": out}
 
+    def lane_costs(self, features: Tensor) -> Tensor:
+        """features [..., F] (SI, read for the nearest lane) -> ``[..., 3]``: the predicted imagined objective of
+        driving toward the left neighbour, the own lane and the right neighbour (``lane_choice``)."""
+        if self.lane_head is None:
+            raise ValueError("this scene policy has no lane choice (ScenePolicyConfig.lane_choice)")
+        return self.lane_head(self._inputs(features)) / LANE_COST_SCALE
 
-__all__ = ["CHECKPOINT_KIND", "ScenePolicy", "ScenePolicyConfig", "car_slots", "closing_inputs"]
+    def choose_lanes(self, features: Tensor) -> Tensor:
+        """features [B, F] (read for the nearest lane) -> ``[B]`` int64 lane offsets (-1 left, 0 keep, +1 right):
+        the cheapest by ``lane_costs`` among the lanes that exist here, a change only when it undercuts keeping
+        by ``lane_change_margin``; 0 without a lane choice."""
+        if self.lane_head is None:
+            return torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
+        index = {name: i for i, name in enumerate(self.config.feature_names)}
+        costs = self.lane_costs(features)
+        exists = torch.stack([features[:, index["left_exists"]] > 0, torch.ones_like(features[:, 0], dtype=torch.bool),
+                              features[:, index["right_exists"]] > 0], dim=-1)  # fmt: skip
+        costs = torch.where(exists, costs, torch.inf)
+        costs[:, 1] -= self.config.lane_change_margin
+        return costs.argmin(-1) - 1
+
+
+__all__ = ["CHECKPOINT_KIND", "LANE_COST_SCALE", "ScenePolicy", "ScenePolicyConfig", "car_slots", "closing_inputs"]

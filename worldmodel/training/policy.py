@@ -158,7 +158,8 @@ def new_policy(config: TrainPolicyConfig, fm: ForwardModel, init: bool = True) -
 def new_scene_policy(config: TrainPolicyConfig) -> ScenePolicy:
     """A scene policy of the run (MLP on ``driving.scene``'s features; normalisation set from its first drives)."""
     return ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=action_limits(config),
-                                         closing=config.scene_closing))  # fmt: skip
+                                         closing=config.scene_closing,
+                                         lane_choice=config.scene_lane_choice))  # fmt: skip
 
 
 class PolicyTrainer(Task):

@@ -93,6 +93,13 @@ class TrainPolicyConfig:
     scene_closing: bool = True
     """scene: a fresh policy also reads, per car slot, 1 / time to contact and the time headway
     (``nn.scene_policy.closing_inputs``)."""
+    scene_lane_choice: bool = False
+    """scene mpur: a fresh policy also chooses its lane (``nn.scene_policy``: a head predicting the imagined
+    objective of keeping the lane and of changing to either neighbour; in training each window is driven toward a
+    lane drawn among those that exist, the head regressing what that drive cost)."""
+    lane_intent: float = 0.2
+    """scene mpur with a lane choice: weight of the discounted squared distance from the given lane's centre [lane
+    widths^2]."""
     init_policy: str | None = None
     """mpur with ``observation="scene"``: the scene policy to start from (e.g. a DAgger run's
     ``checkpoints/best.pt``); None: a fresh one, standardised with the train windows' recorded features."""
@@ -155,6 +162,9 @@ class TrainPolicyConfig:
         if self.observation == "scene" and self.method == "mpur" and self.world == "model":
             raise ValueError("TrainPolicyConfig: a scene policy is imagined among cars (--world oracle, cv or "
                              "traffic); the forward model predicts views")  # fmt: skip
+        if self.scene_lane_choice and not (self.observation == "scene" and self.method == "mpur"):
+            raise ValueError("TrainPolicyConfig: scene_lane_choice (--scene-lane-choice) is learnt by a scene policy's "
+                             "mpur (--method mpur --observation scene)")  # fmt: skip
         if self.init_policy is not None and not (self.observation == "scene" and self.method == "mpur"):
             raise ValueError("TrainPolicyConfig: init_policy (--init-policy) starts a scene policy's mpur run")
         if self.action_range not in ACTION_RANGES:
@@ -165,8 +175,9 @@ class TrainPolicyConfig:
             raise ValueError(f"TrainPolicyConfig.world must be one of {TRAIN_WORLDS}, got {self.world!r}")
         if self.world == "traffic" and self.traffic is None:
             raise ValueError("TrainPolicyConfig: the traffic world needs a traffic model: pass --traffic TRAFFIC.pt")
-        if self.progress_weight is not None and not (math.isfinite(self.progress_weight) and self.progress_weight >= 0):
-            raise ValueError(f"progress_weight (--progress-weight) must be a finite number >= 0, got {self.progress_weight}")
+        progress = self.progress_weight
+        if progress is not None and not (math.isfinite(progress) and progress >= 0):
+            raise ValueError(f"progress_weight (--progress-weight) must be a finite number >= 0, got {progress}")
         if self.samples < 1 or self.world_pool < 1 or self.teacher_iterations < 1 or self.uncertainty < 0:
             raise ValueError("TrainPolicyConfig: samples, world_pool, teacher_iterations >= 1, uncertainty >= 0")
         if (

@@ -109,13 +109,16 @@ def drive_from(policy: Policy, cache: PolicyCache, state: Tensor, frames: Tensor
 
 
 def mpur_terms(objective: ObjectiveConfig, world: WorldFrames, ego: EgoWindow, driven: Drive, spec: ViewSpec,
-               stats: PoseUncertaintyStats | None = None, pixels=None) -> dict[str, Tensor]:  # fmt: skip
+               stats: PoseUncertaintyStats | None = None, pixels=None, per_window: bool = False) -> dict[str, Tensor]:  # fmt: skip
     """The objective's named terms (means over windows and futures), ``uncertainty`` and ``loss`` = ``total`` +
-    ``objective.uncertainty`` x the uncertainty cost (when ``stats`` and the world has replicas; else 0)."""
+    ``objective.uncertainty`` x the uncertainty cost (when ``stats`` and the world has replicas; else 0); with
+    ``per_window`` also ``window_total`` ``[B]``, each window's total (mean over its futures)."""
     pixels = pixel_set(world.images, spec, LANE_ROWS_M, objective.road_ahead_m) if pixels is None else pixels
     terms = evaluate(objective, pixels, world.reference[:, None], driven.states[:, None], driven.actions[:, None],
                      ego.previous_action[:, None], ego.target_speed[:, None], ego.car_size[:, None], 1)  # fmt: skip
     out = {name: value.mean() for name, value in terms.items()}  # [B, K] -> means
+    if per_window:
+        out["window_total"] = terms["total"].mean(1)
     out["uncertainty"] = out["total"].new_zeros(())
     if stats is not None and objective.uncertainty > 0 and world.replicas > 1:
         variance = replica_variance(pose_cost(terms), world.replicas)  # [B]

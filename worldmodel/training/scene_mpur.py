@@ -44,14 +44,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from worldmodel.driving.objective import ObjectiveConfig
+from worldmodel.driving.objective import ObjectiveConfig, discounted
 from worldmodel.driving.recorded_drives import build_recorder
 from worldmodel.driving.scene import FEATURE_NAMES, features_at
-from worldmodel.driving.scene_windows import ScenePool, build_pool, driven_moments, scene_drive, window_moments
+from worldmodel.driving.scene_windows import (
+    ScenePool,
+    build_pool,
+    driven_moments,
+    scene_drive,
+    start_lanes,
+    window_moments,
+)
 from worldmodel.driving.worlds import TrafficWorld, WorldFrames
 from worldmodel.nn.checkpointing import CheckpointError
 from worldmodel.nn.saving import save_checkpoint
-from worldmodel.nn.scene_policy import ScenePolicy
+from worldmodel.nn.scene_policy import LANE_COST_SCALE, ScenePolicy
 from worldmodel.traffic.view import ViewSpec
 from worldmodel.training.dagger import drive_train_cars, scene_normalisation, start_run
 from worldmodel.training.policy import closed_loop_val
@@ -61,13 +68,53 @@ from worldmodel.training.policy_decoupled import mpur_terms
 log = logging.getLogger(__name__)
 
 
+def lane_offsets(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every lane that exists where each ego is (``features`` ``[B, F]``, read for the nearest lane): ``rows``
+    ``[R]`` (which ego) and ``offsets`` ``[R]`` (-1 left, 0 keep, +1 right), R between B and 3 B."""
+    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    exists = torch.stack([features[:, index["left_exists"]] > 0, torch.ones(len(features), dtype=torch.bool),
+                          features[:, index["right_exists"]] > 0], dim=-1).cpu()  # fmt: skip
+    rows, lanes = torch.nonzero(exists, as_tuple=True)
+    return rows, lanes - 1
+
+
 def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, objective: ObjectiveConfig,
-                   spec: ViewSpec, feature_gradient: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
-    """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``."""
-    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient)
-    device = driven.states.device
+                   spec: ViewSpec, feature_gradient: bool = False, lane_intent: float = 0.0,
+                   every_lane: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``.
+
+    With a lane choice (``ScenePolicyConfig.lane_choice``) each window is driven toward a lane (the policy reads
+    it as its own): with ``every_lane`` (training) once toward each lane that exists at its start (the means are
+    then over those drives), else toward the policy's choice. ``lane_offset`` is the discounted squared distance
+    from that lane's centre [lane widths^2], added to the loss with weight ``lane_intent`` (what makes the action
+    head follow the lane it is given), and ``lane_mse`` the lane head's squared error [(tenths of the
+    objective)^2] on each drive's objective (``total``), added as it is."""
+    device = next(policy.parameters()).device
+    lanes = offsets = seen = None
+    if policy.lane_head is not None:
+        windows = index.tolist()
+        seen = features_at(pool.start[index], pool.previous_action[index], [pool.others[i][0] for i in windows],
+                           [pool.roads[i] for i in windows], pool.car_size[index]).to(device)  # fmt: skip
+        if every_lane:
+            rows, offsets = lane_offsets(seen)
+            index, seen = index[rows], seen[rows.to(device)]
+        else:
+            offsets = policy.choose_lanes(seen).cpu()
+        lanes = [lane + offset for lane, offset in zip(start_lanes(pool, index), offsets.tolist(), strict=True)]
+    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient, lanes=lanes)
     world = WorldFrames(pool.frames[index][:, None].to(device).float().div_(255.0), pool.reference[index].to(device))
-    return mpur_terms(objective, world, pool.ego(index).to(device), driven, spec)
+    terms = mpur_terms(objective, world, pool.ego(index).to(device), driven, spec, per_window=True)
+    drive_total = terms.pop("window_total")
+    if lanes is not None:
+        roads = [pool.roads[i] for i in index.tolist()]
+        centre = torch.tensor([road.lane_center_y(lane) for road, lane in zip(roads, lanes, strict=True)])
+        width = torch.tensor([road.lane_width_m for road in roads])
+        off = (driven.states[..., 1] - centre.to(device)[:, None]) / width.to(device)[:, None]  # [R, T]
+        terms["lane_offset"] = discounted(off.square(), objective.discount).mean()
+        predicted = policy.lane_costs(seen).gather(-1, (offsets + 1).to(device)[:, None])[:, 0]
+        terms["lane_mse"] = ((predicted - drive_total.detach()) * LANE_COST_SCALE).square().mean()
+        terms["loss"] = terms["loss"] + lane_intent * terms["lane_offset"] + terms["lane_mse"]
+    return terms
 
 
 @torch.no_grad()
@@ -177,7 +224,7 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
                    "round_s": round(time.perf_counter() - t0, 1)})  # fmt: skip
         policy.train()
         index = torch.randint(len(pool), (c.batch_size,), generator=generator)
-        terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient)
+        terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient, c.lane_intent, True)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), c.grad_clip)
@@ -195,5 +242,5 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
     return {"method": c.method, "observation": "scene", "world": c.world, "out": str(out), "final": history[-1]}
 
 
-__all__ = ["imagined_objective", "imagined_terms", "policy_moments", "recorded_normalisation", "start_policy",
-           "train_scene_mpur"]  # fmt: skip
+__all__ = ["imagined_objective", "imagined_terms", "lane_offsets", "policy_moments", "recorded_normalisation",
+           "start_policy", "train_scene_mpur"]  # fmt: skip
