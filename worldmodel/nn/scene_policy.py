@@ -8,7 +8,10 @@ two inputs per car slot are added (``closing_inputs``): how fast the gap closes 
 to contact) and the time headway, the ratios on which braking turns (a standardised gap of 3 m and one of
 0.2 m differ by a tenth of a sigma; their times to contact by seconds). Output: a
 normalised action (the ``action_mean`` / ``action_std`` buffers), clamped, with a straight-through gradient,
-to the SI ``action_limits`` (or +-``action_clamp`` sigma), as ``nn.policy.Policy``'s. A checkpoint (kind
+to the SI ``action_limits`` (or +-``action_clamp`` sigma), as ``nn.policy.Policy``'s. With ``lane_choice``, a
+second MLP on the same inputs (read for the nearest lane) predicts the imagined objective of driving toward the left
+neighbour, the own lane and the right one (``lane_costs``); ``choose_lanes`` takes the cheapest that exists, and the
+action head drives toward the lane the features are read for (``driving.scene``'s ``lane``). A checkpoint (kind
 ``"scene-policy"``) holds the statistics: it is all a driver needs.
 Shapes: B batch, T steps, F features.
 """

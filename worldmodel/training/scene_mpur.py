@@ -28,6 +28,13 @@ windows of the val split (no gradient), ``checkpoints/last.pt``, and with ``val_
 ``Replay-v0`` (``best.pt``: the best by success, then distance). ``metrics.jsonl``: a line per ``log_every``
 updates and per validation. A run is short (minutes) and does not resume: it starts again.
 
+A lane change is a discrete choice that a gradient through a drive does not make (the lane cost between lanes
+holds the policy in its own). With ``scene_lane_choice`` the choice is learnt apart from the driving: every window
+is driven toward each lane that exists at its start (the policy reading that lane as its own, ``lane_intent``
+pulling it to that lane's centre), and a lane head regresses what each of those drives cost; driving, the policy
+takes the lane its head predicts cheapest (``nn.scene_policy``, ``driving.scene_driver``), as the planners try
+their lane plans.
+
 The policy starts from ``init_policy`` (e.g. DAgger's, ``training.dagger``) or fresh, standardised with the
 features the recorded drive reads at the train windows' starts and the actions it took.
 Shapes: B windows per batch, T steps, F features.
@@ -184,6 +191,11 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
     device = next(fresh.parameters()).device
     policy = start_policy(c, pool, fresh).to(device)
     optimizer = torch.optim.Adam(policy.parameters(), lr=c.lr)
+    # the lane head's regression is clipped apart: its error, tens of times the objective's gradient, would
+    # otherwise scale the driving head's step down to nothing
+    lane_head = [] if policy.lane_head is None else list(policy.lane_head.parameters())
+    clipped = [[p for p in policy.parameters() if all(p is not q for q in lane_head)], lane_head]
+    clipped = [group for group in clipped if group]
     generator = torch.Generator().manual_seed(c.seed)
     metrics = out / "metrics.jsonl"
     metrics.write_text("")
@@ -227,7 +239,7 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
         terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient, c.lane_intent, True)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(policy.parameters(), c.grad_clip)
+        grad_norm = sum(torch.nn.utils.clip_grad_norm_(group, c.grad_clip) for group in clipped)
         if not torch.isfinite(grad_norm):
             raise FloatingPointError(f"scene mpur: non-finite gradient at step {step}")
         optimizer.step()
