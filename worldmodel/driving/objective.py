@@ -195,11 +195,9 @@ def evaluate(
     return terms
 
 
-def target_speed(vehicles: dict, road, lookahead_m: float = 40.0, lane_end_decel_mps2: float | None = 1.5,
-                 lane: int | None = None) -> float:  # fmt: skip
+def target_speed(vehicles: dict, road, lookahead_m: float = 40.0, lane_end_decel_mps2: float | None = 1.5) -> float:
     """Speed target [m/s] of the ego (row 0 of ``vehicles``, as ``ReplaySimulation.vehicles()``): the mean
-    speed of the other cars whose centre is ahead within ``lookahead_m`` in its lane (``lane``, None: the
-    nearest), else the road's limit;
+    speed of the other cars whose centre is ahead within ``lookahead_m`` in its lane, else the road's limit;
     in a lane that ends (an on-ramp), at most the speed from which braking at ``lane_end_decel_mps2`` stops the
     ego's front at the lane's end, ``sqrt(2 b d)`` (None: no such cap). Uses only what the ego observes now.
     (A 100 m lookahead lowered the mean target on 100 i80-sim test cars from 9.0 to 7.1 m/s, and the recorded
@@ -207,7 +205,7 @@ def target_speed(vehicles: dict, road, lookahead_m: float = 40.0, lane_end_decel
     aimed at the limit and reached the ramp's end at 19-24 m/s, too fast to merge: 13 of the oracle-world
     planner's 78 failures on the 428 test cars.)"""
     x, y = vehicles["x"], vehicles["y"]
-    lane = int(road.nearest_lane(np.array([x[0]]), np.array([y[0]]))[0]) if lane is None else int(lane)
+    lane = int(road.nearest_lane(np.array([x[0]]), np.array([y[0]]))[0])
     others_lane = road.lane_at(x[1:], y[1:])
     ahead = (others_lane == lane) & (x[1:] > x[0]) & (x[1:] < x[0] + lookahead_m)
     target = float(np.mean(vehicles["v"][1:][ahead])) if ahead.any() else float(road.config.speed_limit_mps)

@@ -47,16 +47,14 @@ FEATURE_NAMES = (*EGO_FEATURES,
                  *(f"{lane}_{car}_{name}" for lane in LANES for car in CARS for name in CAR_FEATURES))  # fmt: skip
 
 
-def scene_features(vehicles: dict, road, last_action: np.ndarray | None = None, lane: int | None = None) -> np.ndarray:
+def scene_features(vehicles: dict, road, last_action: np.ndarray | None = None) -> np.ndarray:
     """The features (``FEATURE_NAMES``) of the ego, row 0 of ``vehicles`` (as ``ReplaySimulation.vehicles()``),
-    on ``road``; ``last_action`` [2]: its last executed (accel, curvature) (None: zero); ``lane``: the lane read as
-    its own (its offset, speed target and slots are that lane's and its neighbours'; a lane change's target), None:
-    the nearest."""
+    on ``road``; ``last_action`` [2]: its last executed (accel, curvature) (None: zero)."""
     x, y, v, psi = (np.asarray(vehicles[k], dtype=np.float64) for k in ("x", "y", "v", "psi"))
     length = np.asarray(vehicles["length"], dtype=np.float64)
-    ego_lane = int(road.nearest_lane(x[:1], y[:1])[0]) if lane is None else int(lane)
+    ego_lane = int(road.nearest_lane(x[:1], y[:1])[0])
     centre = float(road.lane_center_y(ego_lane))
-    target = target_speed(vehicles, road, lane=ego_lane)
+    target = target_speed(vehicles, road)
     last = np.zeros(2) if last_action is None else np.asarray(last_action, dtype=np.float64)
     out = [v[0], psi[0], y[0] - centre, target, target - v[0], float(road.is_ramp_lane(ego_lane)), last[0], last[1]]
     start, end = road.lane_extent_x()
@@ -118,13 +116,11 @@ def scene_jacobian(features: np.ndarray) -> np.ndarray:
     return out
 
 
-def features_at(state: Tensor, last_action: Tensor, others: list[dict], roads: list, car_size: Tensor,
-                lanes: list[int | None] | None = None) -> Tensor:  # fmt: skip
+def features_at(state: Tensor, last_action: Tensor, others: list[dict], roads: list, car_size: Tensor) -> Tensor:
     """The scene features ``[B, F]`` of B egos at ``state`` ``[B, 4]`` (x, y, psi, v) having executed
     ``last_action`` ``[B, 2]`` (SI), among ``others[b]`` (the other cars, arrays ``[n]`` x, y, psi, v, length as
-    ``worlds.recorded_others``) on ``roads[b]``, ``car_size`` ``[B, 2]`` (length, width), each reading
-    ``lanes[b]`` as its own (None: the nearest): ``scene_features``' values, with gradients in ``state`` and
-    ``last_action`` through ``scene_jacobian``."""
+    ``worlds.recorded_others``) on ``roads[b]``, ``car_size`` ``[B, 2]`` (length, width): ``scene_features``'
+    values, with gradients in ``state`` and ``last_action`` through ``scene_jacobian``."""
     inputs = torch.cat([state, last_action], dim=-1)  # [B, 6]
     known = inputs.detach().double().cpu().numpy()
     size = car_size.detach().double().cpu().numpy()
@@ -132,7 +128,7 @@ def features_at(state: Tensor, last_action: Tensor, others: list[dict], roads: l
     for b, (cars, road) in enumerate(zip(others, roads, strict=True)):
         ego = dict(zip(("x", "y", "psi", "v"), known[b, :4], strict=True)) | {"length": size[b, 0]}
         vehicles = {name: np.concatenate([[ego[name]], cars[name]]) for name in ("x", "y", "psi", "v", "length")}
-        rows.append(scene_features(vehicles, road, known[b, 4:], None if lanes is None else lanes[b]))
+        rows.append(scene_features(vehicles, road, known[b, 4:]))
     values = np.stack(rows)
     if not inputs.requires_grad:  # detached inputs (``scene_drive`` without feature_gradient), or no_grad
         return torch.from_numpy(values).to(inputs)

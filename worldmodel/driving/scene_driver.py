@@ -2,9 +2,9 @@
 live episode's scene (``driving.scene``, from its simulation: what the car's sensors give) in one batch
 through the policy. No views are read (``needs_context = False``).
 
-A policy with a lane choice first picks the lane it drives toward (``ScenePolicy.choose_lanes`` on the features
-read for the nearest lane), then reads the features for that lane. A change, once chosen, is held until the car
-is in the target lane (its nearest) or the lane ends; then it chooses again, every step."""
+A policy with a lane choice first picks the lane it drives toward (``ScenePolicy.choose_lanes``), then drives
+with that lane's offset as its ``lane_target``. A change, once chosen, is held until the car is in the target lane
+(its nearest) or the lane ends; then it chooses again, every step."""
 
 from __future__ import annotations
 
@@ -39,33 +39,42 @@ class ScenePolicyDriver(FirstSlot):
     def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
         self._slots[slot] = [env.sim, np.zeros(2), None]
 
-    def choose_lanes(self, slots: list[int]) -> None:
-        """The target lane of each slot that is not changing lane (see the module docstring)."""
-        deciding, nearest, features = [], [], []
-        for slot in slots:
-            sim, last, target = self._slots[slot]
-            vehicles, road = sim.vehicles(), sim.road
-            x, y = vehicles["x"][:1], vehicles["y"][:1]
-            lane = int(road.nearest_lane(x, y)[0])
-            start, end = road.lane_extent_x()
-            ongoing = target is not None and target != lane and 0 <= target < road.total_lanes
-            if ongoing and start[target] <= x[0] <= end[target]:
-                continue
-            deciding.append(slot)
-            nearest.append(lane)
-            features.append(scene_features(vehicles, road, last))
+    def choose_lanes(self, slots: list[int], features: torch.Tensor) -> None:
+        """The target lane of each slot (``features`` ``[B, F]``) that is not changing lane (see the module
+        docstring)."""
+        deciding, nearest = [], []
+        for k, slot in enumerate(slots):
+            sim, _, target = self._slots[slot]
+            x, y = (sim.vehicles()[name][:1] for name in ("x", "y"))
+            lane = int(sim.road.nearest_lane(x, y)[0])
+            start, end = sim.road.lane_extent_x()
+            ongoing = target is not None and target != lane and 0 <= target < sim.road.total_lanes
+            if not (ongoing and start[target] <= x[0] <= end[target]):
+                deciding.append(k)
+                nearest.append(lane)
         if deciding:
-            offsets = self.policy.choose_lanes(torch.from_numpy(np.stack(features)).to(self.device)).tolist()
-            for slot, lane, offset in zip(deciding, nearest, offsets, strict=True):
-                self._slots[slot][2] = lane + offset
+            offsets = self.policy.choose_lanes(features[deciding]).tolist()
+            for k, lane, offset in zip(deciding, nearest, offsets, strict=True):
+                self._slots[slots[k]][2] = lane + offset
+
+    def lane_targets(self, slots: list[int]) -> torch.Tensor:
+        """``[B]``: each slot's target lane's centre minus its car's y [lane widths]."""
+        targets = []
+        for slot in slots:
+            sim, _, lane = self._slots[slot]
+            y = float(sim.vehicles()["y"][0])
+            targets.append((float(sim.road.lane_center_y(lane)) - y) / sim.road.lane_width_m)
+        return torch.tensor(targets, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
+        features = torch.from_numpy(np.stack([scene_features(sim.vehicles(), sim.road, last)
+                                              for sim, last, _ in (self._slots[s] for s in slots)])).to(self.device)  # fmt: skip
+        target = None
         if self.policy.lane_head is not None:
-            self.choose_lanes(slots)
-        features = np.stack([scene_features(sim.vehicles(), sim.road, last, target)
-                             for sim, last, target in (self._slots[s] for s in slots)])  # fmt: skip
-        action = self.policy(torch.from_numpy(features).to(self.device))["action"]
+            self.choose_lanes(slots, features)
+            target = self.lane_targets(slots)
+        action = self.policy(features, target)["action"]
         actions = self.policy.unnormalise_actions(action).cpu().numpy().astype(np.float64)
         for slot, a in zip(slots, actions, strict=True):
             self._slots[slot][1] = a.copy()

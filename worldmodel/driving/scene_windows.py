@@ -211,11 +211,19 @@ def start_lanes(pool: ScenePool, index: Tensor) -> list[int]:
     return [int(pool.roads[i].nearest_lane(start[b, :1], start[b, 1:2])[0]) for b, i in enumerate(index.tolist())]
 
 
+def lane_centres(pool: ScenePool, index: Tensor, lanes: list[int]) -> tuple[Tensor, Tensor]:
+    """``[B]`` each lane's centre y and ``[B]`` the lane width [m], on the roads of windows ``index`` ``[B]``."""
+    roads = [pool.roads[i] for i in index.tolist()]
+    centre = torch.tensor([float(road.lane_center_y(lane)) for road, lane in zip(roads, lanes, strict=True)])
+    return centre, torch.tensor([float(road.lane_width_m) for road in roads])
+
+
 def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int | None = None,
                 feature_gradient: bool = False, lanes: list[int] | None = None) -> SceneDrive:  # fmt: skip
-    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``, reading
-    ``lanes[b]`` as its own (a lane choice's target; None: the nearest at each step); with ``feature_gradient``
-    the features it reads carry their gradient in the state and last action."""
+    """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``, toward the
+    lanes ``lanes[b]`` (a policy with a lane choice: the offset of that lane's centre is its ``lane_target``); with
+    ``feature_gradient`` the features it reads (and the lane target) carry their gradient in the state and last
+    action."""
     device = next(policy.parameters()).device
     state = pool.start[index].to(device)
     last = pool.previous_action[index].to(device)
@@ -223,10 +231,13 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
     windows = index.tolist()
     roads = [pool.roads[i] for i in windows]
     states, actions, normalised, features = [], [], [], []
+    if lanes is not None:
+        centre, width = (x.to(state) for x in lane_centres(pool, index, lanes))
     for t in range(pool.reference.shape[1] if steps is None else steps):
         inputs = (state, last) if feature_gradient else (state.detach(), last.detach())
-        seen = features_at(*inputs, [pool.others[i][t] for i in windows], roads, size, lanes)
-        action = policy(seen)["action"]
+        seen = features_at(*inputs, [pool.others[i][t] for i in windows], roads, size)
+        target = None if lanes is None else (centre - inputs[0][:, 1]) / width
+        action = policy(seen, target)["action"]
         last = policy.unnormalise_actions(action)
         state = kinematics.step(state, last, DT_S)
         states.append(state)
@@ -237,4 +248,4 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
 
 
 __all__ = ["WORLDS", "Moment", "SceneDrive", "ScenePool", "build_pool", "driven_moments", "ego_path", "future_others",
-           "recorded_state", "scene_drive", "start_lanes", "window_moments"]  # fmt: skip
+           "lane_centres", "recorded_state", "scene_drive", "start_lanes", "window_moments"]  # fmt: skip

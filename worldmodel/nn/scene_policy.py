@@ -8,10 +8,11 @@ two inputs per car slot are added (``closing_inputs``): how fast the gap closes 
 to contact) and the time headway, the ratios on which braking turns (a standardised gap of 3 m and one of
 0.2 m differ by a tenth of a sigma; their times to contact by seconds). Output: a
 normalised action (the ``action_mean`` / ``action_std`` buffers), clamped, with a straight-through gradient,
-to the SI ``action_limits`` (or +-``action_clamp`` sigma), as ``nn.policy.Policy``'s. With ``lane_choice``, a
-second MLP on the same inputs (read for the nearest lane) predicts the imagined objective of driving toward the left
-neighbour, the own lane and the right one (``lane_costs``); ``choose_lanes`` takes the cheapest that exists, and the
-action head drives toward the lane the features are read for (``driving.scene``'s ``lane``). A checkpoint (kind
+to the SI ``action_limits`` (or +-``action_clamp`` sigma), as ``nn.policy.Policy``'s. With ``lane_choice``, the
+action head also reads the lateral offset of the lane it drives toward (``lane_target`` [B]: that lane's centre minus
+the ego's y, in lane widths; 0: keep the lane), and a second MLP on the scene's inputs predicts the imagined
+objective of driving toward the left neighbour, the own lane and the right one (``lane_costs``); ``choose_lanes``
+takes the cheapest that exists. A checkpoint (kind
 ``"scene-policy"``) holds the statistics: it is all a driver needs.
 Shapes: B batch, T steps, F features.
 """
@@ -50,8 +51,8 @@ class ScenePolicyConfig:
     closing: bool = False
     """Add ``closing_inputs`` (per car slot: 1 / time to contact, time headway) to the standardised features."""
     lane_choice: bool = False
-    """A second head (``lane_costs``) predicts the imagined objective of keeping the lane and of changing to either
-    neighbour; the action head then drives toward the lane its features are read for (``choose_lanes``)."""
+    """The action head reads the offset of a target lane (``forward``'s ``lane_target``), and a second head
+    (``lane_costs``) predicts the imagined objective of keeping the lane and of changing to either neighbour."""
     lane_change_margin: float = 0.01
     """``choose_lanes`` changes lane only when the change's predicted objective is this much below keeping's."""
 
@@ -77,6 +78,8 @@ def car_slots(feature_names: tuple[str, ...]) -> list[str]:
     ]
 
 
+MAX_LANE_TARGET = 1.5
+"""``lane_target`` is clipped to this [lane widths]."""
 LANE_COST_SCALE = 10.0
 """``lane_costs`` are predicted in units of a tenth of the objective (a window's total is ~0.2)."""
 MAX_INVERSE_TTC = 5.0
@@ -111,7 +114,7 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
         super().__init__()
         self.config = c = config
         inputs = len(c.feature_names) + (2 * len(car_slots(c.feature_names)) if c.closing else 0)
-        self.head = mlp([inputs] + [c.hidden] * c.layers + [2], c.dropout, c.negative_slope)
+        self.head = mlp([inputs + int(c.lane_choice)] + [c.hidden] * c.layers + [2], c.dropout, c.negative_slope)
         self.lane_head = (
             mlp([inputs] + [c.hidden] * c.layers + [3], c.dropout, c.negative_slope) if c.lane_choice else None
         )
@@ -123,21 +126,26 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
             inputs = torch.cat([inputs, closing_inputs(features, self.config.feature_names)], dim=-1)
         return inputs
 
-    def forward(self, features: Tensor) -> dict[str, Tensor]:
-        """features [..., F] (SI) -> ``action`` [..., 2] normalised and clamped, ``mean`` [..., 2] before
-        clamping."""
-        out = self.head(self._inputs(features))
+    def forward(self, features: Tensor, lane_target: Tensor | None = None) -> dict[str, Tensor]:
+        """features [..., F] (SI), with ``lane_choice`` ``lane_target`` [...] (the target lane's centre minus the
+        ego's y [lane widths], clipped to +-``MAX_LANE_TARGET``; None: 0, keep the lane) -> ``action`` [..., 2]
+        normalised and clamped, ``mean`` [..., 2] before clamping."""
+        inputs = self._inputs(features)
+        if self.config.lane_choice:
+            target = features.new_zeros(features.shape[:-1]) if lane_target is None else lane_target
+            inputs = torch.cat([inputs, target.clamp(-MAX_LANE_TARGET, MAX_LANE_TARGET)[..., None]], dim=-1)
+        out = self.head(inputs)
         return {"action": self.clamp_actions(out), "mean": out}
 
     def lane_costs(self, features: Tensor) -> Tensor:
-        """features [..., F] (SI, read for the nearest lane) -> ``[..., 3]``: the predicted imagined objective of
+        """features [..., F] (SI) -> ``[..., 3]``: the predicted imagined objective of
         driving toward the left neighbour, the own lane and the right neighbour (``lane_choice``)."""
         if self.lane_head is None:
             raise ValueError("this scene policy has no lane choice (ScenePolicyConfig.lane_choice)")
         return self.lane_head(self._inputs(features)) / LANE_COST_SCALE
 
     def choose_lanes(self, features: Tensor) -> Tensor:
-        """features [B, F] (read for the nearest lane) -> ``[B]`` int64 lane offsets (-1 left, 0 keep, +1 right):
+        """features [B, F] -> ``[B]`` int64 lane offsets (-1 left, 0 keep, +1 right):
         the cheapest by ``lane_costs`` among the lanes that exist here, a change only when it undercuts keeping
         by ``lane_change_margin``; 0 without a lane choice."""
         if self.lane_head is None:
@@ -151,4 +159,12 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
         return costs.argmin(-1) - 1
 
 
-__all__ = ["CHECKPOINT_KIND", "LANE_COST_SCALE", "ScenePolicy", "ScenePolicyConfig", "car_slots", "closing_inputs"]
+__all__ = [
+    "CHECKPOINT_KIND",
+    "LANE_COST_SCALE",
+    "MAX_LANE_TARGET",
+    "ScenePolicy",
+    "ScenePolicyConfig",
+    "car_slots",
+    "closing_inputs",
+]

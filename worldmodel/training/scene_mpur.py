@@ -30,8 +30,8 @@ updates and per validation. A run is short (minutes) and does not resume: it sta
 
 A lane change is a discrete choice that a gradient through a drive does not make (the lane cost between lanes
 holds the policy in its own). With ``scene_lane_choice`` the choice is learnt apart from the driving: every window
-is driven toward each lane that exists at its start (the policy reading that lane as its own, ``lane_intent``
-pulling it to that lane's centre), and a lane head regresses what each of those drives cost; driving, the policy
+is driven toward each lane that exists at its start (the policy reading the offset of that lane's centre,
+``lane_intent`` pulling it there), and a lane head regresses what each of those drives cost; driving, the policy
 takes the lane its head predicts cheapest (``nn.scene_policy``, ``driving.scene_driver``), as the planners try
 their lane plans.
 
@@ -58,6 +58,7 @@ from worldmodel.driving.scene_windows import (
     ScenePool,
     build_pool,
     driven_moments,
+    lane_centres,
     scene_drive,
     start_lanes,
     window_moments,
@@ -90,8 +91,8 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
                    every_lane: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``.
 
-    With a lane choice (``ScenePolicyConfig.lane_choice``) each window is driven toward a lane (the policy reads
-    it as its own): with ``every_lane`` (training) once toward each lane that exists at its start (the means are
+    With a lane choice (``ScenePolicyConfig.lane_choice``) each window is driven toward a lane (its offset the
+    policy's ``lane_target``): with ``every_lane`` (training) once toward each lane that exists at its start (the means are
     then over those drives), else toward the policy's choice. ``lane_offset`` is the discounted squared distance
     from that lane's centre [lane widths^2], added to the loss with weight ``lane_intent`` (what makes the action
     head follow the lane it is given), and ``lane_mse`` the lane head's squared error [(tenths of the
@@ -113,10 +114,8 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
     terms = mpur_terms(objective, world, pool.ego(index).to(device), driven, spec, per_window=True)
     drive_total = terms.pop("window_total")
     if lanes is not None:
-        roads = [pool.roads[i] for i in index.tolist()]
-        centre = torch.tensor([road.lane_center_y(lane) for road, lane in zip(roads, lanes, strict=True)])
-        width = torch.tensor([road.lane_width_m for road in roads])
-        off = (driven.states[..., 1] - centre.to(device)[:, None]) / width.to(device)[:, None]  # [R, T]
+        centre, width = (x.to(device)[:, None] for x in lane_centres(pool, index, lanes))
+        off = (driven.states[..., 1] - centre) / width  # [R, T]
         terms["lane_offset"] = discounted(off.square(), objective.discount).mean()
         predicted = policy.lane_costs(seen).gather(-1, (offsets + 1).to(device)[:, None])[:, 0]
         terms["lane_mse"] = ((predicted - drive_total.detach()) * LANE_COST_SCALE).square().mean()
