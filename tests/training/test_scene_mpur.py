@@ -17,7 +17,7 @@ from worldmodel.driving.episode_selection import dataset_files, select_episodes
 from worldmodel.driving.episode_workers import run_episodes
 from worldmodel.driving.objective import ObjectiveConfig
 from worldmodel.driving.recorded_drives import DriveRecorder
-from worldmodel.driving.scene import FEATURE_NAMES, features_at, scene_features
+from worldmodel.driving.scene import EGO_FEATURES, FEATURE_NAMES, features_at, scene_features
 from worldmodel.driving.scene_driver import ScenePolicyDriver
 from worldmodel.driving.scene_windows import (
     build_pool,
@@ -86,6 +86,16 @@ def test_imagined_windows_are_the_recording(recorded):
     three = {on: scene_drive(policy, pool, torch.tensor([0, 1]), steps=3, feature_gradient=on) for on in (True, False)}
     assert three[True].features[:, 1:].requires_grad and not three[False].features.requires_grad
     assert torch.equal(three[True].states, three[False].states) and three[False].states.requires_grad
+    # ego_gradient: through the ego's own features only (its speed, heading, offset, last action), not the cars'
+    ego = scene_drive(policy, pool, torch.tensor([0, 1]), steps=3, ego_gradient=True).features[:, 1]
+    own = [FEATURE_NAMES.index(name) for name in EGO_FEATURES]
+    cars = [i for i, name in enumerate(FEATURE_NAMES) if name.endswith("_gap")]
+    assert ego[:, own].requires_grad and ego[:, own].grad_fn is not None
+    (car_grad,) = torch.autograd.grad(
+        ego[:, cars].sum(), list(policy.parameters())[0], allow_unused=True, retain_graph=True
+    )
+    (own_grad,) = torch.autograd.grad(ego[:, own].sum(), list(policy.parameters())[0])
+    assert (car_grad is None or not car_grad.any()) and own_grad.abs().sum() > 0
     with pytest.raises(ValueError, match="traffic model"):
         future_others("traffic", sim, 10)
 

@@ -35,7 +35,7 @@ from worldmodel.driving import kinematics
 from worldmodel.driving.episode_selection import dataset_files, select_episodes
 from worldmodel.driving.imagined_worlds import EgoWindow
 from worldmodel.driving.objective import target_speed
-from worldmodel.driving.scene import features_at
+from worldmodel.driving.scene import EGO_FEATURES, FEATURE_NAMES, features_at
 from worldmodel.driving.window_worlds import Recordings, recorded_poses
 from worldmodel.driving.worlds import Renderer, TrafficWorld, constant_velocity, recorded_others
 from worldmodel.nn.scene_policy import ScenePolicy
@@ -219,11 +219,13 @@ def lane_centres(pool: ScenePool, index: Tensor, lanes: list[int]) -> tuple[Tens
 
 
 def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int | None = None,
-                feature_gradient: bool = False, lanes: list[int] | None = None) -> SceneDrive:  # fmt: skip
+                feature_gradient: bool = False, lanes: list[int] | None = None,
+                ego_gradient: bool = False) -> SceneDrive:  # fmt: skip
     """``policy`` driven ``steps`` (default T) steps from the windows ``index`` ``[B]`` of ``pool``, toward the
     lanes ``lanes[b]`` (a policy with a lane choice: the offset of that lane's centre is its ``lane_target``); with
     ``feature_gradient`` the features it reads (and the lane target) carry their gradient in the state and last
-    action."""
+    action; with ``ego_gradient`` only the ego's own (``scene.EGO_FEATURES``: its speed, heading, lane offset and
+    last action) and the lane target do."""
     device = next(policy.parameters()).device
     state = pool.start[index].to(device)
     last = pool.previous_action[index].to(device)
@@ -231,11 +233,14 @@ def scene_drive(policy: ScenePolicy, pool: ScenePool, index: Tensor, steps: int 
     windows = index.tolist()
     roads = [pool.roads[i] for i in windows]
     states, actions, normalised, features = [], [], [], []
+    own = torch.tensor([name in EGO_FEATURES for name in FEATURE_NAMES])
     if lanes is not None:
         centre, width = (x.to(state) for x in lane_centres(pool, index, lanes))
     for t in range(pool.reference.shape[1] if steps is None else steps):
-        inputs = (state, last) if feature_gradient else (state.detach(), last.detach())
+        inputs = (state, last) if feature_gradient or ego_gradient else (state.detach(), last.detach())
         seen = features_at(*inputs, [pool.others[i][t] for i in windows], roads, size)
+        if ego_gradient and not feature_gradient:
+            seen = torch.where(own.to(seen.device), seen, seen.detach())
         target = None if lanes is None else (centre - inputs[0][:, 1]) / width
         action = policy(seen, target)["action"]
         last = policy.unnormalise_actions(action)

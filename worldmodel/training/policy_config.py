@@ -72,6 +72,10 @@ class TrainPolicyConfig:
     """scene mpur: the gradient also flows through the features the policy reads at its imagined states, through
     the whole closed loop (True; its 30-step products of Jacobians blew the runs up at lr 1e-4 to 3e-4); False:
     they are inputs only, each action is credited with the costs it causes through the kinematics."""
+    ego_gradient: bool = False
+    """scene mpur: the gradient flows through the ego's own features (speed, heading, lane offset, last action) and
+    the lane target, not through the other cars' (what a steering correction needs: a turn credited with the
+    counter-turn that follows it)."""
     first_round_episodes: int | None = None
     """dagger: train cars of round 0 (the planner driving; None: ``round_episodes``)."""
     beta: float = 0.5

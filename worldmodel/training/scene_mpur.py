@@ -88,7 +88,7 @@ def lane_offsets(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, objective: ObjectiveConfig,
                    spec: ViewSpec, feature_gradient: bool = False, lane_intent: float = 0.0,
-                   every_lane: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+                   every_lane: bool = False, ego_gradient: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``.
 
     With a lane choice (``ScenePolicyConfig.lane_choice``) each window is driven toward a lane (its offset the
@@ -109,7 +109,7 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
         else:
             offsets = policy.choose_lanes(seen).cpu()
         lanes = [lane + offset for lane, offset in zip(start_lanes(pool, index), offsets.tolist(), strict=True)]
-    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient, lanes=lanes)
+    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient, lanes=lanes, ego_gradient=ego_gradient)
     world = WorldFrames(pool.frames[index][:, None].to(device).float().div_(255.0), pool.reference[index].to(device))
     terms = mpur_terms(objective, world, pool.ego(index).to(device), driven, spec, per_window=True)
     drive_total = terms.pop("window_total")
@@ -235,7 +235,8 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
                    "round_s": round(time.perf_counter() - t0, 1)})  # fmt: skip
         policy.train()
         index = torch.randint(len(pool), (c.batch_size,), generator=generator)
-        terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient, c.lane_intent, True)
+        terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient, c.lane_intent, True,
+                               c.ego_gradient)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = sum(torch.nn.utils.clip_grad_norm_(group, c.grad_clip) for group in clipped)
