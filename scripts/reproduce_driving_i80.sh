@@ -8,7 +8,9 @@
 # by MPUR in an object-level imagination (traffic: the learned traffic model's world; cv; oracle: the recording),
 # from scratch, 4 rounds of 500 updates, windows at the policy's own states joining after each (~25 min each);
 # scene-mpur-dagger: the same from the scene-dagger policy; scene-mpur-closing-s*: the recipe that drives (no gradient
-# through the features, closing inputs, 6 rounds at 1e-4; ~70 min each with three sharing 2 cores), seeds 0-2. CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
+# through the features, closing inputs, 6 rounds at 1e-4; ~70 min each with three sharing 2 cores), seeds 0-2, and
+# scene-mpur-closing-cv / -oracle: that recipe in the cv world and in the recorded future (~45 min each with two
+# sharing 2 cores). CPU recipe (2 cores): each forward model takes ~25-30 min, the traffic
 # model ~1 min; a planner row over all 465 test cars ~20 min (grad, oracle world: 7.3 ms per car-step), the model
 # worlds about twice that, CEM about four times.
 # Stages whose JSON exists are skipped; the table is printed at the end.
@@ -23,7 +25,7 @@ WORKERS="${WORKERS:-2}"
 EPISODES="${EPISODES:-}"  # empty: every eligible test car
 FM_CV=runs/fm-i80-cv
 TRAFFIC=runs/traffic-i80
-ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-dagger scene-mpur-cv-r0 scene-mpur-oracle-r0 scene-mpur-closing-s0 scene-mpur-closing-s1 scene-mpur-closing-s2}"
+ROWS="${ROWS:-expert bot no-action grad-ppuu-oracle grad-oracle grad-oracle-2s grad-cv grad-traffic grad-model grad-model-cv cem-oracle cem-cv cem-traffic cem-model scene-dagger scene-mpur-traffic scene-mpur-dagger scene-mpur-cv-r0 scene-mpur-oracle-r0 scene-mpur-closing-s0 scene-mpur-closing-s1 scene-mpur-closing-s2 scene-mpur-closing-cv scene-mpur-closing-oracle}"
 SCENE=runs/scene-dagger
 
 wants() {  # does ROWS hold any of the given rows?
@@ -70,6 +72,10 @@ done
 # the recipe (the defaults: no gradient through the features the policy reads, its closing inputs), 6 rounds at 1e-4
 for seed in 0 1 2; do
   ! wants "scene-mpur-closing-s$seed" || scene_mpur "scene-mpur-closing-s$seed" traffic "$seed" --lr 1e-4 --steps 3000 \
+    --rounds 6
+done
+for world in cv oracle; do
+  ! wants "scene-mpur-closing-$world" || scene_mpur "scene-mpur-closing-$world" "$world" 0 --lr 1e-4 --steps 3000 \
     --rounds 6
 done
 
