@@ -137,14 +137,5 @@ def features_at(state: Tensor, last_action: Tensor, others: list[dict], roads: l
     return torch.from_numpy(values).to(inputs) + torch.einsum("bfi,bi->bf", jacobian, moved)
 
 
-__all__ = [
-    "CAR_FEATURES",
-    "CARS",
-    "FAR_M",
-    "LANES",
-    "FEATURE_NAMES",
-    "INPUTS",
-    "features_at",
-    "scene_features",
-    "scene_jacobian",
-]
+__all__ = ["CAR_FEATURES", "EGO_FEATURES", "FAR_M", "FEATURE_NAMES", "INPUTS", "features_at", "scene_features",
+           "scene_jacobian"]  # fmt: skip

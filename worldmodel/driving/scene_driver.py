@@ -68,8 +68,9 @@ class ScenePolicyDriver(FirstSlot):
 
     @torch.no_grad()
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
-        features = torch.from_numpy(np.stack([scene_features(sim.vehicles(), sim.road, last)
-                                              for sim, last, _ in (self._slots[s] for s in slots)])).to(self.device)  # fmt: skip
+        features = np.stack([scene_features(sim.vehicles(), sim.road, last)
+                             for sim, last, _ in (self._slots[s] for s in slots)])  # fmt: skip
+        features = torch.from_numpy(features).to(self.device)
         target = None
         if self.policy.lane_head is not None:
             self.choose_lanes(slots, features)

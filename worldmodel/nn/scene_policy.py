@@ -159,12 +159,5 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
         return costs.argmin(-1) - 1
 
 
-__all__ = [
-    "CHECKPOINT_KIND",
-    "LANE_COST_SCALE",
-    "MAX_LANE_TARGET",
-    "ScenePolicy",
-    "ScenePolicyConfig",
-    "car_slots",
-    "closing_inputs",
-]
+__all__ = ["CHECKPOINT_KIND", "LANE_COST_SCALE", "MAX_LANE_TARGET", "ScenePolicy", "ScenePolicyConfig", "car_slots",
+           "closing_inputs"]  # fmt: skip

@@ -202,9 +202,9 @@ class PolicyTrainer(Task):
             self.train_set = IndexedWindows(items, sorted(pool.tolist()))
             self.observe = torch.Generator().manual_seed(c.seed + 1)
             self.decoupled = make_imagination(
-                c.method, c.world, c.fm, str(self.episodes_path), c.objective_config(uncertainty=c.uncertainty), c.samples, c.replicas, len(self.train_set) + c.val_windows,
-                c.stats_windows, c.teacher_iterations, c.horizon, c.seed, self.device, self.windows,
-                calibrate_stats=not loop_config.resuming())  # fmt: skip
+                c.method, c.world, c.fm, str(self.episodes_path), c.objective_config(uncertainty=c.uncertainty),
+                c.samples, c.replicas, len(self.train_set) + c.val_windows, c.stats_windows, c.teacher_iterations,
+                c.horizon, c.seed, self.device, self.windows, calibrate_stats=not loop_config.resuming())  # fmt: skip
         self.loop = TrainingLoop(self, loop_config, DistContext(device=self.device))
         if self.loop.resumed_from is None and c.method == "mpur-ppuu":
             self.imagination.stats = self._measure_stats()

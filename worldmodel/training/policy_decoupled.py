@@ -109,7 +109,8 @@ def drive_from(policy: Policy, cache: PolicyCache, state: Tensor, frames: Tensor
 
 
 def mpur_terms(objective: ObjectiveConfig, world: WorldFrames, ego: EgoWindow, driven: Drive, spec: ViewSpec,
-               stats: PoseUncertaintyStats | None = None, pixels=None, per_window: bool = False) -> dict[str, Tensor]:  # fmt: skip
+               stats: PoseUncertaintyStats | None = None, pixels=None,
+               per_window: bool = False) -> dict[str, Tensor]:  # fmt: skip
     """The objective's named terms (means over windows and futures), ``uncertainty`` and ``loss`` = ``total`` +
     ``objective.uncertainty`` x the uncertainty cost (when ``stats`` and the world has replicas; else 0); with
     ``per_window`` also ``window_total`` ``[B]``, each window's total (mean over its futures)."""

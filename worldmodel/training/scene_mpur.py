@@ -92,8 +92,8 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``.
 
     With a lane choice (``ScenePolicyConfig.lane_choice``) each window is driven toward a lane (its offset the
-    policy's ``lane_target``): with ``every_lane`` (training) once toward each lane that exists at its start (the means are
-    then over those drives), else toward the policy's choice. ``lane_offset`` is the discounted squared distance
+    policy's ``lane_target``): with ``every_lane`` (training) once toward each lane that exists at its start (the
+    means are then over those drives), else toward the policy's choice. ``lane_offset`` is the discounted squared distance
     from that lane's centre [lane widths^2], added to the loss with weight ``lane_intent`` (what makes the action
     head follow the lane it is given), and ``lane_mse`` the lane head's squared error [(tenths of the
     objective)^2] on each drive's objective (``total``), added as it is."""
@@ -109,7 +109,8 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
         else:
             offsets = policy.choose_lanes(seen).cpu()
         lanes = [lane + offset for lane, offset in zip(start_lanes(pool, index), offsets.tolist(), strict=True)]
-    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient, lanes=lanes, ego_gradient=ego_gradient)
+    driven = scene_drive(policy, pool, index, feature_gradient=feature_gradient, lanes=lanes,
+                         ego_gradient=ego_gradient)  # fmt: skip
     world = WorldFrames(pool.frames[index][:, None].to(device).float().div_(255.0), pool.reference[index].to(device))
     terms = mpur_terms(objective, world, pool.ego(index).to(device), driven, spec, per_window=True)
     drive_total = terms.pop("window_total")
