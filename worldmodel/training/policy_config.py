@@ -104,6 +104,10 @@ class TrainPolicyConfig:
     lane_intent: float = 0.2
     """scene mpur with a lane choice: weight of the discounted squared distance from the given lane's centre [lane
     widths^2]."""
+    lag_weight: float = 0.0
+    """scene mpur: weight of a term on falling behind the recorded car (windows of recorded moments only; the
+    discounted squared lag beyond ``LAG_FREE_M``, in units of 5 m): a training signal from the recording, which
+    the policy does not see."""
     init_policy: str | None = None
     """mpur with ``observation="scene"``: the scene policy to start from (e.g. a DAgger run's
     ``checkpoints/best.pt``); None: a fresh one, standardised with the train windows' recorded features."""

@@ -75,6 +75,9 @@ from worldmodel.training.policy_decoupled import mpur_terms
 
 log = logging.getLogger(__name__)
 
+LAG_FREE_M = 2.0
+"""``lag_weight``'s term starts this far behind the recorded car [m]."""
+
 
 def lane_offsets(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every lane that exists where each ego is (``features`` ``[B, F]``, read for the nearest lane): ``rows``
@@ -88,7 +91,8 @@ def lane_offsets(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, objective: ObjectiveConfig,
                    spec: ViewSpec, feature_gradient: bool = False, lane_intent: float = 0.0,
-                   every_lane: bool = False, ego_gradient: bool = False) -> dict[str, torch.Tensor]:  # fmt: skip
+                   every_lane: bool = False, ego_gradient: bool = False,
+                   lag_weight: float = 0.0) -> dict[str, torch.Tensor]:  # fmt: skip
     """The objective's terms (means over the windows ``index`` ``[B]``) of ``policy`` driven through ``pool``.
 
     With a lane choice (``ScenePolicyConfig.lane_choice``) each window is driven toward a lane (its offset the
@@ -114,6 +118,11 @@ def imagined_terms(policy: ScenePolicy, pool: ScenePool, index: torch.Tensor, ob
     world = WorldFrames(pool.frames[index][:, None].to(device).float().div_(255.0), pool.reference[index].to(device))
     terms = mpur_terms(objective, world, pool.ego(index).to(device), driven, spec, per_window=True)
     drive_total = terms.pop("window_total")
+    if lag_weight > 0:
+        recorded = torch.tensor([pool.moments[i].driven is None for i in index.tolist()], device=device)
+        lag = (pool.reference[index][..., 0].to(device) - driven.states[..., 0] - LAG_FREE_M).relu() / 5.0  # [B, T]
+        terms["lag"] = (discounted(lag.square(), objective.discount) * recorded).mean()
+        terms["loss"] = terms["loss"] + lag_weight * terms["lag"]
     if lanes is not None:
         centre, width = (x.to(device)[:, None] for x in lane_centres(pool, index, lanes))
         off = (driven.states[..., 1] - centre) / width  # [R, T]
@@ -237,7 +246,7 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
         policy.train()
         index = torch.randint(len(pool), (c.batch_size,), generator=generator)
         terms = imagined_terms(policy, pool, index, objective, spec, c.feature_gradient, c.lane_intent, True,
-                               c.ego_gradient)  # fmt: skip
+                               c.ego_gradient, c.lag_weight)  # fmt: skip
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = sum(torch.nn.utils.clip_grad_norm_(group, c.grad_clip) for group in clipped)
