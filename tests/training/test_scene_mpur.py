@@ -4,6 +4,7 @@ actions and poses agree with the kinematics; the oracle's cars are the recorded 
 are those the closed loop computes there), and a seconds-long run lowers the imagined objective."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -213,3 +214,23 @@ def recorded_scene(recorded):
     moment = window_moments(recorded, "train", 1, 10, seed=0)[0]
     sim = Recordings(dataset_files(recorded)[1]).handover(moment.vehicle, moment.row)
     return sim.vehicles(), sim.road
+
+
+def test_the_lag_term_counts_falling_behind_the_recording(recorded):
+    """``lag_weight``: a policy braking hard falls behind the recorded car and pays for it; one that does not
+    brake pays (almost) nothing; windows at a driver's own states never do."""
+    pool = build_pool(recorded, window_moments(recorded, "train", 8, 10, seed=2), 10, "oracle")
+    policy = ScenePolicy(ScenePolicyConfig(feature_names=FEATURE_NAMES, action_limits=((-6.0, -0.2), (6.0, 0.2))))
+    policy.set_normalisation(recorded_normalisation(pool))
+    objective, spec, index = ObjectiveConfig.preset("drive"), ViewSpec(), torch.arange(8)
+    with torch.no_grad():
+        policy.head[-1].weight.zero_()
+        policy.head[-1].bias.copy_(-policy.action_mean / policy.action_std)  # no action
+        coasting = imagined_terms(policy, pool, index, objective, spec, lag_weight=1.0)
+        policy.head[-1].bias[0] = -100.0  # brake as hard as the limits allow
+        braking = imagined_terms(policy, pool, index, objective, spec, lag_weight=1.0)
+    assert braking["lag"] > 10 * coasting["lag"] and braking["lag"] > 1e-3
+    assert braking["loss"] == pytest.approx(float(braking["total"] + braking["lag"]), rel=1e-5)
+    pool.moments = [replace(m, driven=np.zeros((11, 4))) for m in pool.moments]  # as if cut from a drive
+    with torch.no_grad():
+        assert imagined_terms(policy, pool, index, objective, spec, lag_weight=1.0)["lag"] == 0
