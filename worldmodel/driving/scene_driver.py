@@ -39,13 +39,14 @@ class ScenePolicyDriver(FirstSlot):
     def reset_slot(self, slot: int, env, obs: dict, info: dict) -> None:
         self._slots[slot] = [env.sim, np.zeros(2), None]
 
-    def choose_lanes(self, slots: list[int], features: torch.Tensor) -> None:
-        """The target lane of each slot (``features`` ``[B, F]``) that is not changing lane (see the module
-        docstring)."""
+    def lane_targets(self, slots: list[int], vehicles: list[dict], features: torch.Tensor) -> torch.Tensor:
+        """``[B]``: each slot's target lane's centre minus its car's y [lane widths], a new target chosen for each
+        slot that is not changing lane (see the module docstring; ``vehicles``: each slot's ``sim.vehicles()``,
+        ``features`` ``[B, F]`` their scenes)."""
         deciding, nearest = [], []
-        for k, slot in enumerate(slots):
+        for k, (slot, cars) in enumerate(zip(slots, vehicles, strict=True)):
             sim, _, target = self._slots[slot]
-            x, y = (sim.vehicles()[name][:1] for name in ("x", "y"))
+            x, y = cars["x"][:1], cars["y"][:1]
             lane = int(sim.road.nearest_lane(x, y)[0])
             start, end = sim.road.lane_extent_x()
             ongoing = target is not None and target != lane and 0 <= target < sim.road.total_lanes
@@ -56,25 +57,20 @@ class ScenePolicyDriver(FirstSlot):
             offsets = self.policy.choose_lanes(features[deciding]).tolist()
             for k, lane, offset in zip(deciding, nearest, offsets, strict=True):
                 self._slots[slots[k]][2] = lane + offset
-
-    def lane_targets(self, slots: list[int]) -> torch.Tensor:
-        """``[B]``: each slot's target lane's centre minus its car's y [lane widths]."""
         targets = []
-        for slot in slots:
+        for slot, cars in zip(slots, vehicles, strict=True):
             sim, _, lane = self._slots[slot]
-            y = float(sim.vehicles()["y"][0])
-            targets.append((float(sim.road.lane_center_y(lane)) - y) / sim.road.lane_width_m)
+            targets.append((float(sim.road.lane_center_y(lane)) - float(cars["y"][0])) / sim.road.lane_width_m)
         return torch.tensor(targets, dtype=torch.float32, device=self.device)
 
     @torch.no_grad()
     def act_slots(self, slots: list[int], observations: list[dict], infos: list[dict]) -> np.ndarray:
-        features = np.stack([scene_features(sim.vehicles(), sim.road, last)
-                             for sim, last, _ in (self._slots[s] for s in slots)])  # fmt: skip
+        states = [self._slots[s] for s in slots]
+        vehicles = [sim.vehicles() for sim, _, _ in states]
+        features = np.stack([scene_features(cars, sim.road, last)
+                             for cars, (sim, last, _) in zip(vehicles, states, strict=True)])  # fmt: skip
         features = torch.from_numpy(features).to(self.device)
-        target = None
-        if self.policy.lane_head is not None:
-            self.choose_lanes(slots, features)
-            target = self.lane_targets(slots)
+        target = None if self.policy.lane_head is None else self.lane_targets(slots, vehicles, features)
         action = self.policy(features, target)["action"]
         actions = self.policy.unnormalise_actions(action).cpu().numpy().astype(np.float64)
         for slot, a in zip(slots, actions, strict=True):

@@ -88,6 +88,13 @@ HEADWAY_SCALE_S = 5.0
 """Headways are divided by this [s] and clipped to [-1, 2]."""
 
 
+def lane_exists(features: Tensor, feature_names: tuple[str, ...]) -> Tensor:
+    """``[B, 3]`` bool: whether the left neighbour, the own lane (always) and the right neighbour exist where each
+    ego is (``features`` ``[B, F]``, SI, named ``feature_names``)."""
+    left, right = (features[:, feature_names.index(f"{side}_exists")] > 0 for side in ("left", "right"))
+    return torch.stack([left, torch.ones_like(left), right], dim=-1)
+
+
 def closing_inputs(features: Tensor, feature_names: tuple[str, ...]) -> Tensor:
     """``[..., 2 S]`` for the S ``car_slots``: ``relu(closing speed) / max(gap, 0.5 m)`` [1/s] clipped to
     ``MAX_INVERSE_TTC`` (closing: the ego faster than a car ahead, a car behind faster than the ego; slots named
@@ -150,14 +157,10 @@ class ScenePolicy(SelfContainedCheckpoint, BoundedActions, nn.Module):
         by ``lane_change_margin``; 0 without a lane choice."""
         if self.lane_head is None:
             return torch.zeros(features.shape[0], dtype=torch.long, device=features.device)
-        index = {name: i for i, name in enumerate(self.config.feature_names)}
-        costs = self.lane_costs(features)
-        exists = torch.stack([features[:, index["left_exists"]] > 0, torch.ones_like(features[:, 0], dtype=torch.bool),
-                              features[:, index["right_exists"]] > 0], dim=-1)  # fmt: skip
-        costs = torch.where(exists, costs, torch.inf)
+        costs = torch.where(lane_exists(features, self.config.feature_names), self.lane_costs(features), torch.inf)
         costs[:, 1] -= self.config.lane_change_margin
         return costs.argmin(-1) - 1
 
 
 __all__ = ["CHECKPOINT_KIND", "LANE_COST_SCALE", "MAX_LANE_TARGET", "ScenePolicy", "ScenePolicyConfig", "car_slots",
-           "closing_inputs"]  # fmt: skip
+           "closing_inputs", "lane_exists"]  # fmt: skip

@@ -66,7 +66,7 @@ from worldmodel.driving.scene_windows import (
 from worldmodel.driving.worlds import TrafficWorld, WorldFrames
 from worldmodel.nn.checkpointing import CheckpointError
 from worldmodel.nn.saving import save_checkpoint
-from worldmodel.nn.scene_policy import LANE_COST_SCALE, ScenePolicy
+from worldmodel.nn.scene_policy import LANE_COST_SCALE, ScenePolicy, lane_exists
 from worldmodel.traffic.view import ViewSpec
 from worldmodel.training.dagger import drive_train_cars, scene_normalisation, start_run
 from worldmodel.training.policy import closed_loop_val
@@ -82,10 +82,7 @@ LAG_FREE_M = 2.0
 def lane_offsets(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every lane that exists where each ego is (``features`` ``[B, F]``, read for the nearest lane): ``rows``
     ``[R]`` (which ego) and ``offsets`` ``[R]`` (-1 left, 0 keep, +1 right), R between B and 3 B."""
-    index = {name: i for i, name in enumerate(FEATURE_NAMES)}
-    exists = torch.stack([features[:, index["left_exists"]] > 0, torch.ones(len(features), dtype=torch.bool),
-                          features[:, index["right_exists"]] > 0], dim=-1).cpu()  # fmt: skip
-    rows, lanes = torch.nonzero(exists, as_tuple=True)
+    rows, lanes = torch.nonzero(lane_exists(features, FEATURE_NAMES).cpu(), as_tuple=True)
     return rows, lanes - 1
 
 
@@ -202,9 +199,10 @@ def train_scene_mpur(config: TrainPolicyConfig, fresh: ScenePolicy, folder: Path
     optimizer = torch.optim.Adam(policy.parameters(), lr=c.lr)
     # the lane head's regression is clipped apart: its error, tens of times the objective's gradient, would
     # otherwise scale the driving head's step down to nothing
-    lane_head = [] if policy.lane_head is None else list(policy.lane_head.parameters())
-    clipped = [[p for p in policy.parameters() if all(p is not q for q in lane_head)], lane_head]
-    clipped = [group for group in clipped if group]
+    groups: dict[bool, list] = {}
+    for name, parameter in policy.named_parameters():
+        groups.setdefault(name.startswith("lane_head."), []).append(parameter)
+    clipped = list(groups.values())
     generator = torch.Generator().manual_seed(c.seed)
     metrics = out / "metrics.jsonl"
     metrics.write_text("")
